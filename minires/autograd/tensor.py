@@ -1,0 +1,496 @@
+"""``Tensor``: an array (NumPy or CuPy) plus what reverse-mode autodiff needs."""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from .. import backend
+from .engine import run_backward
+
+
+def _ops():
+    """The op modules, imported on first use (autograd sits below ops)."""
+    from ..ops import arith, reduce, shape  # noqa: PLC0415
+
+    return arith, shape, reduce
+
+
+def _resolve_dtype(dtype):
+    if dtype is None:
+        return None
+    try:
+        return np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"unknown dtype {dtype!r}") from None
+
+
+def _is_float(dtype) -> bool:
+    return np.dtype(dtype).kind == "f"
+
+
+def check_same_device_and_dtype(op_name: str, inputs) -> str:
+    """Check that the tensor inputs of one op share a device and a floating dtype.
+
+    Returns:
+        The common device string.
+
+    Raises:
+        ValueError: two inputs live on different devices (both are named).
+        TypeError: two floating inputs have different dtypes (no silent casting).
+    """
+    device = None
+    float_dtype = None
+    for t in inputs:
+        if t is None:
+            continue
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{op_name}: expected Tensor inputs, got {type(t).__name__}")
+        if device is None:
+            device = t.device
+        elif t.device != device:
+            raise ValueError(
+                f"{op_name}: expected all tensors on one device, got {device} and {t.device}; "
+                "move them with .to(device)"
+            )
+        if t.data.dtype.kind == "f":
+            if float_dtype is None:
+                float_dtype = t.data.dtype
+            elif t.data.dtype != float_dtype:
+                raise TypeError(
+                    f"{op_name}: expected all floating tensors to have one dtype, got "
+                    f"{float_dtype} and {t.data.dtype}; convert one with .to(dtype) or .float()/.double()"
+                )
+    return device if device is not None else "cpu"
+
+
+class Tensor:
+    """An n-dimensional array that can record the ops applied to it.
+
+    Attributes:
+        data: the NumPy (CPU) or CuPy (GPU) array.
+        grad: the accumulated gradient array of a leaf (or a tensor that called
+            ``retain_grad``), or ``None``.
+        requires_grad: whether ops on this tensor are recorded for backward.
+    """
+
+    __array_priority__ = 1000  # make ``ndarray + Tensor`` call Tensor.__radd__
+
+    def __init__(self, data, requires_grad: bool = False):
+        if isinstance(data, Tensor):
+            data = data.data
+        if not (isinstance(data, np.ndarray) or backend.is_cupy_array(data)):
+            data = np.asarray(data)
+        if requires_grad and data.dtype.kind != "f":
+            raise TypeError(f"only floating-point tensors can require grad, got dtype {data.dtype}")
+        self.data = data
+        self.grad = None
+        self.requires_grad = bool(requires_grad)
+        self._ctx = None
+        self._hooks = []
+        self._retains_grad = False
+
+    @classmethod
+    def _from_op(cls, array, device):
+        t = cls.__new__(cls)
+        t.data = array
+        t.grad = None
+        t.requires_grad = False
+        t._ctx = None
+        t._hooks = []
+        t._retains_grad = False
+        return t
+
+    # --- properties -----------------------------------------------------------------
+    @property
+    def shape(self) -> tuple:
+        return tuple(self.data.shape)
+
+    @property
+    def dtype(self):
+        return self.data.dtype
+
+    @property
+    def device(self) -> str:
+        return backend.array_device(self.data)
+
+    @property
+    def ndim(self) -> int:
+        return self.data.ndim
+
+    def dim(self) -> int:
+        return self.data.ndim
+
+    def size(self, dim: int | None = None):
+        """The shape (PyTorch's ``size()``), or one dimension of it."""
+        return self.shape if dim is None else self.shape[dim]
+
+    def numel(self) -> int:
+        return int(self.data.size)
+
+    @property
+    def is_leaf(self) -> bool:
+        return self._ctx is None
+
+    @property
+    def grad_fn(self):
+        return self._ctx
+
+    def __len__(self) -> int:
+        if self.data.ndim == 0:
+            raise TypeError("len() of a 0-d tensor")
+        return self.data.shape[0]
+
+    def __repr__(self) -> str:
+        extra = ", requires_grad=True" if self.requires_grad else ""
+        dev = "" if self.device == "cpu" else f", device='{self.device}'"
+        body = np.array2string(backend.as_numpy(self.data), separator=", ", precision=4,
+                               threshold=50, prefix="tensor(")
+        return f"tensor({body}, dtype={self.dtype}{dev}{extra})"
+
+    # --- autograd -------------------------------------------------------------------
+    def backward(self, grad=None, retain_graph: bool = False) -> None:
+        """Accumulate d(self)/d(leaf) into each leaf's ``.grad``.
+
+        Args:
+            grad: the upstream gradient, shaped like ``self``; may be omitted for a
+                one-element tensor (it is then 1).
+            retain_graph: keep saved buffers so backward can run again.
+        """
+        if not self.requires_grad:
+            raise RuntimeError("backward() on a tensor that does not require grad")
+        if grad is None:
+            if self.data.size != 1:
+                raise RuntimeError(
+                    f"grad can be implicit only for one-element tensors, this one has shape {self.shape}"
+                )
+            xp = backend.get_array_module(self.data)
+            grad = xp.ones_like(self.data)
+        else:
+            grad = grad.data if isinstance(grad, Tensor) else grad
+            xp = backend.get_array_module(self.data)
+            if backend.array_device(grad) != self.device:
+                raise ValueError(f"backward: grad is on {backend.array_device(grad)}, tensor on {self.device}")
+            grad = xp.asarray(grad, dtype=self.dtype)
+            if grad.shape != self.data.shape:
+                raise ValueError(f"backward: grad has shape {tuple(grad.shape)}, expected {self.shape}")
+        run_backward(self, grad, retain_graph=retain_graph)
+
+    def register_hook(self, hook):
+        """Call ``hook(grad_tensor)`` when this tensor's gradient is computed.
+
+        The hook may return a replacement gradient (Tensor or array) or ``None``.
+        Returns a handle whose ``remove()`` unregisters the hook.
+        """
+        if not self.requires_grad:
+            raise RuntimeError("cannot register a hook on a tensor that does not require grad")
+        self._hooks.append(hook)
+        return _HookHandle(self._hooks, hook)
+
+    def retain_grad(self) -> None:
+        """Keep ``.grad`` on a non-leaf tensor after backward."""
+        self._retains_grad = True
+
+    def detach(self) -> "Tensor":
+        """A tensor sharing this one's data, cut from the graph."""
+        return Tensor(self.data)
+
+    def requires_grad_(self, requires_grad: bool = True) -> "Tensor":
+        if requires_grad and self.data.dtype.kind != "f":
+            raise TypeError(f"only floating-point tensors can require grad, got dtype {self.dtype}")
+        if not self.is_leaf and not requires_grad:
+            raise RuntimeError("cannot turn off requires_grad of a non-leaf tensor; use detach()")
+        self.requires_grad = bool(requires_grad)
+        return self
+
+    def zero_grad(self) -> None:
+        self.grad = None
+
+    # --- conversion -----------------------------------------------------------------
+    def numpy(self) -> np.ndarray:
+        """The data as a NumPy array (copied from the GPU if needed)."""
+        return backend.as_numpy(self.data)
+
+    def tolist(self):
+        return self.numpy().tolist()
+
+    def item(self):
+        """The value of a one-element tensor as a Python number."""
+        if self.data.size != 1:
+            raise ValueError(f"item() needs a one-element tensor, got shape {self.shape}")
+        return self.numpy().reshape(()).item()
+
+    def to(self, target) -> "Tensor":
+        """Move to a device (``'cpu'``, ``'cuda'``) or cast to a dtype; differentiable."""
+        _, shape, _ = _ops()
+        if isinstance(target, str) and target.split(":")[0].lower() in ("cpu", "cuda", "gpu"):
+            return shape.to_device(self, target)
+        return shape.cast(self, target)
+
+    def cpu(self) -> "Tensor":
+        return self.to("cpu")
+
+    def cuda(self, index: int = 0) -> "Tensor":
+        return self.to(f"cuda:{index}")
+
+    def float(self) -> "Tensor":
+        return self.to(np.float32)
+
+    def double(self) -> "Tensor":
+        return self.to(np.float64)
+
+    def astype(self, dtype) -> "Tensor":
+        return self.to(dtype)
+
+    # --- arithmetic -----------------------------------------------------------------
+    def _operand(self, other):
+        if isinstance(other, Tensor):
+            return other
+        if isinstance(other, (numbers.Number, np.number)) or np.ndim(other) == 0:
+            dtype = self.dtype if self.dtype.kind == "f" else np.result_type(other)
+            if backend.is_cupy_array(other):
+                other = other.get()
+            array = np.asarray(other, dtype=dtype)
+            return Tensor(backend.to_device(array, self.device) if self.device != "cpu" else array)
+        if isinstance(other, np.ndarray) or backend.is_cupy_array(other):
+            return Tensor(other)
+        raise TypeError(f"unsupported operand type {type(other).__name__} for Tensor arithmetic")
+
+    def __add__(self, other):
+        return _ops()[0].add(self, self._operand(other))
+
+    def __radd__(self, other):
+        return _ops()[0].add(self._operand(other), self)
+
+    def __sub__(self, other):
+        return _ops()[0].sub(self, self._operand(other))
+
+    def __rsub__(self, other):
+        return _ops()[0].sub(self._operand(other), self)
+
+    def __mul__(self, other):
+        return _ops()[0].mul(self, self._operand(other))
+
+    def __rmul__(self, other):
+        return _ops()[0].mul(self._operand(other), self)
+
+    def __truediv__(self, other):
+        return _ops()[0].div(self, self._operand(other))
+
+    def __rtruediv__(self, other):
+        return _ops()[0].div(self._operand(other), self)
+
+    def __matmul__(self, other):
+        return _ops()[0].matmul(self, self._operand(other))
+
+    def __rmatmul__(self, other):
+        return _ops()[0].matmul(self._operand(other), self)
+
+    def __pow__(self, exponent):
+        return _ops()[0].pow(self, exponent)
+
+    def __neg__(self):
+        return _ops()[0].neg(self)
+
+    def __pos__(self):
+        return self
+
+    def exp(self):
+        return _ops()[0].exp(self)
+
+    def log(self):
+        return _ops()[0].log(self)
+
+    def sqrt(self):
+        return _ops()[0].sqrt(self)
+
+    def abs(self):
+        return _ops()[0].abs(self)
+
+    # comparisons give boolean tensors outside the graph
+    def _compare(self, other, op):
+        other = other.data if isinstance(other, Tensor) else other
+        return Tensor(op(self.data, other))
+
+    def __eq__(self, other):  # noqa: D105
+        return self._compare(other, lambda a, b: a == b)
+
+    def __ne__(self, other):
+        return self._compare(other, lambda a, b: a != b)
+
+    def __lt__(self, other):
+        return self._compare(other, lambda a, b: a < b)
+
+    def __le__(self, other):
+        return self._compare(other, lambda a, b: a <= b)
+
+    def __gt__(self, other):
+        return self._compare(other, lambda a, b: a > b)
+
+    def __ge__(self, other):
+        return self._compare(other, lambda a, b: a >= b)
+
+    __hash__ = object.__hash__
+
+    def __bool__(self):
+        if self.data.size != 1:
+            raise RuntimeError(f"the truth value of a tensor of shape {self.shape} is ambiguous")
+        return bool(self.item())
+
+    def __float__(self):
+        return float(self.item())
+
+    def __int__(self):
+        return int(self.item())
+
+    # --- shape ----------------------------------------------------------------------
+    def reshape(self, *shape):
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+            shape = tuple(shape[0])
+        return _ops()[1].reshape(self, shape)
+
+    view = reshape
+
+    def flatten(self, start_dim: int = 0, end_dim: int = -1):
+        return _ops()[1].flatten(self, start_dim, end_dim)
+
+    def transpose(self, *axes):
+        """``transpose(a, b)`` swaps two axes (PyTorch); ``transpose(axes)`` permutes."""
+        return _ops()[1].transpose(self, *axes)
+
+    def permute(self, *axes):
+        if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
+            axes = tuple(axes[0])
+        return _ops()[1].permute(self, axes)
+
+    @property
+    def T(self):  # noqa: N802
+        return _ops()[1].permute(self, tuple(reversed(range(self.ndim))))
+
+    def __getitem__(self, index):
+        return _ops()[1].getitem(self, index)
+
+    # --- reductions -----------------------------------------------------------------
+    def sum(self, axis=None, keepdims: bool = False, dim=None):
+        return _ops()[2].sum(self, axis if dim is None else dim, keepdims)
+
+    def mean(self, axis=None, keepdims: bool = False, dim=None):
+        return _ops()[2].mean(self, axis if dim is None else dim, keepdims)
+
+    def max(self, axis=None, keepdims: bool = False, dim=None):
+        return _ops()[2].max(self, axis if dim is None else dim, keepdims)
+
+    def argmax(self, axis=None):
+        return Tensor(self.data.argmax(axis=axis))
+
+    def relu(self):
+        from ..ops import activation  # noqa: PLC0415
+
+        return activation.relu(self)
+
+    def sigmoid(self):
+        from ..ops import activation  # noqa: PLC0415
+
+        return activation.sigmoid(self)
+
+
+class _HookHandle:
+    def __init__(self, hooks: list, hook):
+        self._hooks = hooks
+        self._hook = hook
+
+    def remove(self) -> None:
+        if self._hook in self._hooks:
+            self._hooks.remove(self._hook)
+
+
+# --- factories --------------------------------------------------------------------------
+
+def tensor(data, requires_grad: bool = False, dtype=None, device=None) -> Tensor:
+    """Create a tensor from data (nested lists, scalars, NumPy or CuPy arrays, Tensors).
+
+    Python floats become float32 (the default); NumPy arrays keep their dtype (float64
+    stays float64); Python ints become int64.
+
+    Args:
+        data: the values (copied).
+        requires_grad: record ops on it for backward (floating dtypes only).
+        dtype: a NumPy dtype or its name, e.g. ``'float64'``.
+        device: ``'cpu'``, ``'cuda'``, ``'cuda:N'`` or ``None`` for the default device.
+    """
+    dtype = _resolve_dtype(dtype)
+    device = backend.parse_device(device)
+    if isinstance(data, Tensor):
+        data = data.data
+    if isinstance(data, np.ndarray) or backend.is_cupy_array(data):
+        array = data.astype(dtype) if dtype is not None else data.copy()
+    else:
+        array = np.asarray(data)
+        if array.dtype == object:
+            raise TypeError(f"cannot make a tensor from {type(data).__name__} with ragged or non-numeric items")
+        if dtype is not None:
+            array = array.astype(dtype)
+        elif array.dtype.kind == "f":
+            array = array.astype(np.float32)
+        elif array.dtype.kind in "iu":
+            array = array.astype(np.int64)
+    array = backend.to_device(array, device)
+    return Tensor(array, requires_grad=requires_grad)
+
+
+def _factory(fill, shape, dtype, device, requires_grad):
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        shape = tuple(shape[0])
+    device = backend.parse_device(device)
+    dtype = _resolve_dtype(dtype) or np.dtype(np.float32)
+    xp = backend.xp_for(device)
+    if device != "cpu":
+        with backend.cupy_module().cuda.Device(int(device.split(":")[1])):
+            array = fill(xp, shape, dtype)
+    else:
+        array = fill(xp, shape, dtype)
+    return Tensor(array, requires_grad=requires_grad)
+
+
+def zeros(*shape, dtype=None, device=None, requires_grad=False) -> Tensor:
+    """A tensor of zeros (float32 unless ``dtype`` says otherwise)."""
+    return _factory(lambda xp, s, d: xp.zeros(s, dtype=d), shape, dtype, device, requires_grad)
+
+
+def ones(*shape, dtype=None, device=None, requires_grad=False) -> Tensor:
+    """A tensor of ones (float32 unless ``dtype`` says otherwise)."""
+    return _factory(lambda xp, s, d: xp.ones(s, dtype=d), shape, dtype, device, requires_grad)
+
+
+def randn(*shape, dtype=None, device=None, requires_grad=False) -> Tensor:
+    """Standard normal samples from minires' seeded generator."""
+    def fill(xp, s, d):
+        values = backend.generator().standard_normal(s).astype(d)
+        return values if xp is np else xp.asarray(values)
+
+    return _factory(fill, shape, dtype, device, requires_grad)
+
+
+def rand(*shape, dtype=None, device=None, requires_grad=False) -> Tensor:
+    """Uniform [0, 1) samples from minires' seeded generator."""
+    def fill(xp, s, d):
+        values = backend.generator().random(s).astype(d)
+        return values if xp is np else xp.asarray(values)
+
+    return _factory(fill, shape, dtype, device, requires_grad)
+
+
+def zeros_like(t: Tensor, requires_grad=False) -> Tensor:
+    return zeros(t.shape, dtype=t.dtype, device=t.device, requires_grad=requires_grad)
+
+
+def ones_like(t: Tensor, requires_grad=False) -> Tensor:
+    return ones(t.shape, dtype=t.dtype, device=t.device, requires_grad=requires_grad)
+
+
+def from_numpy(array: np.ndarray) -> Tensor:
+    """Wrap a NumPy array without copying."""
+    if not isinstance(array, np.ndarray):
+        raise TypeError(f"from_numpy expects a numpy.ndarray, got {type(array).__name__}")
+    return Tensor(array)

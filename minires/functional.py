@@ -1,0 +1,22 @@
+"""The stateless, differentiable functions (``import minires.functional as F``).
+
+Signatures and semantics follow ``torch.nn.functional`` so results compare one to one.
+Each function lives in its family module under :mod:`minires.ops`; this module gathers them.
+"""
+
+from .ops.activation import relu, sigmoid
+from .ops.arith import abs, add, div, exp, log, matmul, mul, neg, pow, sqrt, sub  # noqa: A004
+from .ops.conv import conv2d
+from .ops.linear import linear
+from .ops.loss import cross_entropy, log_softmax, nll_loss, softmax
+from .ops.norm import batch_norm
+from .ops.pooling import adaptive_avg_pool2d, avg_pool2d, max_pool2d
+from .ops.reduce import max, mean, sum  # noqa: A004
+from .ops.shape import cat, flatten, getitem, pad, permute, reshape, stack, transpose
+
+__all__ = [
+    "relu", "sigmoid", "conv2d", "linear", "cross_entropy", "log_softmax", "softmax", "nll_loss",
+    "batch_norm", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "cat", "flatten", "pad",
+    "reshape", "transpose", "permute", "stack", "getitem", "sum", "mean", "max", "add", "sub",
+    "mul", "div", "neg", "pow", "matmul", "exp", "log", "sqrt", "abs",
+]

@@ -1,0 +1,226 @@
+"""Broadcasting arithmetic: add, sub, mul, div, neg, pow, matmul, exp, log, sqrt, abs.
+
+Gradients of broadcast inputs are summed back over the broadcast axes
+(:func:`unbroadcast`).
+"""
+
+from __future__ import annotations
+
+import numbers
+
+from ..autograd import Function, Tensor
+from ..backend import get_array_module
+
+
+def unbroadcast(grad, shape):
+    """Sum ``grad`` over the axes that broadcasting added or stretched to reach ``shape``."""
+    if grad.shape == tuple(shape):
+        return grad
+    extra = grad.ndim - len(shape)
+    if extra:
+        grad = grad.sum(axis=tuple(range(extra)))
+    stretched = tuple(i for i, n in enumerate(shape) if n == 1 and grad.shape[i] != 1)
+    if stretched:
+        grad = grad.sum(axis=stretched, keepdims=True)
+    return grad
+
+
+class Add(Function):
+    def forward(self, a, b):
+        self.a_shape, self.b_shape = a.shape, b.shape
+        return a + b
+
+    def backward(self, grad):
+        # d(a+b)/da = 1, d(a+b)/db = 1
+        return unbroadcast(grad, self.a_shape), unbroadcast(grad, self.b_shape)
+
+
+class Sub(Function):
+    def forward(self, a, b):
+        self.a_shape, self.b_shape = a.shape, b.shape
+        return a - b
+
+    def backward(self, grad):
+        # d(a-b)/da = 1, d(a-b)/db = -1
+        return unbroadcast(grad, self.a_shape), unbroadcast(-grad, self.b_shape)
+
+
+class Mul(Function):
+    def forward(self, a, b):
+        self.a, self.b = a, b
+        return a * b
+
+    def backward(self, grad):
+        # d(ab)/da = b, d(ab)/db = a
+        ga = unbroadcast(grad * self.b, self.a.shape) if self.needs_input_grad[0] else None
+        gb = unbroadcast(grad * self.a, self.b.shape) if self.needs_input_grad[1] else None
+        return ga, gb
+
+
+class Div(Function):
+    def forward(self, a, b):
+        self.a, self.b = a, b
+        return a / b
+
+    def backward(self, grad):
+        # d(a/b)/da = 1/b, d(a/b)/db = -a/b^2
+        ga = unbroadcast(grad / self.b, self.a.shape) if self.needs_input_grad[0] else None
+        gb = unbroadcast(-grad * self.a / (self.b * self.b), self.b.shape) if self.needs_input_grad[1] else None
+        return ga, gb
+
+
+class Neg(Function):
+    def forward(self, a):
+        return -a
+
+    def backward(self, grad):
+        # d(-a)/da = -1
+        return -grad
+
+
+class Pow(Function):
+    def forward(self, a, exponent):
+        self.a, self.exponent = a, exponent
+        return a ** exponent
+
+    def backward(self, grad):
+        # d(a^p)/da = p a^(p-1)
+        return grad * (self.exponent * self.a ** (self.exponent - 1))
+
+
+class Exp(Function):
+    def forward(self, a):
+        self.out = get_array_module(a).exp(a)
+        return self.out
+
+    def backward(self, grad):
+        # d(e^a)/da = e^a
+        return grad * self.out
+
+
+class Log(Function):
+    def forward(self, a):
+        self.a = a
+        return get_array_module(a).log(a)
+
+    def backward(self, grad):
+        # d(log a)/da = 1/a
+        return grad / self.a
+
+
+class Sqrt(Function):
+    def forward(self, a):
+        self.out = get_array_module(a).sqrt(a)
+        return self.out
+
+    def backward(self, grad):
+        # d(sqrt a)/da = 1 / (2 sqrt a)
+        return grad / (2 * self.out)
+
+
+class Abs(Function):
+    def forward(self, a):
+        self.sign = get_array_module(a).sign(a)
+        return abs(a)
+
+    def backward(self, grad):
+        # d|a|/da = sign(a) (0 at 0, as PyTorch)
+        return grad * self.sign
+
+
+class Matmul(Function):
+    def forward(self, a, b):
+        if a.ndim < 1 or b.ndim < 1:
+            raise ValueError("matmul: both operands need at least one dimension")
+        self.a, self.b = a, b
+        return a @ b
+
+    def backward(self, grad):
+        # C = AB: dA = G B^T, dB = A^T G (with 1-d operands promoted, batch dims summed)
+        xp = get_array_module(grad)
+        a, b = self.a, self.b
+        if a.ndim == 1 and b.ndim == 1:  # inner product
+            return (grad * b if self.needs_input_grad[0] else None,
+                    grad * a if self.needs_input_grad[1] else None)
+        a2 = a[None, :] if a.ndim == 1 else a
+        b2 = b[:, None] if b.ndim == 1 else b
+        g = grad
+        if a.ndim == 1:
+            g = xp.expand_dims(g, -2)
+        if b.ndim == 1:
+            g = xp.expand_dims(g, -1)
+        ga = gb = None
+        if self.needs_input_grad[0]:
+            ga = g @ xp.swapaxes(b2, -1, -2)
+            ga = unbroadcast(ga, a2.shape).reshape(a.shape)
+        if self.needs_input_grad[1]:
+            gb = xp.swapaxes(a2, -1, -2) @ g
+            gb = unbroadcast(gb, b2.shape).reshape(b.shape)
+        return ga, gb
+
+
+def _check_pair(name, a, b):
+    if not isinstance(a, Tensor) or not isinstance(b, Tensor):
+        raise TypeError(f"{name}: expected Tensors, got {type(a).__name__} and {type(b).__name__}")
+
+
+def add(a: Tensor, b: Tensor) -> Tensor:
+    """Elementwise ``a + b`` with broadcasting."""
+    _check_pair("add", a, b)
+    return Add.apply(a, b)
+
+
+def sub(a: Tensor, b: Tensor) -> Tensor:
+    """Elementwise ``a - b`` with broadcasting."""
+    _check_pair("sub", a, b)
+    return Sub.apply(a, b)
+
+
+def mul(a: Tensor, b: Tensor) -> Tensor:
+    """Elementwise ``a * b`` with broadcasting."""
+    _check_pair("mul", a, b)
+    return Mul.apply(a, b)
+
+
+def div(a: Tensor, b: Tensor) -> Tensor:
+    """Elementwise ``a / b`` with broadcasting."""
+    _check_pair("div", a, b)
+    return Div.apply(a, b)
+
+
+def neg(a: Tensor) -> Tensor:
+    """``-a``."""
+    return Neg.apply(a)
+
+
+def pow(a: Tensor, exponent) -> Tensor:  # noqa: A001
+    """``a ** exponent`` for a Python-number exponent."""
+    if not isinstance(exponent, numbers.Number):
+        raise TypeError(f"pow: exponent must be a Python number, got {type(exponent).__name__}")
+    return Pow.apply(a, exponent=exponent)
+
+
+def matmul(a: Tensor, b: Tensor) -> Tensor:
+    """Matrix product with NumPy's ``@`` semantics (batched, 1-d promotion)."""
+    _check_pair("matmul", a, b)
+    return Matmul.apply(a, b)
+
+
+def exp(a: Tensor) -> Tensor:
+    """Elementwise ``e ** a``."""
+    return Exp.apply(a)
+
+
+def log(a: Tensor) -> Tensor:
+    """Elementwise natural logarithm."""
+    return Log.apply(a)
+
+
+def sqrt(a: Tensor) -> Tensor:
+    """Elementwise square root."""
+    return Sqrt.apply(a)
+
+
+def abs(a: Tensor) -> Tensor:  # noqa: A001
+    """Elementwise absolute value."""
+    return Abs.apply(a)

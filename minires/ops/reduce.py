@@ -1,0 +1,90 @@
+"""Reductions: sum, mean, max (with gradients broadcast back)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..autograd import Function, Tensor
+from ..backend import get_array_module
+
+
+def _axes(axis, ndim: int, name: str):
+    if axis is None:
+        return None
+    items = axis if isinstance(axis, (tuple, list)) else (axis,)
+    out = []
+    for ax in items:
+        ax = int(ax)
+        if not -ndim <= ax < ndim:
+            raise ValueError(f"{name}: axis {ax} out of range for a tensor with {ndim} dimensions")
+        out.append(ax % ndim)
+    return tuple(sorted(set(out)))
+
+
+def _expand(grad, in_shape, axes, keepdims):
+    """Reshape a reduced gradient so it broadcasts against the input."""
+    if axes is None:
+        return grad.reshape((1,) * len(in_shape))
+    if not keepdims:
+        shape = list(in_shape)
+        for ax in axes:
+            shape[ax] = 1
+        grad = grad.reshape(shape)
+    return grad
+
+
+class Sum(Function):
+    def forward(self, a, axis, keepdims):
+        self.in_shape, self.axis, self.keepdims = a.shape, axis, keepdims
+        return a.sum(axis=axis, keepdims=keepdims)
+
+    def backward(self, grad):
+        # d(sum)/da = 1 for every summed element
+        xp = get_array_module(grad)
+        return xp.broadcast_to(_expand(grad, self.in_shape, self.axis, self.keepdims), self.in_shape).copy()
+
+
+class Mean(Function):
+    def forward(self, a, axis, keepdims):
+        self.in_shape, self.axis, self.keepdims = a.shape, axis, keepdims
+        self.count = a.size if axis is None else int(np.prod([a.shape[i] for i in axis]))
+        return a.mean(axis=axis, keepdims=keepdims)
+
+    def backward(self, grad):
+        # d(mean)/da = 1/count
+        xp = get_array_module(grad)
+        g = _expand(grad, self.in_shape, self.axis, self.keepdims) / self.count
+        return xp.broadcast_to(g, self.in_shape).astype(grad.dtype, copy=True)
+
+
+class Max(Function):
+    def forward(self, a, axis, keepdims):
+        self.a, self.axis, self.keepdims = a, axis, keepdims
+        self.out = a.max(axis=axis, keepdims=True)
+        return self.out if keepdims else self.out.reshape(a.max(axis=axis).shape)
+
+    def backward(self, grad):
+        # the gradient goes to the maxima, split evenly between ties
+        mask = (self.a == self.out)
+        count = mask.sum(axis=self.axis, keepdims=True)
+        g = _expand(grad, self.a.shape, self.axis, self.keepdims)
+        return (mask * (g / count)).astype(grad.dtype)
+
+
+def sum(a: Tensor, axis=None, keepdims: bool = False) -> Tensor:  # noqa: A001
+    """Sum over ``axis`` (an int, a tuple, or None for all)."""
+    return Sum.apply(a, axis=_axes(axis, a.ndim, "sum"), keepdims=keepdims)
+
+
+def mean(a: Tensor, axis=None, keepdims: bool = False) -> Tensor:
+    """Mean over ``axis`` (an int, a tuple, or None for all)."""
+    if a.dtype.kind != "f":
+        raise TypeError(f"mean: expected a floating tensor, got dtype {a.dtype}")
+    return Mean.apply(a, axis=_axes(axis, a.ndim, "mean"), keepdims=keepdims)
+
+
+def max(a: Tensor, axis=None, keepdims: bool = False) -> Tensor:  # noqa: A001
+    """Maximum over ``axis``; the gradient is shared evenly between tied maxima."""
+    if a.numel() == 0:
+        raise ValueError("max: empty tensor")
+    return Max.apply(a, axis=_axes(axis, a.ndim, "max"), keepdims=keepdims)

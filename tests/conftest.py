@@ -1,0 +1,28 @@
+"""Shared test setup: GPU tests skip without CuPy and a GPU; each test starts from seed 0."""
+
+import numpy as np
+import pytest
+
+import minires as mr
+
+
+def pytest_collection_modifyitems(config, items):
+    if mr.cuda_available():
+        return
+    skip = pytest.mark.skip(reason="needs CuPy and an NVIDIA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    mr.manual_seed(0)
+    np.random.seed(0)
+    yield
+
+
+@pytest.fixture
+def rng():
+    """A fresh seeded NumPy generator for test data."""
+    return np.random.default_rng(1234)

@@ -121,7 +121,7 @@ class Sqrt(Function):
 class Abs(Function):
     def forward(self, a):
         self.sign = get_array_module(a).sign(a)
-        return abs(a)
+        return get_array_module(a).abs(a)
 
     def backward(self, grad):
         # d|a|/da = sign(a) (0 at 0, as PyTorch)

@@ -61,7 +61,9 @@ class Max(Function):
     def forward(self, a, axis, keepdims):
         self.a, self.axis, self.keepdims = a, axis, keepdims
         self.out = a.max(axis=axis, keepdims=True)
-        return self.out if keepdims else self.out.reshape(a.max(axis=axis).shape)
+        if keepdims:
+            return self.out
+        return self.out.reshape(()) if axis is None else get_array_module(a).squeeze(self.out, axis=axis)
 
     def backward(self, grad):
         # the gradient goes to the maxima, split evenly between ties

@@ -1,4 +1,84 @@
-"""PLACEHOLDER: being written (replace whole file)."""
-def conv2d(*args, **kwargs):
-    raise NotImplementedError("conv2d")
+"""2-D convolution as a differentiable op (``F.conv2d``), on the kernels in :mod:`minires.kernels.conv`."""
 
+from __future__ import annotations
+
+from ..autograd import Function, Tensor
+from ..backend import array_device
+from ..kernels.conv import (conv2d_backward_bias, conv2d_backward_input, conv2d_backward_weight,
+                            conv2d_forward, conv_geometry, select_conv_algorithm)
+
+
+class Conv2d(Function):
+    """Convolution of ``x (N, C, H, W)`` with ``w (C_out, C/groups, KH, KW)`` plus optional bias."""
+
+    def forward(self, x, w, b, stride=1, padding=0, groups=1):
+        geometry = conv_geometry(x.shape, w.shape, stride, padding, groups, None if b is None else b.shape)
+        self.options = dict(stride=stride, padding=padding, groups=groups)
+        self.workspace = {"algorithm": select_conv_algorithm(geometry, array_device(x)).name}
+        self.x, self.w = x, w
+        return conv2d_forward(x, w, b, stride, padding, groups, workspace=self.workspace)
+
+    def backward(self, grad):
+        need_x, need_w, need_b = self.needs_input_grad
+        gx = gw = gb = None
+        if need_x:
+            # d out/d x: the transposed convolution, col2im(W^T @ dout)
+            gx = conv2d_backward_input(grad, self.w, self.x.shape, workspace=self.workspace, **self.options)
+        if need_w:
+            # d out/d W: sum over batch of dout @ im2col(x)^T
+            gw = conv2d_backward_weight(grad, self.x, self.w.shape, workspace=self.workspace, **self.options)
+        if need_b:
+            # d out/d b = 1 at every output position of channel o
+            gb = conv2d_backward_bias(grad)
+        return gx, gw, gb
+
+
+def _check_float_tensor(name: str, value, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if not isinstance(value, Tensor):
+        expected = "a Tensor or None" if allow_none else "a Tensor"
+        raise TypeError(f"conv2d: expected {name} to be {expected}, got {type(value).__name__}")
+    if value.dtype.kind != "f":
+        raise TypeError(f"conv2d: expected {name} to be a floating tensor (float32/float64), got {value.dtype}")
+
+
+def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1, padding=0, groups=1) -> Tensor:
+    """2-D cross-correlation with PyTorch's semantics and weight layout.
+
+    ``out[n, o, p, q] = bias[o] + sum_{c, i, j} weight[o, c, i, j] *
+    x_padded[n, g(o)*C/groups + c, p*SH + i, q*SW + j]``, computed as im2col + GEMM.
+
+    Args:
+        x: input ``(N, C, H, W)``, or ``(C, H, W)`` for one unbatched image.
+        weight: ``(C_out, C/groups, KH, KW)``.
+        bias: ``(C_out,)`` or ``None``.
+        stride: int or ``(SH, SW)``, each >= 1.
+        padding: int or ``(PH, PW)`` zeros added on each side, each >= 0.
+        groups: channel groups; ``C`` and ``C_out`` must be divisible by it
+            (``groups=C`` is a depthwise convolution).
+
+    Returns:
+        ``(N, C_out, OH, OW)`` (``(C_out, OH, OW)`` for unbatched input) with
+        ``OH = (H + 2*PH - KH) // SH + 1`` and ``OW = (W + 2*PW - KW) // SW + 1``.
+
+    Raises:
+        TypeError: non-tensor or non-floating inputs, mixed float dtypes, non-int options.
+        ValueError: wrong ranks, channel/group or bias mismatch, non-positive stride,
+            negative padding, a kernel larger than the padded input, mixed devices.
+    """
+    _check_float_tensor("input", x)
+    _check_float_tensor("weight", weight)
+    _check_float_tensor("bias", bias, allow_none=True)
+    if x.ndim == 3:  # unbatched (C, H, W), as PyTorch allows
+        return conv2d(x.reshape(1, *x.shape), weight, bias, stride, padding, groups).reshape(
+            *conv_geometry((1,) + x.shape, weight.shape, stride, padding, groups).out_shape[1:])
+    if x.ndim != 4:
+        raise ValueError(f"conv2d: expected input of rank 4 (N, C, H, W) or 3 (C, H, W), got rank {x.ndim} "
+                         f"with shape {x.shape}")
+    # raises ValueError/TypeError with expected vs given before any work is done
+    conv_geometry(x.shape, weight.shape, stride, padding, groups, None if bias is None else bias.shape)
+    return Conv2d.apply(x, weight, bias, stride=stride, padding=padding, groups=groups)
+
+
+__all__ = ["Conv2d", "conv2d"]

@@ -1,4 +1,76 @@
-"""PLACEHOLDER: being written (replace whole file)."""
-def linear(*args, **kwargs):
-    raise NotImplementedError("linear")
+"""Fully connected layer as a differentiable op (``F.linear``): ``y = x W^T + b``."""
 
+from __future__ import annotations
+
+from ..autograd import Function, Tensor
+from ..backend import get_array_module
+
+
+class Linear(Function):
+    """``y = x @ w.T + b`` for ``x (..., in)``, ``w (out, in)``, ``b (out,)``."""
+
+    def forward(self, x, w, b):
+        xp = get_array_module(x)
+        self.x, self.w = x, w
+        out = xp.matmul(x, w.T)
+        if b is not None:
+            out += b
+        return out
+
+    def backward(self, grad):
+        need_x, need_w, need_b = self.needs_input_grad
+        x, w = self.x, self.w
+        out_features, in_features = w.shape
+        grad_mat = grad.reshape(-1, out_features)  # leading dims flattened into rows
+        gx = gw = gb = None
+        if need_x:
+            # dy/dx = W: dx = dy @ W
+            gx = (grad_mat @ w).reshape(x.shape)
+        if need_w:
+            # dy/dW: dW = dy^T @ x, summed over every leading position
+            gw = grad_mat.T @ x.reshape(-1, in_features)
+        if need_b:
+            # dy/db = 1: db = dy summed over every leading position
+            gb = grad_mat.sum(axis=0)
+        return gx, gw, gb
+
+
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """Affine map ``y = x W^T + b`` over the last axis (PyTorch's ``F.linear``).
+
+    Args:
+        x: input ``(..., in_features)`` (at least 1-d).
+        weight: ``(out_features, in_features)``.
+        bias: ``(out_features,)`` or ``None``.
+
+    Returns:
+        ``(..., out_features)``.
+
+    Raises:
+        TypeError: non-tensor or non-floating inputs, mixed float dtypes.
+        ValueError: wrong ranks, ``x.shape[-1] != in_features``, a bias of the wrong
+            shape, mixed devices.
+    """
+    for name, value in (("input", x), ("weight", weight), ("bias", bias)):
+        if value is None and name == "bias":
+            continue
+        if not isinstance(value, Tensor):
+            raise TypeError(f"linear: expected {name} to be a Tensor{' or None' if name == 'bias' else ''}, "
+                            f"got {type(value).__name__}")
+        if value.dtype.kind != "f":
+            raise TypeError(f"linear: expected {name} to be a floating tensor (float32/float64), got {value.dtype}")
+    if weight.ndim != 2:
+        raise ValueError(f"linear: expected weight of rank 2 (out_features, in_features), got rank "
+                         f"{weight.ndim} with shape {weight.shape}")
+    if x.ndim < 1:
+        raise ValueError(f"linear: expected input of rank >= 1 (..., in_features), got a 0-d tensor")
+    out_features, in_features = weight.shape
+    if x.shape[-1] != in_features:
+        raise ValueError(f"linear: weight {weight.shape} expects input (..., {in_features}), "
+                         f"got input of shape {x.shape}")
+    if bias is not None and bias.shape != (out_features,):
+        raise ValueError(f"linear: expected bias of shape ({out_features},), got {bias.shape}")
+    return Linear.apply(x, weight, bias)
+
+
+__all__ = ["Linear", "linear"]

@@ -1,0 +1,379 @@
+"""2-D convolution kernels (no autograd): forward, input gradient, weight and bias gradients.
+
+Notation: input ``x (N, C, H, W)``, weight ``w (C_out, C/G, KH, KW)`` (PyTorch's layout),
+``G`` groups, stride ``(SH, SW)``, zero padding ``(PH, PW)`` on each side, output
+``(N, C_out, OH, OW)``, and per group ``Cg = C/G`` input channels, ``Og = C_out/G``
+output channels, ``K = Cg*KH*KW`` and ``L = OH*OW``.
+
+The reference algorithm is im2col + GEMM::
+
+    cols = im2col(x)                       # (N, G, K, L)
+    out  = w.reshape(G, Og, K) @ cols      # (N, G, Og, L)  (+ bias)
+    dx   = col2im(w^T @ dout)              # the adjoint of the two steps above
+    dw   = sum_n dout[n] @ cols[n]^T       # (G, Og, K)
+    db   = dout.sum(over N, OH, OW)
+
+Algorithms are chosen at one point. :func:`set_conv_algorithm` sets the process-wide
+choice (``'auto'``, the default, takes the first registered algorithm that supports the
+problem, falling back to ``'reference'``); every entry point also takes ``algorithm=`` to
+override it, so the reference stays callable for tests. Faster paths (NHWC layouts,
+shift-and-accumulate, reuse of the forward columns in the weight gradient) plug in with
+:func:`register_conv_algorithm`; the ``workspace`` dict that the forward receives is
+handed to both backward functions, so an algorithm can keep what it computed there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import numbers
+from dataclasses import dataclass
+from typing import Callable
+
+from .. import backend
+from .im2col import col2im, conv_output_size, im2col
+
+
+# --- geometry and validation -------------------------------------------------------------
+
+def _pair(value, name: str, minimum: int) -> tuple[int, int]:
+    """``value`` as an ``(h, w)`` pair of ints >= ``minimum``; clear errors otherwise."""
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2:
+            raise ValueError(f"conv2d: {name} must be an int or a pair of ints, got {tuple(value)!r}")
+        pair = tuple(value)
+    else:
+        pair = (value, value)
+    for item in pair:
+        if isinstance(item, bool) or not isinstance(item, numbers.Integral):
+            raise TypeError(f"conv2d: {name} must be an int or a pair of ints, got {value!r}")
+    pair = (int(pair[0]), int(pair[1]))
+    if min(pair) < minimum:
+        what = "positive" if minimum == 1 else "non-negative"
+        raise ValueError(f"conv2d: {name} must be {what} (>= {minimum}), got {value!r}")
+    return pair
+
+
+@dataclass(frozen=True)
+class ConvGeometry:
+    """Every size of one convolution problem (see the module docstring for the names)."""
+
+    N: int
+    C: int
+    H: int
+    W: int
+    C_out: int
+    KH: int
+    KW: int
+    SH: int
+    SW: int
+    PH: int
+    PW: int
+    OH: int
+    OW: int
+    groups: int
+
+    @property
+    def x_shape(self) -> tuple:
+        return (self.N, self.C, self.H, self.W)
+
+    @property
+    def w_shape(self) -> tuple:
+        return (self.C_out, self.C // self.groups, self.KH, self.KW)
+
+    @property
+    def out_shape(self) -> tuple:
+        return (self.N, self.C_out, self.OH, self.OW)
+
+
+def conv_geometry(x_shape, w_shape, stride=1, padding=0, groups=1, bias_shape=None) -> ConvGeometry:
+    """Validate a convolution's shapes and options and compute its output size.
+
+    Args:
+        x_shape: ``(N, C, H, W)``.
+        w_shape: ``(C_out, C/groups, KH, KW)``.
+        stride: int or ``(SH, SW)``, each >= 1.
+        padding: int or ``(PH, PW)``, each >= 0.
+        groups: int >= 1 dividing both ``C`` and ``C_out``.
+        bias_shape: ``(C_out,)`` or ``None`` for no bias.
+
+    Returns:
+        The :class:`ConvGeometry`.
+
+    Raises:
+        ValueError: a rank, channel, group, bias or size mismatch, a non-positive stride, a
+            negative padding, or a kernel larger than the padded input; the message
+            states what was expected and what was given.
+        TypeError: stride, padding or groups that are not ints.
+    """
+    x_shape, w_shape = tuple(x_shape), tuple(w_shape)
+    if len(x_shape) != 4:
+        raise ValueError(f"conv2d: expected input of rank 4 (N, C, H, W), got rank {len(x_shape)} "
+                         f"with shape {x_shape}")
+    if len(w_shape) != 4:
+        raise ValueError(f"conv2d: expected weight of rank 4 (C_out, C_in/groups, KH, KW), got rank "
+                         f"{len(w_shape)} with shape {w_shape}")
+    SH, SW = _pair(stride, "stride", 1)
+    PH, PW = _pair(padding, "padding", 0)
+    if isinstance(groups, bool) or not isinstance(groups, numbers.Integral):
+        raise TypeError(f"conv2d: groups must be an int, got {groups!r}")
+    if groups < 1:
+        raise ValueError(f"conv2d: groups must be positive, got {groups}")
+    groups = int(groups)
+    N, C, H, W = x_shape
+    C_out, Cg, KH, KW = w_shape
+    if KH < 1 or KW < 1 or C_out < 1:
+        raise ValueError(f"conv2d: weight {w_shape} has an empty dimension; expected C_out, KH, KW >= 1")
+    if C % groups:
+        raise ValueError(f"conv2d: input channels ({C}) must be divisible by groups ({groups})")
+    if C_out % groups:
+        raise ValueError(f"conv2d: output channels ({C_out}, weight.shape[0]) must be divisible by "
+                         f"groups ({groups})")
+    if Cg * groups != C:
+        raise ValueError(
+            f"conv2d: weight {w_shape} with groups={groups} expects input with "
+            f"{Cg * groups} channels (weight.shape[1] * groups), got input {x_shape} with {C} channels"
+        )
+    if bias_shape is not None and tuple(bias_shape) != (C_out,):
+        raise ValueError(f"conv2d: expected bias of shape ({C_out},) (one per output channel), "
+                         f"got {tuple(bias_shape)}")
+    if H + 2 * PH < KH or W + 2 * PW < KW:
+        raise ValueError(
+            f"conv2d: kernel size ({KH}, {KW}) is larger than the padded input size "
+            f"({H + 2 * PH}, {W + 2 * PW}) (input ({H}, {W}) with padding ({PH}, {PW}))"
+        )
+    OH = conv_output_size(H, KH, SH, PH)
+    OW = conv_output_size(W, KW, SW, PW)
+    return ConvGeometry(N, C, H, W, C_out, KH, KW, SH, SW, PH, PW, OH, OW, groups)
+
+
+# --- the reference algorithm: im2col + GEMM ------------------------------------------------
+
+def _grouped_cols(x, g: ConvGeometry):
+    """``im2col(x)`` viewed as ``(N, G, K, L)``."""
+    cols = im2col(x, g.KH, g.KW, g.SH, g.SW, g.PH, g.PW)
+    return cols.reshape(g.N, g.groups, (g.C // g.groups) * g.KH * g.KW, g.OH * g.OW)
+
+
+def reference_forward(x, w, b, g: ConvGeometry, workspace=None):
+    """Reference convolution forward: ``out = W @ im2col(x) + b`` per group."""
+    xp = backend.get_array_module(x)
+    cols = _grouped_cols(x, g)                                  # (N, G, K, L)
+    w_mat = w.reshape(g.groups, g.C_out // g.groups, -1)        # (G, Og, K)
+    out = xp.matmul(w_mat, cols).reshape(g.out_shape)           # (N, G, Og, L) -> NCHW
+    if b is not None:
+        out += b.reshape(1, -1, 1, 1)
+    return out
+
+
+def reference_backward_input(grad, w, g: ConvGeometry, workspace=None):
+    """Reference input gradient: ``dx = col2im(W^T @ dout)`` per group."""
+    xp = backend.get_array_module(grad)
+    Og = g.C_out // g.groups
+    grad_mat = grad.reshape(g.N, g.groups, Og, g.OH * g.OW)    # (N, G, Og, L)
+    w_mat = w.reshape(g.groups, Og, -1)                         # (G, Og, K)
+    dcols = xp.matmul(xp.swapaxes(w_mat, -1, -2), grad_mat)    # (N, G, K, L)
+    dcols = dcols.reshape(g.N, g.C, g.KH, g.KW, g.OH, g.OW)
+    return col2im(dcols, g.x_shape, g.SH, g.SW, g.PH, g.PW)
+
+
+def reference_backward_weight(grad, x, g: ConvGeometry, workspace=None):
+    """Reference weight gradient: ``dW = sum_n dout[n] @ im2col(x)[n]^T`` per group."""
+    xp = backend.get_array_module(grad)
+    Og = g.C_out // g.groups
+    cols = _grouped_cols(x, g)                                  # (N, G, K, L)
+    grad_mat = grad.reshape(g.N, g.groups, Og, g.OH * g.OW)    # (N, G, Og, L)
+    dw = xp.matmul(grad_mat, xp.swapaxes(cols, -1, -2))        # (N, G, Og, K)
+    return dw.sum(axis=0).reshape(g.w_shape)
+
+
+# --- algorithm selection -------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ConvAlgorithm:
+    """One way to compute a convolution.
+
+    Attributes:
+        name: the name :func:`set_conv_algorithm` and ``algorithm=`` use.
+        forward: ``(x, w, b_or_None, geometry, workspace) -> out``.
+        backward_input: ``(grad, w, geometry, workspace) -> dx``.
+        backward_weight: ``(grad, x, geometry, workspace) -> dw``.
+        supports: ``(geometry, device) -> bool``; ``'auto'`` skips an algorithm that
+            returns False.
+    """
+
+    name: str
+    forward: Callable
+    backward_input: Callable
+    backward_weight: Callable
+    supports: Callable = lambda geometry, device: True
+
+
+_ALGORITHMS: dict[str, ConvAlgorithm] = {}
+_AUTO_ORDER: list[str] = []
+_current = "auto"
+
+
+def register_conv_algorithm(algorithm: ConvAlgorithm, auto_priority: bool = True) -> None:
+    """Add (or replace) an algorithm.
+
+    Args:
+        algorithm: the :class:`ConvAlgorithm`.
+        auto_priority: when True, ``'auto'`` tries it before every algorithm registered
+            earlier (the reference is always the last resort).
+    """
+    if algorithm.name == "auto":
+        raise ValueError("conv2d: 'auto' is reserved for automatic selection")
+    _ALGORITHMS[algorithm.name] = algorithm
+    if algorithm.name in _AUTO_ORDER:
+        _AUTO_ORDER.remove(algorithm.name)
+    if auto_priority and algorithm.name != "reference":
+        _AUTO_ORDER.insert(0, algorithm.name)
+
+
+def available_conv_algorithms() -> list[str]:
+    """Names accepted by :func:`set_conv_algorithm` (``'auto'`` first)."""
+    return ["auto"] + list(_ALGORITHMS)
+
+
+def set_conv_algorithm(name: str) -> None:
+    """Choose the convolution algorithm for the whole process.
+
+    Args:
+        name: ``'auto'`` (default: the first registered algorithm that supports the
+            problem, else ``'reference'``), ``'reference'`` (im2col + GEMM), or any name
+            added with :func:`register_conv_algorithm`.
+
+    Raises:
+        ValueError: an unknown name (the message lists the known ones).
+    """
+    global _current
+    _check_name(name)
+    _current = name
+
+
+def get_conv_algorithm() -> str:
+    """The name set with :func:`set_conv_algorithm`."""
+    return _current
+
+
+@contextlib.contextmanager
+def conv_algorithm(name: str):
+    """Context manager: use algorithm ``name`` inside the block, then restore the previous one."""
+    previous = get_conv_algorithm()
+    set_conv_algorithm(name)
+    try:
+        yield
+    finally:
+        set_conv_algorithm(previous)
+
+
+def _check_name(name) -> None:
+    if name != "auto" and name not in _ALGORITHMS:
+        raise ValueError(f"conv2d: unknown algorithm {name!r}; expected one of {available_conv_algorithms()}")
+
+
+def select_conv_algorithm(geometry: ConvGeometry, device: str = "cpu", algorithm: str | None = None) -> ConvAlgorithm:
+    """Resolve ``algorithm`` (default: the process-wide setting) to a :class:`ConvAlgorithm`."""
+    name = _current if algorithm is None else algorithm
+    _check_name(name)
+    if name != "auto":
+        return _ALGORITHMS[name]
+    for candidate in _AUTO_ORDER:
+        algo = _ALGORITHMS[candidate]
+        if algo.supports(geometry, device):
+            return algo
+    return _ALGORITHMS["reference"]
+
+
+register_conv_algorithm(ConvAlgorithm("reference", reference_forward, reference_backward_input,
+                                      reference_backward_weight))
+
+
+# --- public entry points -------------------------------------------------------------------
+
+def conv2d_forward(x, w, b=None, stride=1, padding=0, groups=1, *, algorithm: str | None = None,
+                   workspace: dict | None = None):
+    """Convolution forward on raw arrays (PyTorch's ``conv2d``, no autograd).
+
+    ``out[n, o, p, q] = b[o] + sum_{c in group(o), i, j} w[o, c, i, j] *
+    x_padded[n, c, p*SH + i, q*SW + j]``.
+
+    Args:
+        x: input ``(N, C, H, W)`` (NumPy or CuPy).
+        w: weight ``(C_out, C/groups, KH, KW)``.
+        b: bias ``(C_out,)`` or ``None``.
+        stride: int or ``(SH, SW)``.
+        padding: int or ``(PH, PW)`` zeros on each side.
+        groups: number of channel groups (``C`` for depthwise).
+        algorithm: override of :func:`set_conv_algorithm` for this call.
+        workspace: a dict the algorithm may fill for the backward functions.
+
+    Returns:
+        ``(N, C_out, OH, OW)`` with ``OH = (H + 2*PH - KH) // SH + 1`` (likewise ``OW``).
+    """
+    g = conv_geometry(x.shape, w.shape, stride, padding, groups, None if b is None else b.shape)
+    algo = select_conv_algorithm(g, backend.array_device(x), algorithm)
+    if workspace is not None:
+        workspace["algorithm"] = algo.name
+    return algo.forward(x, w, b, g, workspace)
+
+
+def conv2d_backward_input(grad, w, x_shape, stride=1, padding=0, groups=1, *, algorithm: str | None = None,
+                          workspace: dict | None = None):
+    """Gradient of the convolution with respect to its input.
+
+    Args:
+        grad: upstream gradient ``(N, C_out, OH, OW)``.
+        w: weight ``(C_out, C/groups, KH, KW)``.
+        x_shape: ``(N, C, H, W)`` of the input.
+        stride, padding, groups: as in the forward.
+        algorithm: override (default: the forward's choice recorded in ``workspace``,
+            else the process-wide setting).
+        workspace: the dict given to :func:`conv2d_forward`.
+
+    Returns:
+        ``dx`` of shape ``x_shape``.
+    """
+    g = conv_geometry(x_shape, w.shape, stride, padding, groups)
+    algo = _backward_algorithm(g, grad, algorithm, workspace)
+    return algo.backward_input(grad, w, g, workspace)
+
+
+def conv2d_backward_weight(grad, x, w_shape, stride=1, padding=0, groups=1, *, algorithm: str | None = None,
+                           workspace: dict | None = None):
+    """Gradient of the convolution with respect to its weight.
+
+    Args:
+        grad: upstream gradient ``(N, C_out, OH, OW)``.
+        x: the forward input ``(N, C, H, W)``.
+        w_shape: ``(C_out, C/groups, KH, KW)``.
+        stride, padding, groups: as in the forward.
+        algorithm: override (default: the forward's choice recorded in ``workspace``,
+            else the process-wide setting).
+        workspace: the dict given to :func:`conv2d_forward`.
+
+    Returns:
+        ``dw`` of shape ``w_shape``.
+    """
+    g = conv_geometry(x.shape, w_shape, stride, padding, groups)
+    algo = _backward_algorithm(g, grad, algorithm, workspace)
+    return algo.backward_weight(grad, x, g, workspace)
+
+
+def conv2d_backward_bias(grad):
+    """Gradient of the convolution with respect to its bias: ``grad.sum(over N, OH, OW)``, shape ``(C_out,)``."""
+    return grad.sum(axis=(0, 2, 3))
+
+
+def _backward_algorithm(g, grad, algorithm, workspace) -> ConvAlgorithm:
+    if algorithm is None and workspace is not None and "algorithm" in workspace:
+        algorithm = workspace["algorithm"]
+    return select_conv_algorithm(g, backend.array_device(grad), algorithm)
+
+
+__all__ = [
+    "ConvGeometry", "ConvAlgorithm", "conv_geometry", "conv2d_forward", "conv2d_backward_input",
+    "conv2d_backward_weight", "conv2d_backward_bias", "set_conv_algorithm", "get_conv_algorithm",
+    "conv_algorithm", "register_conv_algorithm", "available_conv_algorithms", "select_conv_algorithm",
+    "reference_forward", "reference_backward_input", "reference_backward_weight",
+]

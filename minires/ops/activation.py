@@ -1,39 +1,76 @@
-"""Activations: relu, sigmoid."""
+"""Activations: relu, sigmoid (PyTorch semantics, NaN included)."""
 
 from __future__ import annotations
 
 from ..autograd import Function, Tensor
-from ..backend import get_array_module
+from ..kernels import activation as kernels
+
+
+def _check_float_tensor(name: str, x) -> None:
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name}: expected a Tensor, got {type(x).__name__}")
+    if x.dtype.kind != "f":
+        raise TypeError(f"{name}: expected a floating-point tensor, got dtype {x.dtype}")
 
 
 class ReLU(Function):
     def forward(self, x):
-        xp = get_array_module(x)
-        out = xp.maximum(x, 0)
-        self.mask = out > 0
+        out = kernels.relu_forward(x)
+        self.out = out
         return out
 
     def backward(self, grad):
-        # d relu(x)/dx = 1 where x > 0 else 0 (0 at 0, as PyTorch)
-        return grad * self.mask
+        # d relu(x)/dx = 0 where x <= 0 else 1 (0 at 0; NaN input passes the gradient, as PyTorch)
+        return kernels.relu_backward(grad, self.out)
 
 
 class Sigmoid(Function):
     def forward(self, x):
-        xp = get_array_module(x)
-        self.out = 0.5 * (xp.tanh(0.5 * x) + 1)  # overflow-free form
+        self.out = kernels.sigmoid_forward(x)
         return self.out
 
     def backward(self, grad):
         # d sigmoid(x)/dx = s (1 - s)
-        return grad * self.out * (1 - self.out)
+        return kernels.sigmoid_backward(grad, self.out)
 
 
 def relu(x: Tensor) -> Tensor:
-    """Elementwise ``max(x, 0)``; NaN stays NaN as in PyTorch."""
+    """Rectified linear unit, elementwise.
+
+    ``relu(x) = max(x, 0)``; the gradient is 1 where ``x > 0`` and 0 where ``x <= 0``.
+    NaN propagates as in PyTorch: ``relu(nan) = nan`` and the gradient at a NaN input passes
+    through.
+
+    Args:
+        x: a floating tensor of any shape.
+
+    Returns:
+        A tensor shaped like ``x``.
+
+    Raises:
+        TypeError: ``x`` is not a floating-point Tensor.
+    """
+    _check_float_tensor("relu", x)
     return ReLU.apply(x)
 
 
 def sigmoid(x: Tensor) -> Tensor:
-    """Elementwise ``1 / (1 + exp(-x))``."""
+    """Logistic sigmoid, elementwise.
+
+    ``sigmoid(x) = 1 / (1 + exp(-x))``, computed without overflow; its derivative is
+    ``sigmoid(x) * (1 - sigmoid(x))``. NaN propagates.
+
+    Args:
+        x: a floating tensor of any shape.
+
+    Returns:
+        A tensor shaped like ``x`` with values in ``[0, 1]``.
+
+    Raises:
+        TypeError: ``x`` is not a floating-point Tensor.
+    """
+    _check_float_tensor("sigmoid", x)
     return Sigmoid.apply(x)
+
+
+__all__ = ["relu", "sigmoid", "ReLU", "Sigmoid"]

@@ -1,4 +1,161 @@
-"""PLACEHOLDER: being written (replace whole file)."""
-def batch_norm(*args, **kwargs):
-    raise NotImplementedError("batch_norm")
+"""Batch normalisation: ``batch_norm`` and the fused ``batch_norm_relu``."""
 
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from .. import backend
+from ..autograd import Function, Tensor
+from ..kernels import norm as kernels
+
+
+class BatchNorm(Function):
+    def forward(self, x, weight, bias, *, running_mean, running_var, training, momentum, eps, relu):
+        if relu:
+            out, x_hat, inv_std = kernels.batch_norm_relu(
+                x, weight, bias, running_mean, running_var, training, momentum, eps)
+            self.out = out
+        else:
+            out, x_hat, inv_std = kernels.batch_norm_forward(
+                x, weight, bias, running_mean, running_var, training, momentum, eps)
+            self.out = None
+        self.x_hat, self.inv_std, self.weight, self.training = x_hat, inv_std, weight, training
+        return out
+
+    def backward(self, grad):
+        # d/d bias = sum g; d/d weight = sum g x_hat;
+        # d/dx = weight inv_std (g - mean g - x_hat mean(g x_hat)) in training (batch stats depend on x),
+        # weight inv_std g in eval; the fused ReLU first zeroes g where out <= 0
+        needs = getattr(self, "needs_input_grad", (True, True, True))
+        needs_weight = bool(needs[1]) and self.weight is not None
+        needs_bias = bool(needs[2])
+        if self.out is not None:
+            grad_x, grad_weight, grad_bias = kernels.batch_norm_relu_backward(
+                grad, self.out, self.x_hat, self.inv_std, self.weight, self.training,
+                needs_weight_grad=needs_weight, needs_bias_grad=needs_bias)
+        else:
+            grad_x, grad_weight, grad_bias = kernels.batch_norm_backward(
+                grad, self.x_hat, self.inv_std, self.weight, self.training,
+                needs_weight_grad=needs_weight, needs_bias_grad=needs_bias)
+        return (grad_x if needs[0] else None), grad_weight, grad_bias
+
+
+def _stat_array(name: str, stat, x: Tensor):
+    """The array behind a running statistic (Tensor, NumPy/CuPy array or None), validated."""
+    if stat is None:
+        return None
+    if isinstance(stat, Tensor):
+        array = stat.data
+    elif isinstance(stat, np.ndarray) or backend.is_cupy_array(stat):
+        array = stat
+    else:
+        raise TypeError(f"batch_norm: {name} must be a Tensor, an array or None, got {type(stat).__name__}")
+    channels = x.shape[1]
+    if tuple(array.shape) != (channels,):
+        raise ValueError(
+            f"batch_norm: {name} must have shape ({channels},) for input of shape {x.shape}, "
+            f"got {tuple(array.shape)}")
+    if array.dtype != x.dtype:
+        raise TypeError(f"batch_norm: {name} has dtype {array.dtype}, expected the input's {x.dtype}")
+    device = backend.array_device(array)
+    if device != x.device:
+        raise ValueError(f"batch_norm: {name} is on {device}, the input on {x.device}")
+    return array
+
+
+def _check_param(name: str, param, x: Tensor) -> None:
+    if param is None:
+        return
+    if not isinstance(param, Tensor):
+        raise TypeError(f"batch_norm: {name} must be a Tensor or None, got {type(param).__name__}")
+    if param.shape != (x.shape[1],):
+        raise ValueError(
+            f"batch_norm: {name} must have shape ({x.shape[1]},) for input of shape {x.shape}, "
+            f"got {param.shape}")
+
+
+def _batch_norm(name, x, running_mean, running_var, weight, bias, training, momentum, eps, relu):
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name}: expected a Tensor input, got {type(x).__name__}")
+    if x.dtype.kind != "f":
+        raise TypeError(f"{name}: expected a floating-point input, got dtype {x.dtype}")
+    if x.ndim < 2:
+        raise ValueError(f"{name}: expected input of shape (N, C) or (N, C, *spatial), got shape {x.shape}")
+    if not isinstance(training, (bool, np.bool_)):
+        raise TypeError(f"{name}: training must be a bool, got {type(training).__name__}")
+    for label, value in (("momentum", momentum), ("eps", eps)):
+        if not isinstance(value, numbers.Real) or isinstance(value, bool):
+            raise TypeError(f"{name}: {label} must be a real number, got {value!r}")
+    if eps < 0:
+        raise ValueError(f"{name}: eps must be >= 0, got {eps}")
+    _check_param("weight", weight, x)
+    _check_param("bias", bias, x)
+    mean_array = _stat_array("running_mean", running_mean, x)
+    var_array = _stat_array("running_var", running_var, x)
+    if not training and (mean_array is None or var_array is None):
+        raise ValueError(f"{name}: running_mean and running_var must be given when training=False")
+    if training:
+        count = x.data.size // x.shape[1]
+        if count <= 1:
+            raise ValueError(
+                f"{name}: expected more than 1 value per channel when training, got input of shape {x.shape}")
+    return BatchNorm.apply(x, weight, bias, running_mean=mean_array, running_var=var_array,
+                           training=bool(training), momentum=float(momentum), eps=float(eps), relu=relu)
+
+
+def batch_norm(x: Tensor, running_mean, running_var, weight: Tensor | None = None,
+               bias: Tensor | None = None, training: bool = False, momentum: float = 0.1,
+               eps: float = 1e-5) -> Tensor:
+    """Batch normalisation over the channel axis 1 (PyTorch's ``F.batch_norm``).
+
+    ``y = weight * (x - mean) / sqrt(var + eps) + bias`` per channel, where in training
+    ``mean, var`` are the batch mean and biased variance over ``(N, *spatial)`` and the
+    running statistics are updated in place:
+    ``running_mean = (1 - momentum) running_mean + momentum mean`` and
+    ``running_var = (1 - momentum) running_var + momentum var * M / (M - 1)`` (unbiased,
+    ``M = N * H * W``). In eval mode ``mean, var`` are the running statistics.
+
+    Args:
+        x: input ``(N, C)`` or ``(N, C, H, W)`` (any number of spatial axes).
+        running_mean: ``(C,)`` Tensor or array, updated in place in training; ``None``
+            means no tracking (allowed only when ``training``).
+        running_var: ``(C,)`` Tensor or array, likewise.
+        weight: ``(C,)`` scale, or ``None`` for 1.
+        bias: ``(C,)`` shift, or ``None`` for 0.
+        training: use batch statistics (and update the running ones) instead of the running ones.
+        momentum: weight of the new batch statistic in the running update.
+        eps: added to the variance for stability.
+
+    Returns:
+        A tensor shaped like ``x``; differentiable in ``x``, ``weight`` and ``bias``.
+
+    Raises:
+        TypeError: non-Tensor or non-floating input, or a dtype that differs from ``x``'s.
+        ValueError: input of rank < 2, parameter/statistic shapes that are not ``(C,)``,
+            statistics on another device, missing running statistics in eval mode, or
+            a single value per channel in training.
+    """
+    return _batch_norm("batch_norm", x, running_mean, running_var, weight, bias, training,
+                       momentum, eps, relu=False)
+
+
+def batch_norm_relu(x: Tensor, running_mean, running_var, weight: Tensor | None = None,
+                    bias: Tensor | None = None, training: bool = False, momentum: float = 0.1,
+                    eps: float = 1e-5) -> Tensor:
+    """Fused ``relu(batch_norm(x, ...))`` (a minires addition; not in PyTorch).
+
+    Same arguments, running-statistics update and errors as :func:`batch_norm`; the
+    result equals ``relu(batch_norm(...))`` value for value and gradient for gradient,
+    but the forward and backward passes each make fewer passes over memory and the
+    pre-activation is never stored.
+
+    Returns:
+        A tensor shaped like ``x``: ``max(weight * x_hat + bias, 0)``.
+    """
+    return _batch_norm("batch_norm_relu", x, running_mean, running_var, weight, bias, training,
+                       momentum, eps, relu=True)
+
+
+__all__ = ["batch_norm", "batch_norm_relu", "BatchNorm"]

@@ -1,0 +1,306 @@
+"""Batch normalisation (and fused batch norm + ReLU), forward and backward.
+
+Layout: ``x`` is ``(N, C)`` or ``(N, C, *spatial)`` (``NCHW`` for images); statistics are
+per channel ``C`` over the other axes, ``M = x.size // C`` values each.
+
+Forward (PyTorch semantics)::
+
+    training:  mean, var = batch mean and biased variance over (N, *spatial)
+               running_mean <- (1 - momentum) running_mean + momentum mean
+               running_var  <- (1 - momentum) running_var  + momentum var * M / (M - 1)
+    eval:      mean, var = running_mean, running_var
+    inv_std = 1 / sqrt(var + eps);  x_hat = (x - mean) inv_std;  y = weight x_hat + bias
+
+Backward, with ``g`` the upstream gradient (already masked by the ReLU in the fused
+version)::
+
+    grad_bias   = sum g                     grad_weight = sum g x_hat
+    training:   grad_x = weight inv_std (g - grad_bias / M - x_hat grad_weight / M)
+    eval:       grad_x = weight inv_std g
+
+The fused ReLU variant applies ``relu`` to ``y`` in the same pass and masks ``g`` with
+PyTorch's rule (``0 where out <= 0``) inside the reductions and the final pass, so neither
+the pre-activation nor the masked gradient is materialised on the GPU.
+
+CPU functions use NumPy with in-place updates to keep temporaries few; GPU twins use
+named CuPy ``ReductionKernel``/``ElementwiseKernel`` objects: the forward pass is a mean,
+one fused sum of squared deviations and one fused normalise-scale-shift(-ReLU) pass; the
+training backward pass is two fused reductions and one fused elementwise pass.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import backend
+
+
+def channel_axes(ndim: int) -> tuple:
+    """The axes a per-channel statistic reduces over: ``(0, 2, 3, ...)``."""
+    return (0,) + tuple(range(2, ndim))
+
+
+def channel_shape(x_shape) -> tuple:
+    """Shape that broadcasts a length-``C`` vector against ``x``: ``(1, C, 1, 1, ...)``."""
+    return (1, x_shape[1]) + (1,) * (len(x_shape) - 2)
+
+
+def update_running_stats(running_mean, running_var, mean, var, count: int, momentum: float) -> None:
+    """Update running statistics in place with PyTorch's rule.
+
+    ``running_mean = (1 - momentum) running_mean + momentum mean`` and
+    ``running_var = (1 - momentum) running_var + momentum var * count / (count - 1)``
+    (the unbiased batch variance). Either array may be ``None`` (then it is skipped).
+
+    Args:
+        running_mean: ``(C,)`` array updated in place, or ``None``.
+        running_var: ``(C,)`` array updated in place, or ``None``.
+        mean: ``(C,)`` batch mean.
+        var: ``(C,)`` biased batch variance.
+        count: values per channel ``M`` (> 1).
+        momentum: weight of the new batch statistic.
+    """
+    if running_mean is not None:
+        running_mean[...] = momentum * mean.astype(running_mean.dtype, copy=False) \
+            + (1 - momentum) * running_mean
+    if running_var is not None:
+        unbiased = var.astype(running_var.dtype, copy=False) * (count / (count - 1))
+        running_var[...] = momentum * unbiased + (1 - momentum) * running_var
+
+
+def _grad_scale(inv_std, weight):
+    """Per-channel ``weight * inv_std`` (``inv_std`` when there is no weight)."""
+    return inv_std if weight is None else weight * inv_std
+
+
+# --- CPU ---------------------------------------------------------------------------------
+
+def batch_norm_forward_cpu(x, weight, bias, running_mean, running_var, training: bool,
+                           momentum: float, eps: float, relu: bool = False):
+    """Batch norm (optionally followed by ReLU) on NumPy; see the module docstring.
+
+    Returns:
+        ``(out, x_hat, inv_std)``: the output, the normalised input (saved for backward)
+        and the per-channel ``1 / sqrt(var + eps)``.
+    """
+    axes = channel_axes(x.ndim)
+    cshape = channel_shape(x.shape)
+    if training:
+        count = x.size // x.shape[1]
+        mean = x.mean(axis=axes)
+        x_hat = x - mean.reshape(cshape)
+        var = np.square(x_hat).mean(axis=axes)
+        update_running_stats(running_mean, running_var, mean, var, count, momentum)
+    else:
+        mean, var = running_mean, running_var
+        x_hat = x - mean.reshape(cshape)
+    inv_std = 1 / np.sqrt(var + x.dtype.type(eps))
+    x_hat *= inv_std.reshape(cshape)
+    out = x_hat * weight.reshape(cshape) if weight is not None else x_hat.copy()
+    if bias is not None:
+        out += bias.reshape(cshape)
+    if relu:
+        np.maximum(out, out.dtype.type(0), out=out)
+    return out, x_hat, inv_std
+
+
+def batch_norm_backward_cpu(grad, x_hat, inv_std, weight, training: bool, out=None,
+                            needs_weight_grad: bool = True, needs_bias_grad: bool = True):
+    """Gradients of batch norm (and of the fused ReLU when ``out`` is given) on NumPy.
+
+    Returns:
+        ``(grad_x, grad_weight, grad_bias)``; the last two are ``None`` when not asked for.
+    """
+    axes = channel_axes(grad.ndim)
+    cshape = channel_shape(grad.shape)
+    if out is not None:
+        grad = np.where(out <= 0, grad.dtype.type(0), grad)  # ReLU mask, PyTorch's rule
+    sum_g = grad.sum(axis=axes) if (training or needs_bias_grad) else None
+    sum_gx = (grad * x_hat).sum(axis=axes) if (training or needs_weight_grad) else None
+    scale = _grad_scale(inv_std, weight)
+    if training:
+        count = grad.size // grad.shape[1]
+        grad_x = x_hat * (-sum_gx / count).reshape(cshape)
+        grad_x += grad
+        grad_x -= (sum_g / count).reshape(cshape)
+        grad_x *= scale.reshape(cshape)
+    else:
+        grad_x = grad * scale.reshape(cshape)
+    return (grad_x, sum_gx if needs_weight_grad else None, sum_g if needs_bias_grad else None)
+
+
+# --- GPU (CuPy) --------------------------------------------------------------------------
+
+def _sum_sq_dev_kernel():
+    return backend.reduction_kernel(
+        "minires_bn_sum_sq_dev", "T x, T mean", "T out",
+        "(x - mean) * (x - mean)", "a + b", "out = a", "0")
+
+
+def _normalize_kernel(relu: bool):
+    if relu:
+        return backend.elementwise_kernel(
+            "minires_bn_relu_forward", "T x, T mean, T inv_std, T scale, T shift", "T x_hat, T y",
+            "x_hat = (x - mean) * inv_std; T v = x_hat * scale + shift; "
+            "y = (v > (T)0 || isnan(v)) ? v : (T)0")
+    return backend.elementwise_kernel(
+        "minires_bn_forward", "T x, T mean, T inv_std, T scale, T shift", "T x_hat, T y",
+        "x_hat = (x - mean) * inv_std; y = x_hat * scale + shift")
+
+
+def batch_norm_forward_gpu(x, weight, bias, running_mean, running_var, training: bool,
+                           momentum: float, eps: float, relu: bool = False):
+    """CuPy twin of :func:`batch_norm_forward_cpu` (three passes over ``x`` in training)."""
+    cp = backend.cupy_module()
+    axes = channel_axes(x.ndim)
+    cshape = channel_shape(x.shape)
+    if training:
+        count = x.size // x.shape[1]
+        mean = x.mean(axis=axes)
+        var = _sum_sq_dev_kernel()(x, mean.reshape(cshape), axis=axes) / count
+        update_running_stats(running_mean, running_var, mean, var, count, momentum)
+    else:
+        mean, var = running_mean, running_var
+    inv_std = 1 / cp.sqrt(var + x.dtype.type(eps))
+    scale = cp.ones_like(inv_std) if weight is None else weight
+    shift = cp.zeros_like(inv_std) if bias is None else bias
+    x_hat, out = _normalize_kernel(relu)(
+        x, mean.reshape(cshape), inv_std.reshape(cshape), scale.reshape(cshape), shift.reshape(cshape))
+    return out, x_hat, inv_std
+
+
+def _masked_sum_kernels():
+    sum_g = backend.reduction_kernel(
+        "minires_bn_relu_sum_grad", "T g, T y", "T out", "(y <= (T)0) ? (T)0 : g", "a + b", "out = a", "0")
+    sum_gx = backend.reduction_kernel(
+        "minires_bn_relu_sum_grad_xhat", "T g, T y, T x_hat", "T out",
+        "(y <= (T)0) ? (T)0 : g * x_hat", "a + b", "out = a", "0")
+    return sum_g, sum_gx
+
+
+def _sum_prod_kernel():
+    return backend.reduction_kernel(
+        "minires_bn_sum_grad_xhat", "T g, T x_hat", "T out", "g * x_hat", "a + b", "out = a", "0")
+
+
+def _backward_kernel(relu: bool):
+    if relu:
+        return backend.elementwise_kernel(
+            "minires_bn_relu_backward", "T g, T y, T x_hat, T scale, T mean_g, T mean_gx", "T gx",
+            # the mask hits g only: the batch statistics still couple every x to every output
+            "T g_masked = (y <= (T)0) ? (T)0 : g; gx = scale * (g_masked - mean_g - x_hat * mean_gx)")
+    return backend.elementwise_kernel(
+        "minires_bn_backward", "T g, T x_hat, T scale, T mean_g, T mean_gx", "T gx",
+        "gx = scale * (g - mean_g - x_hat * mean_gx)")
+
+
+def batch_norm_backward_gpu(grad, x_hat, inv_std, weight, training: bool, out=None,
+                            needs_weight_grad: bool = True, needs_bias_grad: bool = True):
+    """CuPy twin of :func:`batch_norm_backward_cpu` (two reductions and one pass in training)."""
+    axes = channel_axes(grad.ndim)
+    cshape = channel_shape(grad.shape)
+    scale = _grad_scale(inv_std, weight)
+    if out is not None:
+        sum_g_kernel, sum_gx_kernel = _masked_sum_kernels()
+        sum_g = sum_g_kernel(grad, out, axis=axes) if (training or needs_bias_grad) else None
+        sum_gx = sum_gx_kernel(grad, out, x_hat, axis=axes) if (training or needs_weight_grad) else None
+    else:
+        sum_g = grad.sum(axis=axes) if (training or needs_bias_grad) else None
+        sum_gx = _sum_prod_kernel()(grad, x_hat, axis=axes) if (training or needs_weight_grad) else None
+    if training:
+        count = grad.size // grad.shape[1]
+        mean_g = (sum_g / count).reshape(cshape)
+        mean_gx = (sum_gx / count).reshape(cshape)
+        if out is not None:
+            grad_x = _backward_kernel(True)(grad, out, x_hat, scale.reshape(cshape), mean_g, mean_gx)
+        else:
+            grad_x = _backward_kernel(False)(grad, x_hat, scale.reshape(cshape), mean_g, mean_gx)
+    elif out is not None:
+        from .activation import relu_backward_gpu  # noqa: PLC0415
+
+        grad_x = relu_backward_gpu(grad, out) * scale.reshape(cshape)
+    else:
+        grad_x = grad * scale.reshape(cshape)
+    return (grad_x, sum_gx if needs_weight_grad else None, sum_g if needs_bias_grad else None)
+
+
+# --- dispatchers -------------------------------------------------------------------------
+
+def batch_norm_forward(x, weight, bias, running_mean, running_var, training: bool,
+                       momentum: float = 0.1, eps: float = 1e-5):
+    """Batch normalisation of an ``(N, C, *spatial)`` array (no autograd).
+
+    Args:
+        x: input array ``(N, C)`` or ``(N, C, H, W)`` (any number of spatial axes).
+        weight: ``(C,)`` scale ``gamma`` or ``None`` (1).
+        bias: ``(C,)`` shift ``beta`` or ``None`` (0).
+        running_mean: ``(C,)`` array updated in place when ``training``; used when not.
+            May be ``None`` in training (no tracking).
+        running_var: ``(C,)`` likewise (the unbiased variance is tracked).
+        training: use batch statistics (and update the running ones) or running statistics.
+        momentum: weight of the new batch statistic in the running update.
+        eps: added to the variance before the square root.
+
+    Returns:
+        ``(out, x_hat, inv_std)``: ``out = weight * x_hat + bias`` with
+        ``x_hat = (x - mean) * inv_std``, and the ``(C,)`` ``inv_std = 1/sqrt(var + eps)``.
+    """
+    impl = batch_norm_forward_gpu if backend.is_cupy_array(x) else batch_norm_forward_cpu
+    return impl(x, weight, bias, running_mean, running_var, training, momentum, eps, relu=False)
+
+
+def batch_norm_backward(grad, x_hat, inv_std, weight, training: bool,
+                        needs_weight_grad: bool = True, needs_bias_grad: bool = True):
+    """Gradients of :func:`batch_norm_forward` (no autograd).
+
+    Args:
+        grad: upstream gradient, shaped like ``x``.
+        x_hat: the normalised input saved by the forward pass.
+        inv_std: the ``(C,)`` inverse standard deviation saved by the forward pass.
+        weight: ``(C,)`` scale or ``None``.
+        training: whether the forward pass used batch statistics (their gradient is included).
+        needs_weight_grad: compute ``grad_weight = sum g x_hat``.
+        needs_bias_grad: compute ``grad_bias = sum g``.
+
+    Returns:
+        ``(grad_x, grad_weight or None, grad_bias or None)``.
+    """
+    impl = batch_norm_backward_gpu if backend.is_cupy_array(grad) else batch_norm_backward_cpu
+    return impl(grad, x_hat, inv_std, weight, training, None, needs_weight_grad, needs_bias_grad)
+
+
+def batch_norm_relu(x, weight, bias, running_mean, running_var, training: bool,
+                    momentum: float = 0.1, eps: float = 1e-5):
+    """Fused ``relu(batch_norm(x, ...))`` (no autograd); arguments as :func:`batch_norm_forward`.
+
+    Returns:
+        ``(out, x_hat, inv_std)`` where ``out = max(weight * x_hat + bias, 0)``. Keep ``out``
+        for :func:`batch_norm_relu_backward`: it carries the ReLU mask.
+    """
+    impl = batch_norm_forward_gpu if backend.is_cupy_array(x) else batch_norm_forward_cpu
+    return impl(x, weight, bias, running_mean, running_var, training, momentum, eps, relu=True)
+
+
+batch_norm_relu_forward = batch_norm_relu
+
+
+def batch_norm_relu_backward(grad, out, x_hat, inv_std, weight, training: bool,
+                             needs_weight_grad: bool = True, needs_bias_grad: bool = True):
+    """Gradients of :func:`batch_norm_relu` (no autograd).
+
+    The upstream ``grad`` is masked with the ReLU rule (``0 where out <= 0``) inside the
+    reductions and the final pass; otherwise as :func:`batch_norm_backward`.
+
+    Returns:
+        ``(grad_x, grad_weight or None, grad_bias or None)``.
+    """
+    impl = batch_norm_backward_gpu if backend.is_cupy_array(grad) else batch_norm_backward_cpu
+    return impl(grad, x_hat, inv_std, weight, training, out, needs_weight_grad, needs_bias_grad)
+
+
+__all__ = [
+    "batch_norm_forward", "batch_norm_backward", "batch_norm_relu", "batch_norm_relu_forward",
+    "batch_norm_relu_backward", "update_running_stats", "channel_axes", "channel_shape",
+    "batch_norm_forward_cpu", "batch_norm_backward_cpu", "batch_norm_forward_gpu",
+    "batch_norm_backward_gpu",
+]

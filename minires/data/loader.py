@@ -1,0 +1,140 @@
+"""A batch loader that keeps the whole dataset on the device and prefetches on the host.
+
+The images stay resident as ``uint8`` on the device (numpy or cupy); a batch is a gather
+plus the vectorised augmentation of :mod:`minires.data.augment`. The order of an epoch
+and the augmentation of a step are pure functions of ``(seed, epoch)`` and
+``(seed, epoch, step)``, so a run can stop anywhere and continue exactly from
+``(epoch, step)`` with no generator state to save. A background thread prepares the
+next batch (on CPU: the whole batch; on GPU: the indices and random parameters) while
+the current one trains.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from ..backend import parse_device, to_device
+from .augment import apply_augmentation, normalize, sample_params
+from .cifar import Dataset
+
+
+def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
+    """The shuffled example order of one epoch (a pure function of seed and epoch)."""
+    return np.random.default_rng((int(seed), 0, int(epoch))).permutation(n)
+
+
+def step_generator(seed: int, epoch: int, step: int) -> np.random.Generator:
+    """The augmentation generator of one training step."""
+    return np.random.default_rng((int(seed), 1, int(epoch), int(step)))
+
+
+class Loader:
+    """Batches of a :class:`~minires.data.cifar.Dataset`, augmented when ``train``.
+
+    Args:
+        dataset: the split to serve.
+        batch_size: examples per batch.
+        mean: per-channel mean (``(C,)``, [0, 1] units) for normalisation.
+        std: per-channel standard deviation.
+        train: shuffle each epoch and augment (crop, flip, cutout); otherwise serve in order.
+        device: ``'cpu'`` or ``'cuda[:N]'``; the dataset is copied there once, as ``uint8``.
+        seed: the seed of the shuffling and augmentation.
+        padding: crop padding (0 disables the crop).
+        flip: random horizontal flips.
+        cutout: side of the cutout square (0 disables cutout).
+        drop_last: drop a final partial batch.
+        prefetch: prepare the next batch in a background thread.
+
+    Example:
+        >>> loader = Loader(train_set, 128, mean, std, train=True, seed=0)
+        >>> for step, x, y in loader.epoch(0):
+        ...     ...
+    """
+
+    def __init__(self, dataset: Dataset, batch_size: int, mean, std, train: bool = False, device: str = "cpu",
+                 seed: int = 0, padding: int = 4, flip: bool = True, cutout: int = 0, drop_last: bool = False,
+                 prefetch: bool = True):
+        if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        if padding < 0 or cutout < 0:
+            raise ValueError(f"padding and cutout must be >= 0, got {padding} and {cutout}")
+        self.dataset = dataset
+        self.batch_size = int(batch_size)
+        self.train = bool(train)
+        self.device = parse_device(device)
+        self.seed = int(seed)
+        self.padding = int(padding) if train else 0
+        self.flip = bool(flip) and train
+        self.cutout = int(cutout) if train else 0
+        self.drop_last = bool(drop_last)
+        self.prefetch = bool(prefetch)
+        self.mean = np.asarray(mean, np.float32)
+        self.std = np.asarray(std, np.float32)
+        self.images = to_device(np.ascontiguousarray(dataset.images), self.device)
+        self.labels = to_device(np.ascontiguousarray(dataset.labels, dtype=np.int64), self.device)
+        self._mean_dev = to_device(self.mean, self.device)
+        self._std_dev = to_device(self.std, self.device)
+
+    def __len__(self) -> int:
+        n = len(self.dataset)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def order(self, epoch: int) -> np.ndarray:
+        """Example indices of ``epoch`` in serving order."""
+        n = len(self.dataset)
+        return epoch_order(self.seed, epoch, n) if self.train else np.arange(n)
+
+    def _host_part(self, order: np.ndarray, epoch: int, step: int):
+        idx = order[step * self.batch_size:(step + 1) * self.batch_size]
+        params = {}
+        if self.train:
+            h, w = self.dataset.images.shape[2:]
+            params = sample_params(step_generator(self.seed, epoch, step), len(idx), h, w, self.padding,
+                                   self.flip, self.cutout)
+        return idx, params
+
+    def _device_part(self, host):
+        idx, params = host
+        idx = to_device(idx, self.device)
+        images = self.images[idx]
+        if self.train:
+            x = apply_augmentation(images, params, self._mean_dev, self._std_dev, self.padding, self.cutout)
+        else:
+            x = normalize(images, self._mean_dev, self._std_dev)
+        return x, self.labels[idx]
+
+    def batch(self, epoch: int, step: int, order: np.ndarray | None = None):
+        """Batch ``step`` of ``epoch``: ``(x float32 (B, C, H, W), y int64 (B,))`` device arrays."""
+        if not 0 <= step < len(self):
+            raise IndexError(f"step {step} out of range for {len(self)} batches")
+        order = self.order(epoch) if order is None else order
+        return self._device_part(self._host_part(order, epoch, step))
+
+    def epoch(self, epoch: int, start_step: int = 0):
+        """Yield ``(step, x, y)`` for the steps ``start_step .. len(self) - 1`` of ``epoch``.
+
+        With ``prefetch``, the next batch is prepared in a background thread while the
+        caller works on the current one (the whole batch on CPU; indices and augmentation
+        parameters on GPU, where the device work stays on the calling thread).
+        """
+        order = self.order(epoch)
+        steps = range(start_step, len(self))
+        if not self.prefetch:
+            for step in steps:
+                yield (step, *self._device_part(self._host_part(order, epoch, step)))
+            return
+        on_cpu = self.device == "cpu"
+
+        def work(step):
+            host = self._host_part(order, epoch, step)
+            return self._device_part(host) if on_cpu else host
+
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="minires-prefetch") as pool:
+            future = pool.submit(work, start_step) if start_step < len(self) else None
+            for step in steps:
+                result = future.result()
+                if step + 1 < len(self):
+                    future = pool.submit(work, step + 1)
+                yield (step, *(result if on_cpu else self._device_part(result)))

@@ -1,0 +1,311 @@
+"""2-D pooling on NCHW arrays: max (with argmax routing), average, adaptive average.
+
+Notation: input ``(N, C, H, W)``, window ``KH x KW``, stride ``SH, SW``, padding ``PH, PW``,
+output ``(N, C, OH, OW)`` with ``OH = (H + 2 PH - KH) // SH + 1`` (PyTorch's floor rule).
+
+- **max**: padding counts as ``-inf`` (never chosen). Within a window the first maximum
+  in row-major window order wins on ties, and a NaN always takes over (the last NaN in
+  the window wins): PyTorch's rule ``if (v > best || isnan(v))``. A window whose real
+  values are all ``-inf`` points at its first in-bounds element. The argmax is stored
+  as the window offset ``k = i * KW + j`` and backward sends each output gradient to
+  that pixel; overlapping windows add up.
+- **average**: ``count_include_pad=True`` and ``ceil_mode=False`` (PyTorch's defaults),
+  so every window divides by ``KH * KW``.
+- **adaptive average**: output bin ``i`` along an axis of length ``L`` averages
+  ``[floor(i L / O), ceil((i + 1) L / O))`` (PyTorch's rule). Bins may overlap or differ
+  in size; the operation is separable, ``out = A_H x A_W^T`` with bin-averaging matrices,
+  and reduces to a reshape-mean when ``O`` divides ``L``.
+
+CPU functions loop over the ``KH * KW`` window offsets and move whole strided slices
+(never single pixels). GPU twins of max and average pooling are named CuPy
+``ElementwiseKernel`` objects with one thread per output element (forward) or per input
+element (backward, a gather over the windows that cover it, so no atomics are needed);
+adaptive pooling is generic array code that runs on both.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import backend
+
+
+def pool_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
+    """Output length along one axis: ``(size + 2 padding - kernel) // stride + 1`` (may be <= 0)."""
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+def _first_valid_offset(OH, OW, KH, KW, SH, SW, PH, PW):  # noqa: N803
+    """``(OH, OW)`` window offsets of the first in-bounds element of every window."""
+    first_i = np.maximum(PH - np.arange(OH) * SH, 0)
+    first_j = np.maximum(PW - np.arange(OW) * SW, 0)
+    return first_i[:, None] * KW + first_j[None, :]
+
+
+def _argmax_dtype(KH, KW):  # noqa: N803
+    return np.int8 if KH * KW <= 127 else (np.int16 if KH * KW <= 32767 else np.int32)
+
+
+# --- CPU ---------------------------------------------------------------------------------
+
+def max_pool2d_forward_cpu(x, KH, KW, SH, SW, PH, PW):  # noqa: N803
+    """Max pooling on NumPy; returns ``(out, argmax)`` with ``argmax`` the window offset."""
+    N, C, H, W = x.shape
+    OH, OW = pool_output_size(H, KH, SH, PH), pool_output_size(W, KW, SW, PW)
+    if PH or PW:
+        padded = np.full((N, C, H + 2 * PH, W + 2 * PW), -np.inf, dtype=x.dtype)
+        padded[:, :, PH:PH + H, PW:PW + W] = x
+    else:
+        padded = x
+    out = np.full((N, C, OH, OW), -np.inf, dtype=x.dtype)
+    argmax = np.empty((N, C, OH, OW), dtype=_argmax_dtype(KH, KW))
+    argmax[...] = _first_valid_offset(OH, OW, KH, KW, SH, SW, PH, PW)
+    take = np.empty((N, C, OH, OW), dtype=bool)
+    nan = np.empty((N, C, OH, OW), dtype=bool)
+    for i in range(KH):
+        for j in range(KW):
+            window = padded[:, :, i:i + SH * (OH - 1) + 1:SH, j:j + SW * (OW - 1) + 1:SW]
+            np.greater(window, out, out=take)
+            take |= np.isnan(window, out=nan)  # PyTorch: a NaN always takes over
+            np.copyto(out, window, where=take)
+            np.copyto(argmax, i * KW + j, where=take)
+    return out, argmax
+
+
+def max_pool2d_backward_cpu(grad, argmax, x_shape, KH, KW, SH, SW, PH, PW):  # noqa: N803
+    """Gradient of max pooling on NumPy: each output gradient goes to its argmax pixel."""
+    N, C, H, W = x_shape
+    OH, OW = grad.shape[2], grad.shape[3]
+    padded = np.zeros((N, C, H + 2 * PH, W + 2 * PW), dtype=grad.dtype)
+    zero = grad.dtype.type(0)
+    for i in range(KH):
+        for j in range(KW):
+            # within one offset every output maps to a distinct pixel, so += is exact
+            padded[:, :, i:i + SH * (OH - 1) + 1:SH, j:j + SW * (OW - 1) + 1:SW] += \
+                np.where(argmax == i * KW + j, grad, zero)
+    if PH or PW:
+        return np.ascontiguousarray(padded[:, :, PH:PH + H, PW:PW + W])
+    return padded
+
+
+def avg_pool2d_forward_cpu(x, KH, KW, SH, SW, PH, PW):  # noqa: N803
+    """Average pooling on NumPy (zero padding counted, divisor ``KH * KW``)."""
+    N, C, H, W = x.shape
+    OH, OW = pool_output_size(H, KH, SH, PH), pool_output_size(W, KW, SW, PW)
+    padded = np.pad(x, ((0, 0), (0, 0), (PH, PH), (PW, PW))) if (PH or PW) else x
+    out = np.zeros((N, C, OH, OW), dtype=x.dtype)
+    for i in range(KH):
+        for j in range(KW):
+            out += padded[:, :, i:i + SH * (OH - 1) + 1:SH, j:j + SW * (OW - 1) + 1:SW]
+    out /= x.dtype.type(KH * KW)
+    return out
+
+
+def avg_pool2d_backward_cpu(grad, x_shape, KH, KW, SH, SW, PH, PW):  # noqa: N803
+    """Gradient of average pooling on NumPy: ``grad / (KH KW)`` spread over every window."""
+    N, C, H, W = x_shape
+    OH, OW = grad.shape[2], grad.shape[3]
+    padded = np.zeros((N, C, H + 2 * PH, W + 2 * PW), dtype=grad.dtype)
+    share = grad / grad.dtype.type(KH * KW)
+    for i in range(KH):
+        for j in range(KW):
+            padded[:, :, i:i + SH * (OH - 1) + 1:SH, j:j + SW * (OW - 1) + 1:SW] += share
+    if PH or PW:
+        return np.ascontiguousarray(padded[:, :, PH:PH + H, PW:PW + W])
+    return padded
+
+
+# --- GPU (CuPy) --------------------------------------------------------------------------
+
+_POOL_PARAMS = "int32 H, int32 W, int32 OH, int32 OW, int32 KH, int32 KW, int32 SH, int32 SW, int32 PH, int32 PW"
+
+_MAX_POOL_FORWARD = """
+    const int ow = i % OW, oh = (i / OW) % OH, nc = i / (OW * OH);
+    const int h0 = oh * SH - PH, w0 = ow * SW - PW;
+    const int ih_start = max(h0, 0), iw_start = max(w0, 0);
+    const int ih_end = min(h0 + KH, H), iw_end = min(w0 + KW, W);
+    const T* plane = &x[(ptrdiff_t)nc * H * W];
+    T best = plane[ih_start * W + iw_start];
+    int best_k = (ih_start - h0) * KW + (iw_start - w0);
+    for (int ih = ih_start; ih < ih_end; ++ih) {
+        for (int iw = iw_start; iw < iw_end; ++iw) {
+            const T v = plane[ih * W + iw];
+            if (v > best || isnan(v)) { best = v; best_k = (ih - h0) * KW + (iw - w0); }
+        }
+    }
+    y = best;
+    argmax = best_k;
+"""
+
+_MAX_POOL_BACKWARD = """
+    const int w = i % W, h = (i / W) % H, nc = i / (W * H);
+    const int hp = h + PH, wp = w + PW;
+    const int oh_start = hp < KH ? 0 : (hp - KH) / SH + 1, oh_end = min(hp / SH + 1, OH);
+    const int ow_start = wp < KW ? 0 : (wp - KW) / SW + 1, ow_end = min(wp / SW + 1, OW);
+    T acc = 0;
+    for (int oh = oh_start; oh < oh_end; ++oh) {
+        for (int ow = ow_start; ow < ow_end; ++ow) {
+            const ptrdiff_t o = ((ptrdiff_t)nc * OH + oh) * OW + ow;
+            if (argmax[o] == (hp - oh * SH) * KW + (wp - ow * SW)) acc += grad[o];
+        }
+    }
+    gx = acc;
+"""
+
+_AVG_POOL_FORWARD = """
+    const int ow = i % OW, oh = (i / OW) % OH, nc = i / (OW * OH);
+    const int h0 = oh * SH - PH, w0 = ow * SW - PW;
+    const int ih_start = max(h0, 0), iw_start = max(w0, 0);
+    const int ih_end = min(h0 + KH, H), iw_end = min(w0 + KW, W);
+    const T* plane = &x[(ptrdiff_t)nc * H * W];
+    T acc = 0;
+    for (int ih = ih_start; ih < ih_end; ++ih)
+        for (int iw = iw_start; iw < iw_end; ++iw) acc += plane[ih * W + iw];
+    y = acc / (T)(KH * KW);
+"""
+
+_AVG_POOL_BACKWARD = """
+    const int w = i % W, h = (i / W) % H, nc = i / (W * H);
+    const int hp = h + PH, wp = w + PW;
+    const int oh_start = hp < KH ? 0 : (hp - KH) / SH + 1, oh_end = min(hp / SH + 1, OH);
+    const int ow_start = wp < KW ? 0 : (wp - KW) / SW + 1, ow_end = min(wp / SW + 1, OW);
+    T acc = 0;
+    for (int oh = oh_start; oh < oh_end; ++oh)
+        for (int ow = ow_start; ow < ow_end; ++ow) acc += grad[((ptrdiff_t)nc * OH + oh) * OW + ow];
+    gx = acc / (T)(KH * KW);
+"""
+
+
+def max_pool2d_forward_gpu(x, KH, KW, SH, SW, PH, PW):  # noqa: N803
+    """CuPy twin of :func:`max_pool2d_forward_cpu` (one thread per output element)."""
+    cp = backend.cupy_module()
+    N, C, H, W = x.shape
+    OH, OW = pool_output_size(H, KH, SH, PH), pool_output_size(W, KW, SW, PW)
+    out = cp.empty((N, C, OH, OW), dtype=x.dtype)
+    argmax = cp.empty((N, C, OH, OW), dtype=np.int32)
+    kernel = backend.elementwise_kernel(
+        "minires_max_pool2d_forward", "raw T x, " + _POOL_PARAMS, "T y, int32 argmax", _MAX_POOL_FORWARD)
+    kernel(cp.ascontiguousarray(x), H, W, OH, OW, KH, KW, SH, SW, PH, PW, out, argmax)
+    return out, argmax
+
+
+def max_pool2d_backward_gpu(grad, argmax, x_shape, KH, KW, SH, SW, PH, PW):  # noqa: N803
+    """CuPy twin of :func:`max_pool2d_backward_cpu` (one thread per input pixel, a gather)."""
+    cp = backend.cupy_module()
+    N, C, H, W = x_shape
+    OH, OW = grad.shape[2], grad.shape[3]
+    grad_x = cp.empty((N, C, H, W), dtype=grad.dtype)
+    kernel = backend.elementwise_kernel(
+        "minires_max_pool2d_backward", "raw T grad, raw int32 argmax, " + _POOL_PARAMS, "T gx",
+        _MAX_POOL_BACKWARD)
+    kernel(cp.ascontiguousarray(grad), cp.ascontiguousarray(argmax), H, W, OH, OW, KH, KW, SH, SW, PH, PW,
+           grad_x)
+    return grad_x
+
+
+def avg_pool2d_forward_gpu(x, KH, KW, SH, SW, PH, PW):  # noqa: N803
+    """CuPy twin of :func:`avg_pool2d_forward_cpu` (one thread per output element)."""
+    cp = backend.cupy_module()
+    N, C, H, W = x.shape
+    OH, OW = pool_output_size(H, KH, SH, PH), pool_output_size(W, KW, SW, PW)
+    out = cp.empty((N, C, OH, OW), dtype=x.dtype)
+    kernel = backend.elementwise_kernel(
+        "minires_avg_pool2d_forward", "raw T x, " + _POOL_PARAMS, "T y", _AVG_POOL_FORWARD)
+    kernel(cp.ascontiguousarray(x), H, W, OH, OW, KH, KW, SH, SW, PH, PW, out)
+    return out
+
+
+def avg_pool2d_backward_gpu(grad, x_shape, KH, KW, SH, SW, PH, PW):  # noqa: N803
+    """CuPy twin of :func:`avg_pool2d_backward_cpu` (one thread per input pixel, a gather)."""
+    cp = backend.cupy_module()
+    N, C, H, W = x_shape
+    OH, OW = grad.shape[2], grad.shape[3]
+    grad_x = cp.empty((N, C, H, W), dtype=grad.dtype)
+    kernel = backend.elementwise_kernel(
+        "minires_avg_pool2d_backward", "raw T grad, " + _POOL_PARAMS, "T gx", _AVG_POOL_BACKWARD)
+    kernel(cp.ascontiguousarray(grad), H, W, OH, OW, KH, KW, SH, SW, PH, PW, grad_x)
+    return grad_x
+
+
+# --- adaptive average pooling (generic NumPy/CuPy code) ----------------------------------
+
+def adaptive_bins(in_size: int, out_size: int):
+    """PyTorch's adaptive bins: ``(starts, ends)`` with ``start = floor(i L/O)``, ``end = ceil((i+1) L/O)``."""
+    index = np.arange(out_size)
+    starts = (index * in_size) // out_size
+    ends = ((index + 1) * in_size + out_size - 1) // out_size
+    return starts, ends
+
+
+def adaptive_pool_matrix(in_size: int, out_size: int, dtype, xp=np):
+    """The ``(out_size, in_size)`` matrix whose row ``i`` averages bin ``i``."""
+    starts, ends = adaptive_bins(in_size, out_size)
+    positions = np.arange(in_size)
+    inside = (positions[None, :] >= starts[:, None]) & (positions[None, :] < ends[:, None])
+    matrix = inside / (ends - starts)[:, None]
+    return xp.asarray(matrix.astype(dtype))
+
+
+def adaptive_avg_pool2d_forward(x, OH: int, OW: int):  # noqa: N803
+    """Adaptive average pooling of an NCHW array to ``(OH, OW)`` (NumPy or CuPy)."""
+    xp = backend.get_array_module(x)
+    N, C, H, W = x.shape
+    if H % OH == 0 and W % OW == 0:
+        return x.reshape(N, C, OH, H // OH, OW, W // OW).mean(axis=(3, 5))
+    rows = adaptive_pool_matrix(H, OH, x.dtype, xp)
+    cols = adaptive_pool_matrix(W, OW, x.dtype, xp)
+    return xp.matmul(xp.matmul(rows, x), cols.T)
+
+
+def adaptive_avg_pool2d_backward(grad, x_shape):
+    """Gradient of :func:`adaptive_avg_pool2d_forward` (NumPy or CuPy)."""
+    xp = backend.get_array_module(grad)
+    N, C, H, W = x_shape
+    OH, OW = grad.shape[2], grad.shape[3]
+    if H % OH == 0 and W % OW == 0:
+        KH, KW = H // OH, W // OW
+        share = (grad / grad.dtype.type(KH * KW)).reshape(N, C, OH, 1, OW, 1)
+        return xp.broadcast_to(share, (N, C, OH, KH, OW, KW)).reshape(N, C, H, W)
+    rows = adaptive_pool_matrix(H, OH, grad.dtype, xp)
+    cols = adaptive_pool_matrix(W, OW, grad.dtype, xp)
+    return xp.matmul(xp.matmul(rows.T, grad), cols)
+
+
+# --- dispatchers -------------------------------------------------------------------------
+
+def max_pool2d_forward(x, KH, KW, SH, SW, PH, PW):  # noqa: N803
+    """Max pooling of an NCHW array (no autograd; arguments validated by the caller).
+
+    Returns:
+        ``(out, argmax)``: ``out`` is ``(N, C, OH, OW)``; ``argmax`` holds, per output,
+        the window offset ``i * KW + j`` of the chosen pixel (an integer array).
+    """
+    impl = max_pool2d_forward_gpu if backend.is_cupy_array(x) else max_pool2d_forward_cpu
+    return impl(x, KH, KW, SH, SW, PH, PW)
+
+
+def max_pool2d_backward(grad, argmax, x_shape, KH, KW, SH, SW, PH, PW):  # noqa: N803
+    """Gradient of :func:`max_pool2d_forward` with respect to its input, shaped ``x_shape``."""
+    impl = max_pool2d_backward_gpu if backend.is_cupy_array(grad) else max_pool2d_backward_cpu
+    return impl(grad, argmax, x_shape, KH, KW, SH, SW, PH, PW)
+
+
+def avg_pool2d_forward(x, KH, KW, SH, SW, PH, PW):  # noqa: N803
+    """Average pooling of an NCHW array (no autograd; ``count_include_pad=True``)."""
+    impl = avg_pool2d_forward_gpu if backend.is_cupy_array(x) else avg_pool2d_forward_cpu
+    return impl(x, KH, KW, SH, SW, PH, PW)
+
+
+def avg_pool2d_backward(grad, x_shape, KH, KW, SH, SW, PH, PW):  # noqa: N803
+    """Gradient of :func:`avg_pool2d_forward` with respect to its input, shaped ``x_shape``."""
+    impl = avg_pool2d_backward_gpu if backend.is_cupy_array(grad) else avg_pool2d_backward_cpu
+    return impl(grad, x_shape, KH, KW, SH, SW, PH, PW)
+
+
+__all__ = [
+    "pool_output_size", "max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward",
+    "avg_pool2d_backward", "adaptive_bins", "adaptive_pool_matrix", "adaptive_avg_pool2d_forward",
+    "adaptive_avg_pool2d_backward", "max_pool2d_forward_cpu", "max_pool2d_backward_cpu",
+    "avg_pool2d_forward_cpu", "avg_pool2d_backward_cpu", "max_pool2d_forward_gpu",
+    "max_pool2d_backward_gpu", "avg_pool2d_forward_gpu", "avg_pool2d_backward_gpu",
+]

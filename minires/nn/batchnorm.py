@@ -1,0 +1,138 @@
+"""Batch normalisation layers: ``BatchNorm2d`` and ``BatchNorm1d``."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import backend
+from .. import functional as F
+from ..autograd import Tensor
+from . import init
+from .conv import make_parameter
+from .module import Module
+
+
+class _BatchNorm(Module):
+    """Shared state and forward of the BatchNorm layers (``torch.nn.modules.batchnorm._BatchNorm``)."""
+
+    _expected_ndim: tuple[int, ...] = ()
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
+                 affine: bool = True, track_running_stats: bool = True, device=None, dtype=None):
+        super().__init__()
+        if isinstance(num_features, bool) or not isinstance(num_features, (int, np.integer)) or num_features <= 0:
+            raise ValueError(f"{type(self).__name__}: num_features must be a positive int, got {num_features!r}")
+        if eps <= 0:
+            raise ValueError(f"{type(self).__name__}: eps must be > 0, got {eps}")
+        if momentum is not None and not 0 <= momentum <= 1:
+            raise ValueError(f"{type(self).__name__}: momentum must be in [0, 1] or None, got {momentum}")
+        self.num_features = int(num_features)
+        self.eps = eps
+        self.momentum = momentum
+        self.affine = affine
+        self.track_running_stats = track_running_stats
+        if affine:
+            self.weight = make_parameter((self.num_features,), dtype, device)
+            self.bias = make_parameter((self.num_features,), dtype, device)
+        else:
+            self.register_parameter("weight", None)
+            self.register_parameter("bias", None)
+        if track_running_stats:
+            self.register_buffer("running_mean", make_parameter((self.num_features,), dtype, device).detach())
+            self.register_buffer("running_var", make_parameter((self.num_features,), dtype, device).detach())
+            device = backend.parse_device(device)
+            self.register_buffer("num_batches_tracked",
+                                 Tensor(backend.to_device(np.array(0, dtype=np.int64), device)))
+        else:
+            self.register_buffer("running_mean", None)
+            self.register_buffer("running_var", None)
+            self.register_buffer("num_batches_tracked", None)
+        self.reset_parameters()
+
+    def reset_running_stats(self) -> None:
+        """Running mean 0, running variance 1, ``num_batches_tracked`` 0."""
+        if self.track_running_stats:
+            self.running_mean.data[...] = 0
+            self.running_var.data[...] = 1
+            self.num_batches_tracked.data[...] = 0
+
+    def reset_parameters(self) -> None:
+        """Reset the running statistics, and weight to 1 and bias to 0 (PyTorch's defaults)."""
+        self.reset_running_stats()
+        if self.affine:
+            init.ones_(self.weight)
+            init.zeros_(self.bias)
+
+    def _check_input(self, x) -> None:
+        if not isinstance(x, Tensor):
+            raise TypeError(f"{type(self).__name__}: expected a Tensor input, got {type(x).__name__}")
+        if x.ndim not in self._expected_ndim:
+            wanted = " or ".join(f"{d}D" for d in self._expected_ndim)
+            raise ValueError(f"{type(self).__name__}: expected {wanted} input (got {x.ndim}D input "
+                             f"of shape {x.shape})")
+        if x.shape[1] != self.num_features:
+            raise ValueError(f"{type(self).__name__}: expected {self.num_features} channels in axis 1, "
+                             f"got input of shape {x.shape}")
+
+    def _normalize(self, x: Tensor) -> Tensor:
+        factor = 0.0 if self.momentum is None else self.momentum
+        if self.training and self.track_running_stats:
+            self.num_batches_tracked.data += 1
+            if self.momentum is None:  # cumulative moving average
+                factor = 1.0 / float(self.num_batches_tracked.item())
+        use_batch_stats = self.training or (self.running_mean is None and self.running_var is None)
+        keep_stats = not self.training or self.track_running_stats
+        return F.batch_norm(x, self.running_mean if keep_stats else None,
+                            self.running_var if keep_stats else None, self.weight, self.bias,
+                            training=use_batch_stats, momentum=factor, eps=self.eps)
+
+    def extra_repr(self) -> str:
+        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
+                f"track_running_stats={self.track_running_stats}")
+
+
+class BatchNorm2d(_BatchNorm):
+    """Batch normalisation over ``(N, C, H, W)`` per channel (``torch.nn.BatchNorm2d``).
+
+    ``y = (x - mean) / sqrt(var + eps) * weight + bias``. In training mode mean and
+    (biased) var are those of the batch over N, H, W, and the running statistics move
+    ``running = (1 - momentum) * running + momentum * batch`` (unbiased variance);
+    ``num_batches_tracked`` counts training batches (``momentum=None`` averages them
+    cumulatively). In eval mode the running statistics normalise.
+
+    Args:
+        num_features: C.
+        eps: added to the variance.
+        momentum: running-statistics update factor, or None for a cumulative average.
+        affine: learn ``weight`` (init 1) and ``bias`` (init 0).
+        track_running_stats: keep running statistics (else batch statistics always).
+        device: where parameters and buffers live.
+        dtype: floating dtype of parameters and running statistics (float32 if None).
+    """
+
+    _expected_ndim = (4,)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``(N, C, H, W) -> (N, C, H, W)``."""
+        self._check_input(x)
+        return self._normalize(x)
+
+
+class BatchNorm1d(_BatchNorm):
+    """Batch normalisation of ``(N, C)`` or ``(N, C, L)`` inputs per channel (``torch.nn.BatchNorm1d``).
+
+    Same statistics and arguments as :class:`BatchNorm2d`; the input is viewed as
+    ``(N, C, L, 1)`` and normalised by the same kernel.
+    """
+
+    _expected_ndim = (2, 3)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``(N, C) -> (N, C)`` or ``(N, C, L) -> (N, C, L)``."""
+        self._check_input(x)
+        if x.ndim == 2 and self.training and x.shape[0] == 1:
+            raise ValueError(f"BatchNorm1d: expected more than 1 value per channel when training, "
+                             f"got input of shape {x.shape}")
+        shape = x.shape
+        x4 = x.reshape(shape + (1,) * (4 - len(shape)))
+        return self._normalize(x4).reshape(shape)

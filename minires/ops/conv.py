@@ -71,8 +71,13 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1, padd
     _check_float_tensor("weight", weight)
     _check_float_tensor("bias", bias, allow_none=True)
     if x.ndim == 3:  # unbatched (C, H, W), as PyTorch allows
-        return conv2d(x.reshape(1, *x.shape), weight, bias, stride, padding, groups).reshape(
-            *conv_geometry((1,) + x.shape, weight.shape, stride, padding, groups).out_shape[1:])
+        try:
+            geometry = conv_geometry((1,) + x.shape, weight.shape, stride, padding, groups,
+                                     None if bias is None else bias.shape)
+        except ValueError as exc:
+            raise ValueError(f"{exc} (unbatched input of shape {x.shape} read as a batch of one)") from None
+        out = conv2d(x.reshape(1, *x.shape), weight, bias, stride, padding, groups)
+        return out.reshape(*geometry.out_shape[1:])
     if x.ndim != 4:
         raise ValueError(f"conv2d: expected input of rank 4 (N, C, H, W) or 3 (C, H, W), got rank {x.ndim} "
                          f"with shape {x.shape}")

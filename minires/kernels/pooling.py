@@ -13,14 +13,15 @@ output ``(N, C, OH, OW)`` with ``OH = (H + 2 PH - KH) // SH + 1`` (PyTorch's flo
   so every window divides by ``KH * KW``.
 - **adaptive average**: output bin ``i`` along an axis of length ``L`` averages
   ``[floor(i L / O), ceil((i + 1) L / O))`` (PyTorch's rule). Bins may overlap or differ
-  in size; the operation is separable, ``out = A_H x A_W^T`` with bin-averaging matrices,
-  and reduces to a reshape-mean when ``O`` divides ``L``.
+  in size; the average is separable (columns first, then rows, one whole-slice mean per
+  output bin) and reduces to a reshape-mean when ``O`` divides ``L``.
 
 CPU functions loop over the ``KH * KW`` window offsets and move whole strided slices
 (never single pixels). GPU twins of max and average pooling are named CuPy
 ``ElementwiseKernel`` objects with one thread per output element (forward) or per input
 element (backward, a gather over the windows that cover it, so no atomics are needed);
-adaptive pooling is generic array code that runs on both.
+adaptive pooling is generic array code that runs on both (it loops over output bins
+per axis, ``OH + OW`` slice operations).
 """
 
 from __future__ import annotations
@@ -237,28 +238,28 @@ def adaptive_bins(in_size: int, out_size: int):
     return starts, ends
 
 
-def adaptive_pool_matrix(in_size: int, out_size: int, dtype, xp=np):
-    """The ``(out_size, in_size)`` matrix whose row ``i`` averages bin ``i``."""
-    starts, ends = adaptive_bins(in_size, out_size)
-    positions = np.arange(in_size)
-    inside = (positions[None, :] >= starts[:, None]) & (positions[None, :] < ends[:, None])
-    matrix = inside / (ends - starts)[:, None]
-    return xp.asarray(matrix.astype(dtype))
-
-
 def adaptive_avg_pool2d_forward(x, OH: int, OW: int):  # noqa: N803
-    """Adaptive average pooling of an NCHW array to ``(OH, OW)`` (NumPy or CuPy)."""
+    """Adaptive average pooling of an NCHW array to ``(OH, OW)`` (NumPy or CuPy).
+
+    Divisible sizes are one reshape-mean; otherwise the separable average runs as one
+    slice-mean per output column and then per output row (``OW + OH`` whole-slice steps),
+    which keeps a NaN inside the bins that contain it.
+    """
     xp = backend.get_array_module(x)
     N, C, H, W = x.shape
     if H % OH == 0 and W % OW == 0:
         return x.reshape(N, C, OH, H // OH, OW, W // OW).mean(axis=(3, 5))
-    rows = adaptive_pool_matrix(H, OH, x.dtype, xp)
-    cols = adaptive_pool_matrix(W, OW, x.dtype, xp)
-    return xp.matmul(xp.matmul(rows, x), cols.T)
+    columns = xp.empty((N, C, H, OW), dtype=x.dtype)
+    for j, (start, end) in enumerate(zip(*adaptive_bins(W, OW))):
+        columns[:, :, :, j] = x[:, :, :, start:end].mean(axis=3)
+    out = xp.empty((N, C, OH, OW), dtype=x.dtype)
+    for i, (start, end) in enumerate(zip(*adaptive_bins(H, OH))):
+        out[:, :, i, :] = columns[:, :, start:end, :].mean(axis=2)
+    return out
 
 
 def adaptive_avg_pool2d_backward(grad, x_shape):
-    """Gradient of :func:`adaptive_avg_pool2d_forward` (NumPy or CuPy)."""
+    """Gradient of :func:`adaptive_avg_pool2d_forward` (NumPy or CuPy): each bin spreads ``g / |bin|``."""
     xp = backend.get_array_module(grad)
     N, C, H, W = x_shape
     OH, OW = grad.shape[2], grad.shape[3]
@@ -266,9 +267,13 @@ def adaptive_avg_pool2d_backward(grad, x_shape):
         KH, KW = H // OH, W // OW
         share = (grad / grad.dtype.type(KH * KW)).reshape(N, C, OH, 1, OW, 1)
         return xp.broadcast_to(share, (N, C, OH, KH, OW, KW)).reshape(N, C, H, W)
-    rows = adaptive_pool_matrix(H, OH, grad.dtype, xp)
-    cols = adaptive_pool_matrix(W, OW, grad.dtype, xp)
-    return xp.matmul(xp.matmul(rows.T, grad), cols)
+    columns = xp.zeros((N, C, H, OW), dtype=grad.dtype)
+    for i, (start, end) in enumerate(zip(*adaptive_bins(H, OH))):
+        columns[:, :, start:end, :] += grad[:, :, i:i + 1, :] / grad.dtype.type(end - start)
+    grad_x = xp.zeros((N, C, H, W), dtype=grad.dtype)
+    for j, (start, end) in enumerate(zip(*adaptive_bins(W, OW))):
+        grad_x[:, :, :, start:end] += columns[:, :, :, j:j + 1] / grad.dtype.type(end - start)
+    return grad_x
 
 
 # --- dispatchers -------------------------------------------------------------------------
@@ -304,7 +309,7 @@ def avg_pool2d_backward(grad, x_shape, KH, KW, SH, SW, PH, PW):  # noqa: N803
 
 __all__ = [
     "pool_output_size", "max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward",
-    "avg_pool2d_backward", "adaptive_bins", "adaptive_pool_matrix", "adaptive_avg_pool2d_forward",
+    "avg_pool2d_backward", "adaptive_bins", "adaptive_avg_pool2d_forward",
     "adaptive_avg_pool2d_backward", "max_pool2d_forward_cpu", "max_pool2d_backward_cpu",
     "avg_pool2d_forward_cpu", "avg_pool2d_backward_cpu", "max_pool2d_forward_gpu",
     "max_pool2d_backward_gpu", "avg_pool2d_forward_gpu", "avg_pool2d_backward_gpu",

@@ -8,7 +8,7 @@ import pytest
 
 import minires as mr
 import minires.functional as F
-from minires.kernels.conv import conv_algorithm
+from minires.kernels.conv import available_conv_algorithms, conv_algorithm, conv_geometry, select_conv_algorithm
 from tests.kernels.test_conv import naive_conv2d
 from tests.torch_parity import assert_torch_parity
 
@@ -61,13 +61,26 @@ def _inputs(case, rng):
     return [x, w, b]
 
 
-def _check_case(case, dtype, rng, device="cpu"):
+def _check_case(case, dtype, rng, device="cpu", algorithm="auto"):
     torch = pytest.importorskip("torch")
-    assert_torch_parity(F.conv2d, torch.nn.functional.conv2d, _inputs(case, rng), dtype=dtype, device=device,
-                        stride=case["stride"], padding=case["padding"], groups=case["groups"])
+    with conv_algorithm(algorithm):
+        assert_torch_parity(F.conv2d, torch.nn.functional.conv2d, _inputs(case, rng), dtype=dtype, device=device,
+                            stride=case["stride"], padding=case["padding"], groups=case["groups"])
+
+
+def _supports(algorithm, case, device="cpu"):
+    geometry = conv_geometry((case["N"], case["C"], case["H"], case["W"]),
+                             (case["C_out"], case["C"] // case["groups"], case["kernel"], case["kernel"]),
+                             case["stride"], case["padding"], case["groups"])
+    return select_conv_algorithm(geometry, device, algorithm).supports(geometry, device)
 
 
 GRID_CASES = [grid_case(i) for i in range(len(GRID))]
+# every algorithm registered at import time ('reference' and any fast path) runs the grid
+# cases it supports; 'auto' is covered by whichever of them it picks
+ALGORITHMS = [name for name in available_conv_algorithms() if name != "auto"]
+GRID_PARAMS = [pytest.param(case, name, id=f"{name}-{_case_id(case)}")
+               for name in ALGORITHMS for case in GRID_CASES if _supports(name, case)]
 
 
 def test_grid_covers_batch_one_bias_and_sizes():
@@ -78,9 +91,15 @@ def test_grid_covers_batch_one_bias_and_sizes():
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("case", GRID_CASES, ids=_case_id)
-def test_torch_parity_grid(case, dtype, rng):
-    _check_case(case, dtype, rng)
+@pytest.mark.parametrize("case, algorithm", GRID_PARAMS)
+def test_torch_parity_grid(case, algorithm, dtype, rng):
+    _check_case(case, dtype, rng, algorithm=algorithm)
+
+
+def test_auto_runs_the_grid_too(rng):
+    torch = pytest.importorskip("torch")
+    for case in GRID_CASES[::9]:
+        _check_case(case, np.float32, rng, algorithm="auto")
 
 
 @pytest.mark.slow

@@ -18,7 +18,8 @@ class _BatchNorm(Module):
     _expected_ndim: tuple[int, ...] = ()
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
-                 affine: bool = True, track_running_stats: bool = True, device=None, dtype=None):
+                 affine: bool = True, track_running_stats: bool = True, device=None, dtype=None, *,
+                 bias: bool = True):
         super().__init__()
         if isinstance(num_features, bool) or not isinstance(num_features, (int, np.integer)) or num_features <= 0:
             raise ValueError(f"{type(self).__name__}: num_features must be a positive int, got {num_features!r}")
@@ -33,7 +34,10 @@ class _BatchNorm(Module):
         self.track_running_stats = track_running_stats
         if affine:
             self.weight = make_parameter((self.num_features,), dtype, device)
-            self.bias = make_parameter((self.num_features,), dtype, device)
+            if bias:
+                self.bias = make_parameter((self.num_features,), dtype, device)
+            else:
+                self.register_parameter("bias", None)
         else:
             self.register_parameter("weight", None)
             self.register_parameter("bias", None)
@@ -61,7 +65,8 @@ class _BatchNorm(Module):
         self.reset_running_stats()
         if self.affine:
             init.ones_(self.weight)
-            init.zeros_(self.bias)
+            if self.bias is not None:
+                init.zeros_(self.bias)
 
     def _check_input(self, x) -> None:
         if not isinstance(x, Tensor):
@@ -88,7 +93,7 @@ class _BatchNorm(Module):
 
     def extra_repr(self) -> str:
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
-                f"track_running_stats={self.track_running_stats}")
+                f"bias={self.bias is not None}, track_running_stats={self.track_running_stats}")
 
 
 class BatchNorm2d(_BatchNorm):
@@ -108,6 +113,7 @@ class BatchNorm2d(_BatchNorm):
         track_running_stats: keep running statistics (else batch statistics always).
         device: where parameters and buffers live.
         dtype: floating dtype of parameters and running statistics (float32 if None).
+        bias: with ``affine``, whether to learn the shift (keyword-only, as in PyTorch 2.13).
     """
 
     _expected_ndim = (4,)
@@ -121,8 +127,7 @@ class BatchNorm2d(_BatchNorm):
 class BatchNorm1d(_BatchNorm):
     """Batch normalisation of ``(N, C)`` or ``(N, C, L)`` inputs per channel (``torch.nn.BatchNorm1d``).
 
-    Same statistics and arguments as :class:`BatchNorm2d`; the input is viewed as
-    ``(N, C, L, 1)`` and normalised by the same kernel.
+    Same statistics and arguments as :class:`BatchNorm2d` (statistics over ``N`` and ``L``).
     """
 
     _expected_ndim = (2, 3)
@@ -130,9 +135,4 @@ class BatchNorm1d(_BatchNorm):
     def forward(self, x: Tensor) -> Tensor:
         """``(N, C) -> (N, C)`` or ``(N, C, L) -> (N, C, L)``."""
         self._check_input(x)
-        if x.ndim == 2 and self.training and x.shape[0] == 1:
-            raise ValueError(f"BatchNorm1d: expected more than 1 value per channel when training, "
-                             f"got input of shape {x.shape}")
-        shape = x.shape
-        x4 = x.reshape(shape + (1,) * (4 - len(shape)))
-        return self._normalize(x4).reshape(shape)
+        return self._normalize(x)

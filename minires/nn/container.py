@@ -6,7 +6,7 @@ import operator
 from collections import OrderedDict
 from typing import Iterable, Iterator
 
-from .module import Module
+from .module import Module, _addindent
 
 
 def _index(index, length: int, name: str) -> int:
@@ -147,6 +147,23 @@ class ModuleList(Module):
         for module in modules:
             self.append(module)
         return self
+
+    def __repr__(self) -> str:
+        # PyTorch's format: runs of identical children print once as "(i-j): n x child"
+        runs: list[list] = []  # [first index, last index, repr]
+        for i, module in enumerate(self):
+            text = repr(module)
+            if runs and runs[-1][2] == text:
+                runs[-1][1] = i
+            else:
+                runs.append([i, i, text])
+        if not runs:
+            return self._get_name() + "()"
+        lines = []
+        for first, last, text in runs:
+            label = f"({first}): " if first == last else f"({first}-{last}): {last - first + 1} x "
+            lines.append(_addindent(label + text, 2))
+        return self._get_name() + "(\n  " + "\n  ".join(lines) + "\n)"
 
     def insert(self, index: int, module: Module) -> None:
         """Insert ``module`` before position ``index``."""

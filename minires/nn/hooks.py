@@ -20,6 +20,7 @@ import itertools
 import weakref
 from collections import OrderedDict
 
+from .. import backend
 from ..autograd import Function, Tensor
 from ..autograd.grad_mode import is_grad_enabled
 from ..backend import get_array_module
@@ -132,6 +133,7 @@ class BackwardHookGate:
         self.output_positions: list[int] = []
         self.grad_output = None
         self.inputs_routed = False
+        self.input_tensors: dict = {}
 
     # forward side
     def setup_inputs(self, args: tuple) -> tuple:
@@ -139,6 +141,9 @@ class BackwardHookGate:
         self.n_inputs = len(args)
         if not is_grad_enabled():
             return args
+        # tensor arguments whose gradient is reported as zeros when none flows (as PyTorch)
+        self.input_tensors = {i: (a.shape, a.dtype, a.device) for i, a in enumerate(args)
+                              if isinstance(a, Tensor)}
         self.input_positions = [i for i, a in enumerate(args)
                                 if isinstance(a, Tensor) and a.requires_grad]
         if not self.input_positions:
@@ -171,10 +176,17 @@ class BackwardHookGate:
 
     # backward side
     def _pack(self, role, pieces):
-        """Full-length tuple (one entry per argument/output) of Tensors or None."""
+        """Full-length tuple (one entry per argument/output) of Tensors or None.
+
+        As in PyTorch: an output that got no gradient is ``None``; a tensor argument that
+        got none (unused, or not requiring grad) is zeros; a non-tensor argument is ``None``.
+        """
         positions = self.input_positions if role == "input" else self.output_positions
         total = self.n_inputs if role == "input" else self.n_outputs
         packed = [None] * total
+        if role == "input":
+            for pos, (shape, dtype, device) in self.input_tensors.items():
+                packed[pos] = Tensor(backend.xp_for(device).zeros(shape, dtype=dtype))
         for k, (pos, g) in enumerate(zip(positions, pieces)):
             if k in self.received[role] and g is not None:
                 packed[pos] = Tensor(g)
@@ -224,10 +236,10 @@ class BackwardHookGate:
     def _unpack(self, role, grads):
         positions = self.input_positions if role == "input" else self.output_positions
         out = []
-        for pos in positions:
+        for k, pos in enumerate(positions):
             g = grads[pos]
-            if g is None:
-                out.append(None)
+            if g is None or k not in self.received[role]:
+                out.append(None)  # nothing flowed there: keep it that way
             else:
                 out.append(g.data if isinstance(g, Tensor) else g)
         return out

@@ -545,10 +545,12 @@ class Module:
         """Run ``hook(module, grad_input, grad_output)`` once the module's input gradients are known.
 
         ``grad_input`` has one entry per positional argument of ``forward`` and
-        ``grad_output`` one per output: the gradient Tensor, or ``None`` where the argument
-        is not a tensor requiring grad or got no gradient. When no input requires grad the
-        hook runs as soon as ``grad_output`` is known, with ``grad_input`` all ``None``. A
-        non-None return (a tuple like ``grad_input``) replaces the input gradients that flow on.
+        ``grad_output`` one per output, as in PyTorch: the gradient Tensor; zeros for a
+        tensor argument that got no gradient (unused, or not requiring grad); ``None`` for
+        a non-tensor argument or an output that got no gradient. When no input requires
+        grad the hook runs as soon as ``grad_output`` is known, with ``grad_input`` all
+        ``None``. A non-None return (a tuple like ``grad_input``) replaces the input
+        gradients that flow on.
 
         Returns:
             A handle whose ``remove()`` unregisters the hook.

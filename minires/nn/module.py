@@ -128,7 +128,7 @@ class Module:
         params = d.get("_parameters")
         if isinstance(value, Parameter):
             self._require_init("parameters")
-            self._discard(name)
+            self._discard(name, keep="_parameters")
             self.register_parameter(name, value)
             return
         if params is not None and name in params:
@@ -139,7 +139,7 @@ class Module:
             return
         if isinstance(value, Module):
             self._require_init("module")
-            self._discard(name)
+            self._discard(name, keep="_modules")
             d["_modules"][name] = value
             return
         modules = d.get("_modules")
@@ -158,11 +158,13 @@ class Module:
             return
         object.__setattr__(self, name, value)
 
-    def _discard(self, name: str) -> None:
+    def _discard(self, name: str, keep: str) -> None:
+        """Remove ``name`` from the other registries (its place in ``keep`` stays, as PyTorch)."""
         d = self.__dict__
         d.pop(name, None)
         for registry in ("_parameters", "_buffers", "_modules"):
-            d[registry].pop(name, None)
+            if registry != keep:
+                d[registry].pop(name, None)
         d["_non_persistent_buffers"].discard(name)
 
     def __getattr__(self, name: str):

@@ -63,6 +63,10 @@ def test_registration_by_attribute_and_explicit_calls():
     # reassigning a parameter slot with a plain tensor is refused
     with pytest.raises(TypeError, match="cannot assign 'Tensor' as parameter 'w'"):
         m.w = mr.ones(2)
+    m.w = nn.Parameter(mr.zeros(2))  # reassigning keeps the registration order (as PyTorch)
+    assert list(m._parameters) == ["w", "maybe"]
+    m.child = nn.Linear(2, 2)
+    assert list(m._modules) == ["child", "other"]
     m.w = None
     assert "w" not in dict(m.named_parameters())
     del m.child

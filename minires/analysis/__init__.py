@@ -12,7 +12,7 @@ Example:
 
 from ._graph import OpTape, register_jvp_rule, register_linear_op, tangent_of, vjp
 from .blocks import BlockParts, block_parts, find_blocks, register_block_adapter
-from .gradnorms import conv_gradient_ratio, gradient_norms
+from .gradnorms import conv_gradient_ratio, gradient_norms, gradient_profile
 from .jacobian import (BlockJacobian, Linearization, block_jacobian_norms, jacobian_matrix, jvp,
                        spectral_norm)
 from .paths import PathLengthResult, path_length_distribution
@@ -22,6 +22,6 @@ __all__ = [
     "trace_residual_stream", "preact_decomposition", "BlockRecord", "PreactTerm", "TracedRun",
     "jvp", "vjp", "Linearization", "jacobian_matrix", "spectral_norm", "block_jacobian_norms",
     "BlockJacobian", "path_length_distribution", "PathLengthResult", "gradient_norms",
-    "conv_gradient_ratio", "BlockParts", "block_parts", "find_blocks", "register_block_adapter",
+    "conv_gradient_ratio", "gradient_profile", "BlockParts", "block_parts", "find_blocks", "register_block_adapter",
     "register_jvp_rule", "register_linear_op", "tangent_of", "OpTape",
 ]

@@ -82,12 +82,20 @@ def _activation(module):
                     return relu, True
                 if value.lower() in ("none", "identity", ""):
                     return None, True
+            if type(value).__name__ == "Identity":
+                return None, True
             if callable(value):
                 return value, True
     return None, False
 
 
 def _shortcut_kind(module) -> str:
+    scale = getattr(module, "shortcut_scale", 1.0)
+    suffix = "" if not isinstance(scale, (int, float)) or scale == 1.0 else f" x{scale:g}"
+    if hasattr(module, "downsample") and hasattr(module, "shortcut_option"):
+        if module.downsample is None:
+            return "identity" + suffix
+        return str(module.shortcut_option) + suffix
     for name in ("shortcut_type", "shortcut_option", "option"):
         value = getattr(module, name, None)
         if isinstance(value, str):
@@ -106,10 +114,11 @@ def block_parts(module) -> Optional[BlockParts]:
     ``residual_branch``, ``forward_branch``, ``branch``). Its shortcut is the first
     callable of ``shortcut_path``, ``forward_shortcut``, ``skip_path``,
     ``shortcut_branch``, ``shortcut`` defined on the class (absent, or a block whose
-    ``is_plain``/``plain`` is true: a plain block); the post-add activation is the value
-    of ``post_activation`` (or a synonym): a callable, ``True``/``'relu'``, or
-    ``None``/``False``. Without that attribute, a block with ``preact``/``pre_activation``
-    true gets none and any other gets ReLU.
+    ``skip`` is False or ``is_plain`` true: a plain block); the post-add activation is the
+    value of ``post_activation`` (or a synonym): a callable, ``True``/``'relu'``, or
+    ``None``/``False``/an ``Identity`` module. Without that attribute, a block with
+    ``preactivation``/``preact`` true gets none and any other gets ReLU. This is the
+    anatomy of every block in :mod:`minires.models.blocks`.
     """
     for adapter in _ADAPTERS:
         parts = adapter(module)
@@ -118,10 +127,12 @@ def block_parts(module) -> Optional[BlockParts]:
     branch = _method(module, BRANCH_METHODS)
     if branch is None:
         return None
-    plain = bool(getattr(module, "is_plain", False) or getattr(module, "plain", False) is True)
+    plain = bool(getattr(module, "is_plain", False) or getattr(module, "plain", False) is True
+                 or getattr(module, "skip", True) is False)
     shortcut = None if plain else _method(module, SHORTCUT_METHODS)
     activation, found = _activation(module)
-    preact = bool(getattr(module, "preact", False) or getattr(module, "pre_activation", False))
+    preact = bool(getattr(module, "preact", False) or getattr(module, "pre_activation", False)
+                  or getattr(module, "preactivation", False) is True)
     if not found:
         activation = None if preact else relu
     if shortcut is None:

@@ -30,17 +30,21 @@ def gradient_norms(model, x, target, loss=None) -> list:
         ``depth`` (position: conv/linear weights counted in order; activations: block
         ``i``'s input is depth ``i``, the last block's output depth ``n``) and ``norm``.
     """
-    rows = []
     with TracedRun(model, x, target, loss) as run:
-        for depth, name in enumerate(_weight_names(model)):
-            g = run.param_grads.get(name)
-            rows.append({"name": name, "kind": "param", "depth": depth,
-                         "norm": flat_norm(g) if g is not None else 0.0})
-        for i, c in enumerate(run.calls):
-            rows.append({"name": c.name, "kind": "activation", "depth": i, "norm": flat_norm(run.grad_of(c.x))})
-        last = run.calls[-1]
-        rows.append({"name": f"{last.name}.out", "kind": "activation", "depth": len(run.calls),
-                     "norm": flat_norm(run.grad_of(last.y))})
+        return _norm_rows(model, run)
+
+
+def _norm_rows(model, run) -> list:
+    rows = []
+    for depth, name in enumerate(_weight_names(model)):
+        g = run.param_grads.get(name)
+        rows.append({"name": name, "kind": "param", "depth": depth,
+                     "norm": flat_norm(g) if g is not None else 0.0})
+    for i, c in enumerate(run.calls):
+        rows.append({"name": c.name, "kind": "activation", "depth": i, "norm": flat_norm(run.grad_of(c.x))})
+    last = run.calls[-1]
+    rows.append({"name": f"{last.name}.out", "kind": "activation", "depth": len(run.calls),
+                 "norm": flat_norm(run.grad_of(last.y))})
     return rows
 
 
@@ -92,3 +96,25 @@ def conv_gradient_ratio(model, x, target, loss=None, first: str | None = None, l
     return {"first": first, "last": last, "first_norm": n_first, "last_norm": n_last, "ratio": ratio,
             "log10_ratio": float(np.log10(ratio)) if 0 < ratio < float("inf") else float("nan"),
             "loss": float(value.item())}
+
+
+def gradient_profile(model, x, target, loss=None) -> dict:
+    """Everything ``minires gradflow`` reports for one model and batch, from one traced run.
+
+    Returns:
+        ``{'gradnorms': rows as in gradient_norms, 'blocks': BlockRecord list (norms only),
+        'conv_ratio': dict as in conv_gradient_ratio, 'loss': float}``.
+    """
+    from .stream import records_from_run  # noqa: PLC0415
+
+    with TracedRun(model, x, target, loss) as run:
+        rows = _norm_rows(model, run)
+        blocks = records_from_run(run, keep_tensors=False)
+        convs = [name for name, p in model.named_parameters() if p.data.ndim == 4]
+        n_first = flat_norm(run.param_grads[convs[0]])
+        n_last = flat_norm(run.param_grads[convs[-1]])
+        loss_value = run.loss
+    ratio = n_first / n_last if n_last > 0 else float("inf")
+    conv = {"first": convs[0], "last": convs[-1], "first_norm": n_first, "last_norm": n_last, "ratio": ratio,
+            "log10_ratio": float(np.log10(ratio)) if 0 < ratio < float("inf") else float("nan")}
+    return {"gradnorms": rows, "blocks": blocks, "conv_ratio": conv, "loss": loss_value}

@@ -298,34 +298,35 @@ def trace_residual_stream(model, x, target, loss=None, keep_tensors: bool = True
         >>> records = trace_residual_stream(resnet20(), images, labels)
         >>> [round(r.ratio, 2) for r in records]
     """
-    records = []
     with TracedRun(model, x, target, loss) as run:
-        for index, call in enumerate(run.calls):
-            grad_in, grad_out, g, skip, branch = block_terms(run, call)
-            rec = BlockRecord(name=call.name, index=index, kind=call.parts.kind,
-                              shortcut_kind=call.parts.shortcut_kind)
-            rec.norms = {
-                "grad_in": flat_norm(grad_in), "grad_out": flat_norm(grad_out), "grad_pre": flat_norm(g),
-                "skip": flat_norm(skip), "branch": flat_norm(branch), "x": flat_norm(call.x.data),
-                "branch_out": flat_norm(call.f.data),
-                "shortcut_out": flat_norm(call.s.data) if call.s is not None else 0.0,
-            }
-            skip_norm = rec.norms["skip"]
-            rec.ratio = rec.norms["branch"] / skip_norm if skip_norm > 0 else float("inf")
-            rec.cosine = _cosine(skip, branch) if call.s is not None else float("nan")
-            if call.parts.activation is not None:
-                rec.blocked_fraction = float((call.pre.data <= 0).mean())
-            scale = _max_abs(grad_in)
-            err = _max_abs(skip + branch - grad_in)
-            rec.identity_error = err / scale if scale > 0 else err
-            if keep_tensors:
-                rec.x, rec.grad_in, rec.grad_out = as_numpy(call.x.data), as_numpy(grad_in), as_numpy(grad_out)
-                rec.grad_pre, rec.skip_term, rec.branch_term = as_numpy(g), as_numpy(skip), as_numpy(branch)
-            records.append(rec)
-        if keep_tensors:  # the chaining: one block's grad_out is the next one's grad_in (same tensor)
-            for prev, nxt in zip(records, records[1:]):
-                if run.calls[nxt.index].x is run.calls[prev.index].y:
-                    nxt.grad_in = prev.grad_out if nxt.grad_in is None else nxt.grad_in
+        return records_from_run(run, keep_tensors)
+
+
+def records_from_run(run: TracedRun, keep_tensors: bool = False) -> list:
+    """The :class:`BlockRecord` list of an open :class:`TracedRun` (see :func:`trace_residual_stream`)."""
+    records = []
+    for index, call in enumerate(run.calls):
+        grad_in, grad_out, g, skip, branch = block_terms(run, call)
+        rec = BlockRecord(name=call.name, index=index, kind=call.parts.kind,
+                          shortcut_kind=call.parts.shortcut_kind)
+        rec.norms = {
+            "grad_in": flat_norm(grad_in), "grad_out": flat_norm(grad_out), "grad_pre": flat_norm(g),
+            "skip": flat_norm(skip), "branch": flat_norm(branch), "x": flat_norm(call.x.data),
+            "branch_out": flat_norm(call.f.data),
+            "shortcut_out": flat_norm(call.s.data) if call.s is not None else 0.0,
+        }
+        skip_norm = rec.norms["skip"]
+        rec.ratio = rec.norms["branch"] / skip_norm if skip_norm > 0 else float("inf")
+        rec.cosine = _cosine(skip, branch) if call.s is not None else float("nan")
+        if call.parts.activation is not None:
+            rec.blocked_fraction = float((call.pre.data <= 0).mean())
+        scale = _max_abs(grad_in)
+        err = _max_abs(skip + branch - grad_in)
+        rec.identity_error = err / scale if scale > 0 else err
+        if keep_tensors:
+            rec.x, rec.grad_in, rec.grad_out = as_numpy(call.x.data), as_numpy(grad_in), as_numpy(grad_out)
+            rec.grad_pre, rec.skip_term, rec.branch_term = as_numpy(g), as_numpy(skip), as_numpy(branch)
+        records.append(rec)
     return records
 
 

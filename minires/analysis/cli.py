@@ -1,0 +1,225 @@
+"""``minires gradflow``: gradient norms through depth, skip/branch tables and plots.
+
+Hooked into ``minires/cli.py`` with :func:`add_gradflow_parser` and :func:`run_gradflow`;
+also runnable alone as ``python -m minires.analysis.cli``.
+
+Writes to ``--out``:
+
+- ``gradnorms.csv``: ``model, seed, name, kind (param|activation), depth, norm``;
+- ``blocks.csv`` and ``blocks.md``: per block, ``||dL/dy||``, ``||dL/dx||``, the skip and
+  branch terms, their ratio and cosine, the fraction the post-add ReLU blocks, and the
+  check ``max|skip + branch - grad_in| / max|grad_in|``;
+- ``summary.csv`` and ``summary.md``: ``||dL/dW conv1|| / ||dL/dW last conv||`` per model
+  and seed, with the mean log10 per model;
+- ``gradnorm_depth.png`` (activation gradient against depth, log scale, one line per
+  model), ``gradnorm_params.png`` (per weight layer), ``skip_branch.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+
+DEFAULT_MODELS = ["plain20", "resnet20"]
+
+
+def add_gradflow_parser(subparsers) -> argparse.ArgumentParser:
+    """Add the ``gradflow`` subcommand to an argparse ``subparsers`` object."""
+    p = subparsers.add_parser(
+        "gradflow", help="gradient norms through depth and the skip/branch split per block",
+        description="Run one forward/backward per model and seed (at initialisation, or from --checkpoint) and "
+                    "write gradient norms through depth, the per-block skip/branch table and plots to --out.")
+    p.add_argument("--model", nargs="+", default=DEFAULT_MODELS, metavar="NAME",
+                   help=f"model names from `minires models` (default: {' '.join(DEFAULT_MODELS)})")
+    p.add_argument("--batch-size", type=int, default=128, help="images per batch (default 128)")
+    p.add_argument("--seeds", type=int, default=1, help="seeds (initialisation and batch) per model (default 1)")
+    p.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
+    p.add_argument("--data", default="gaussian",
+                   help="'gaussian' (N(0,1) images, random labels; default), 'embedded' (the CIFAR-10 subset "
+                        "shipped with minires) or a CIFAR-10 path")
+    p.add_argument("--checkpoint", default=None,
+                   help="analyse trained weights (model.npz / checkpoint.npz / .pt / .safetensors) instead of "
+                        "the initialisation; needs exactly one --model")
+    p.add_argument("--shortcut", choices=["A", "B", "C"], default=None, help="shortcut option (model default)")
+    p.add_argument("--shortcut-scale", type=float, default=None, help="constant scale of the shortcut (default 1)")
+    p.add_argument("--bn-mode", choices=["train", "eval"], default="train",
+                   help="BN with batch statistics (train, default) or running statistics (eval)")
+    p.add_argument("--num-classes", type=int, default=10, help="classes (default 10)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--out", default="gradflow", help="output directory (default ./gradflow)")
+    p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    return p
+
+
+def _fail(message: str) -> int:
+    print(f"minires gradflow: error: {message}", file=sys.stderr)
+    return 2
+
+
+def load_batch(data: str, batch_size: int, seed: int, num_classes: int = 10):
+    """``(images float32 (N, 3, 32, 32), labels int64 (N,))`` for one seed.
+
+    Args:
+        data: ``'gaussian'``, ``'embedded'`` or a CIFAR-10 path.
+        batch_size: ``N``.
+        seed: picks the images (and draws the Gaussian ones).
+        num_classes: label range of the Gaussian batch.
+    """
+    rng = np.random.default_rng(seed)
+    if data == "gaussian":
+        x = rng.standard_normal((batch_size, 3, 32, 32)).astype(np.float32)
+        return x, rng.integers(0, num_classes, batch_size).astype(np.int64)
+    from ..data import channel_stats, load_dataset, normalize  # noqa: PLC0415
+
+    train, _ = load_dataset(data)
+    if batch_size > len(train):
+        raise ValueError(f"--batch-size {batch_size} exceeds the {len(train)} training images of {train.name}")
+    index = np.sort(rng.choice(len(train), batch_size, replace=False))
+    mean, std = channel_stats(train.images)
+    return normalize(train.images[index], mean, std), train.labels[index].astype(np.int64)
+
+
+def _registry():
+    try:
+        from ..models import available, create  # noqa: PLC0415
+    except ImportError:  # an older tree without the package-level exports
+        from ..models.registry import available, create  # noqa: PLC0415
+    return available, create
+
+
+def build_model(name: str, args, seed: int):
+    """Create ``name`` with minires.models (seeded), load ``--checkpoint``, set the BN mode."""
+    import minires as mr  # noqa: PLC0415
+
+    kwargs = {"num_classes": args.num_classes}
+    if args.shortcut is not None:
+        kwargs["shortcut"] = args.shortcut
+    if args.shortcut_scale is not None:
+        kwargs["shortcut_scale"] = args.shortcut_scale
+    mr.manual_seed(seed)
+    model = _registry()[1](name, **kwargs)
+    if args.checkpoint:
+        from ..io import load_state_dict  # noqa: PLC0415
+
+        state = load_state_dict(args.checkpoint)
+        own = model.state_dict()
+        if not set(own) <= set(state):  # a training checkpoint may prefix the weights
+            for prefix in ("model.", "model/", "state_dict.", "weights."):
+                stripped = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+                if set(own) <= set(stripped):
+                    state = stripped
+                    break
+        model.load_state_dict({k: state[k] for k in own if k in state}, strict=True)
+    if args.device != "cpu":
+        model.to(args.device)
+    model.train(args.bn_mode == "train")
+    return model
+
+
+def run_gradflow(args) -> int:
+    """Run ``minires gradflow`` with parsed ``args``; returns the exit status."""
+    from ..autograd import Tensor  # noqa: PLC0415
+    from ..backend import to_device  # noqa: PLC0415
+    from .gradnorms import gradient_profile  # noqa: PLC0415
+    from .report import (ensure_dir, markdown_table, mean_over, plot_depth_profile,  # noqa: PLC0415
+                         plot_skip_branch, write_csv)
+
+    if args.batch_size < 2:
+        return _fail(f"--batch-size must be >= 2 (BN in train mode needs a batch), got {args.batch_size}")
+    if args.seeds < 1:
+        return _fail(f"--seeds must be >= 1, got {args.seeds}")
+    if args.checkpoint and len(args.model) != 1:
+        return _fail(f"--checkpoint needs exactly one --model, got {len(args.model)}: {' '.join(args.model)}")
+    if args.checkpoint and not os.path.exists(args.checkpoint):
+        return _fail(f"--checkpoint {args.checkpoint}: no such file")
+    known = set(_registry()[0]())
+    unknown = [m for m in args.model if m not in known]
+    if unknown:
+        return _fail(f"unknown model(s) {', '.join(unknown)}; choose from: {', '.join(sorted(known))}")
+    try:
+        batches = {seed: load_batch(args.data, args.batch_size, seed, args.num_classes)
+                   for seed in range(args.seed, args.seed + args.seeds)}
+    except (OSError, ValueError) as exc:
+        return _fail(f"--data {args.data}: {exc}")
+    out = ensure_dir(args.out)
+    norm_rows, block_rows, summary_rows = [], [], []
+    for name in args.model:
+        for seed, (images, labels) in batches.items():
+            start = time.perf_counter()
+            try:
+                model = build_model(name, args, seed)
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                return _fail(f"{name}: {exc}")
+            x, y = images, labels
+            if args.device != "cpu":
+                x, y = to_device(x, args.device), to_device(y, args.device)
+            profile = gradient_profile(model, Tensor(x), Tensor(y))
+            for row in profile["gradnorms"]:
+                norm_rows.append({"model": name, "seed": seed, **row})
+            for rec in profile["blocks"]:
+                block_rows.append({"model": name, "seed": seed, **rec.as_row()})
+            conv = profile["conv_ratio"]
+            summary_rows.append({"model": name, "seed": seed, "loss": profile["loss"], "first": conv["first"],
+                                 "last": conv["last"], "first_norm": conv["first_norm"],
+                                 "last_norm": conv["last_norm"], "ratio": conv["ratio"],
+                                 "log10_ratio": conv["log10_ratio"], "blocks": len(profile["blocks"]),
+                                 "max_identity_error": max(r.identity_error for r in profile["blocks"]),
+                                 "seconds": time.perf_counter() - start})
+            print(f"{name} seed {seed}: loss {profile['loss']:.4f}, log10 ||dL/dW {conv['first']}|| / "
+                  f"||dL/dW {conv['last']}|| = {conv['log10_ratio']:.3f} ({time.perf_counter() - start:.1f} s)")
+    write_csv(os.path.join(out, "gradnorms.csv"), norm_rows, ["model", "seed", "name", "kind", "depth", "norm"])
+    write_csv(os.path.join(out, "blocks.csv"), block_rows)
+    write_csv(os.path.join(out, "summary.csv"), summary_rows)
+    block_cols = ["model", "index", "name", "kind", "shortcut", "norm_grad_out", "norm_grad_in", "norm_skip",
+                  "norm_branch", "ratio_branch_skip", "cosine_skip_branch", "blocked_fraction", "identity_error"]
+    block_means = mean_over(block_rows, ["model", "index"], block_cols[5:])
+    setting = (f"batch {args.batch_size}, data {args.data}, BN {args.bn_mode} mode, "
+               f"{'checkpoint ' + args.checkpoint if args.checkpoint else 'initialisation'}, "
+               f"seeds {args.seed}..{args.seed + args.seeds - 1}")
+    with open(os.path.join(out, "blocks.md"), "w") as f:
+        f.write(f"# Skip and branch terms per block\n\n{setting}; mean over seeds. For a block "
+                "y = sigma(F(x) + S(x)) and g = dL/dy * sigma': skip = S^T g, branch = (dF/dx)^T g, "
+                "grad_in = skip + branch (identity_error is the relative mismatch).\n\n")
+        f.write(markdown_table(block_means, block_cols,
+                               ["model", "block", "name", "kind", "shortcut", "‖dL/dy‖", "‖dL/dx‖", "‖skip‖",
+                                "‖branch‖", "‖branch‖/‖skip‖", "cos", "ReLU-blocked", "identity err"]))
+    per_model = mean_over(summary_rows, ["model"], ["log10_ratio", "loss", "seconds"])
+    for row in per_model:
+        vals = [r["log10_ratio"] for r in summary_rows if r["model"] == row["model"]]
+        row["std_log10_ratio"] = float(np.std(vals))
+    with open(os.path.join(out, "summary.md"), "w") as f:
+        f.write(f"# Gradient ratio ‖dL/dW first conv‖ / ‖dL/dW last conv‖\n\n{setting}.\n\n")
+        f.write(markdown_table(per_model, ["model", "n", "log10_ratio", "std_log10_ratio", "loss", "seconds"],
+                               ["model", "seeds", "mean log10 ratio", "std", "loss", "s / run"]))
+        f.write("\nPer seed:\n\n")
+        f.write(markdown_table(summary_rows, ["model", "seed", "first_norm", "last_norm", "log10_ratio",
+                                              "max_identity_error"]))
+    written = ["gradnorms.csv", "blocks.csv", "blocks.md", "summary.csv", "summary.md"]
+    if not args.no_plots:
+        for fn, fname, extra in ((plot_depth_profile, "gradnorm_depth.png", {"kind": "activation"}),
+                                 (plot_depth_profile, "gradnorm_params.png", {"kind": "param"}),
+                                 (plot_skip_branch, "skip_branch.png", {})):
+            src = block_rows if fn is plot_skip_branch else norm_rows
+            if fn(src, os.path.join(out, fname), title=f"{setting}"[:70], **extra):
+                written.append(fname)
+    print(f"wrote {', '.join(written)} to {out}")
+    return 0
+
+
+def main(argv=None) -> int:
+    """Standalone entry point: ``python -m minires.analysis.cli [gradflow options]``."""
+    parser = argparse.ArgumentParser(prog="minires")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_gradflow_parser(sub)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] != "gradflow":
+        argv = ["gradflow"] + argv
+    return run_gradflow(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

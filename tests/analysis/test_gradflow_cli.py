@@ -1,0 +1,54 @@
+"""``minires gradflow`` (through minires.analysis.cli) writes its CSV, Markdown and PNG files."""
+
+import csv
+
+import numpy as np
+import pytest
+
+from minires.analysis import cli
+
+
+def _rows(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_gradflow_writes_csv_markdown_and_plots(tmp_path):
+    out = tmp_path / "gf"
+    status = cli.main(["gradflow", "--model", "plain20", "resnet20", "--batch-size", "4", "--seeds", "1",
+                       "--out", str(out)])
+    assert status == 0
+    rows = _rows(out / "gradnorms.csv")
+    assert list(rows[0].keys()) == ["model", "seed", "name", "kind", "depth", "norm"]
+    assert {r["model"] for r in rows} == {"plain20", "resnet20"}
+    assert {r["kind"] for r in rows} == {"param", "activation"}
+    params = [r for r in rows if r["model"] == "resnet20" and r["kind"] == "param"]
+    assert params[0]["name"] == "conv1.weight" and len(params) == 20  # 19 convs + fc
+    acts = [r for r in rows if r["model"] == "resnet20" and r["kind"] == "activation"]
+    assert [int(r["depth"]) for r in acts] == list(range(10))  # 9 block inputs + the last output
+    assert all(float(r["norm"]) > 0 for r in rows)
+    blocks = _rows(out / "blocks.csv")
+    res = [b for b in blocks if b["model"] == "resnet20"]
+    assert len(res) == 9 and res[3]["shortcut"] == "A"
+    assert max(float(b["identity_error"]) for b in blocks) < 1e-5
+    assert all(float(b["norm_skip"]) == 0 for b in blocks if b["model"] == "plain20")
+    # the table's skip + branch really is grad_in (norms obey the triangle inequality)
+    for b in res:
+        assert float(b["norm_grad_in"]) <= float(b["norm_skip"]) + float(b["norm_branch"]) + 1e-6
+    assert "| resnet20 |" in (out / "blocks.md").read_text()
+    summary = _rows(out / "summary.csv")
+    assert len(summary) == 2 and all(np.isfinite(float(r["log10_ratio"])) for r in summary)
+    for png in ("gradnorm_depth.png", "gradnorm_params.png", "skip_branch.png"):
+        data = (out / png).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) < 200_000
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--model", "resnet7"], "unknown model"),
+    (["--model", "plain20", "resnet20", "--checkpoint", "x.npz"], "exactly one --model"),
+    (["--model", "resnet20", "--batch-size", "1"], "batch-size must be >= 2"),
+    (["--model", "resnet20", "--data", "/no/such/dir", "--batch-size", "4"], "--data /no/such/dir"),
+])
+def test_gradflow_errors(tmp_path, capsys, argv, message):
+    assert cli.main(argv + ["--out", str(tmp_path)]) == 2
+    assert message in capsys.readouterr().err

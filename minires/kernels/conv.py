@@ -74,14 +74,17 @@ class ConvGeometry:
 
     @property
     def x_shape(self) -> tuple:
+        """The input shape ``(N, C, H, W)``."""
         return (self.N, self.C, self.H, self.W)
 
     @property
     def w_shape(self) -> tuple:
+        """The weight shape ``(C_out, C/groups, KH, KW)``."""
         return (self.C_out, self.C // self.groups, self.KH, self.KW)
 
     @property
     def out_shape(self) -> tuple:
+        """The output shape ``(N, C_out, OH, OW)``."""
         return (self.N, self.C_out, self.OH, self.OW)
 
 

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 from ..autograd import Function, Tensor
-from ..backend import array_device
 from ..kernels.conv import (conv2d_backward_bias, conv2d_backward_input, conv2d_backward_weight,
-                            conv2d_forward, conv_geometry, select_conv_algorithm)
+                            conv2d_forward, conv_geometry)
 
 
 class Conv2d(Function):
     """Convolution of ``x (N, C, H, W)`` with ``w (C_out, C/groups, KH, KW)`` plus optional bias."""
 
     def forward(self, x, w, b, stride=1, padding=0, groups=1):
-        geometry = conv_geometry(x.shape, w.shape, stride, padding, groups, None if b is None else b.shape)
         self.options = dict(stride=stride, padding=padding, groups=groups)
-        self.workspace = {"algorithm": select_conv_algorithm(geometry, array_device(x)).name}
+        self.workspace = {}  # the algorithm records its name (and anything it keeps) here for backward
         self.x, self.w = x, w
         return conv2d_forward(x, w, b, stride, padding, groups, workspace=self.workspace)
 

@@ -68,5 +68,6 @@ def test_gpu_activations_match_cpu(rng, dtype):
     out = K.sigmoid_forward(x)
     out_g = K.sigmoid_forward(xg)
     np.testing.assert_allclose(backend.as_numpy(out_g), out, **tol)
-    np.testing.assert_allclose(backend.as_numpy(K.sigmoid_backward(gg, out_g)), K.sigmoid_backward(grad, out),
-                               **tol)
+    # the same saved output on both sides: (1 - out) amplifies one-ulp forward differences
+    np.testing.assert_allclose(backend.as_numpy(K.sigmoid_backward(gg, backend.to_device(out, "cuda"))),
+                               K.sigmoid_backward(grad, out), **tol)

@@ -83,8 +83,11 @@ def decode_images(residuals: np.ndarray) -> np.ndarray:
     return np.stack([red, green, blue], axis=1).astype(np.uint8)
 
 
+_CACHE: dict = {}
+
+
 def load_embedded(path: str = EMBEDDED_PATH):
-    """Load the embedded CIFAR-10 subset.
+    """Load the embedded CIFAR-10 subset (decoded once per process; the arrays are read-only).
 
     Returns:
         ``(train, test)`` :class:`~minires.data.cifar.Dataset` pair of real CIFAR-10 images.
@@ -96,6 +99,14 @@ def load_embedded(path: str = EMBEDDED_PATH):
         raise FileNotFoundError(
             f"the embedded CIFAR-10 subset is missing ({path}); reinstall minires or rebuild it with "
             "scripts/build_embedded.py")
+    key = (os.path.abspath(path), os.path.getmtime(path))
+    if key not in _CACHE:
+        _CACHE[key] = _decode_file(path)
+    return tuple(Dataset(images, labels, CIFAR10_CLASSES, f"embedded CIFAR-10 subset {split} ({len(images)} images)")
+                 for split, (images, labels) in zip(("train", "test"), _CACHE[key]))
+
+
+def _decode_file(path: str):
     with np.load(path, allow_pickle=False) as f:
         codec = bytes(f["codec"]).decode()
         if codec != CODEC:
@@ -103,6 +114,8 @@ def load_embedded(path: str = EMBEDDED_PATH):
         out = []
         for split in ("train", "test"):
             images = decode_images(f[f"{split}_residuals"])
-            out.append(Dataset(images, f[f"{split}_labels"].astype(np.int64), CIFAR10_CLASSES,
-                               f"embedded CIFAR-10 subset {split} ({len(images)} images)"))
-    return tuple(out)
+            labels = f[f"{split}_labels"].astype(np.int64)
+            images.flags.writeable = False
+            labels.flags.writeable = False
+            out.append((images, labels))
+    return out

@@ -1,0 +1,330 @@
+"""The ``minires`` command line: ``train``, ``eval``, ``models`` (and room for more).
+
+Each subcommand is one ``add_<name>_parser(subparsers)`` function that builds its
+subparser and sets ``func`` to the function that runs it; :data:`COMMANDS` lists them
+in the order ``minires --help`` shows them. Adding a subcommand is adding one such
+function and one entry in :data:`COMMANDS`.
+
+Errors a user can cause (unknown model, missing data, bad values, a checkpoint that does
+not match) print one clear ``minires: error: ...`` line and exit non-zero, without a
+traceback; ``MINIRES_DEBUG=1`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+
+EXIT_ERROR = 2
+EXIT_NONFINITE = 3
+EXIT_INTERRUPTED = 130
+
+# the short demonstration `minires train` runs with no arguments (about 1-2 minutes on 2 CPU cores)
+DEMO = {"model": "resnet20", "data": "embedded", "epochs": 4, "batch_size": 64, "lr": 0.1, "momentum": 0.9,
+        "nesterov": True, "weight_decay": 5e-4, "schedule": "linear", "warmup_frac": 0.15}
+
+# the defaults of `minires train` with flags: He et al.'s CIFAR recipe (64k steps at batch 128)
+DEFAULTS = {"model": "resnet20", "epochs": 164, "batch_size": 128, "lr": 0.1, "momentum": 0.9,
+            "weight_decay": 1e-4, "schedule": "paper"}
+
+FULL_RECIPE = ("minires train --model resnet20 --data PATH --epochs 164 --batch-size 128 --lr 0.1 "
+               "--momentum 0.9 --weight-decay 1e-4 --schedule paper --out runs/resnet20")
+
+
+class CLIError(Exception):
+    """A user error: printed as one line, exit status 2."""
+
+
+# --- argument types -------------------------------------------------------------------
+
+def _int_at_least(low):
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {value}")
+        return value
+    return parse
+
+
+def _float_in(low, high=math.inf, high_open=True, low_open=False):
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        ok = math.isfinite(value) and (value > low if low_open else value >= low) and \
+            (value < high if high_open else value <= high)
+        if not ok:
+            left = "(" if low_open else "["
+            right = ")" if high_open else "]"
+            raise argparse.ArgumentTypeError(f"expected a number in {left}{low}, {high}{right}, got {text}")
+        return value
+    return parse
+
+
+def _device(text):
+    from .backend import parse_device  # noqa: PLC0415
+
+    try:
+        return parse_device(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _check_device(device: str) -> None:
+    from .backend import cuda_available  # noqa: PLC0415
+
+    if device != "cpu" and not cuda_available():
+        from .backend import CUPY_INSTALL_HINT  # noqa: PLC0415
+
+        raise CLIError(f"--device {device}: CuPy or a GPU is not available; {CUPY_INSTALL_HINT}")
+
+
+# --- train ----------------------------------------------------------------------------
+
+def add_train_parser(subparsers) -> argparse.ArgumentParser:
+    """``minires train``: train a model (no arguments: a short demo on the embedded subset)."""
+    p = subparsers.add_parser(
+        "train", help="train a model (no arguments: a 1-2 minute demo on the embedded CIFAR-10 subset)",
+        description="Train a CIFAR model. With no arguments: a short demonstration on the CIFAR-10 subset "
+                    "shipped with minires. Unset flags take He et al.'s recipe (or, with --resume, the "
+                    f"checkpoint's values). Full recipe: {FULL_RECIPE}")
+    S = argparse.SUPPRESS  # unset flags stay absent, so defaults can come from a checkpoint
+    p.add_argument("--model", default=S, help="model name (see `minires models`; default resnet20)")
+    p.add_argument("--data", default=S, help="'embedded', or a CIFAR archive/directory (default: search "
+                                             "MINIRES_DATA, ~/.cache/minires, ./data)")
+    p.add_argument("--dataset", default=S, choices=["cifar10", "cifar100"], help="default cifar10")
+    p.add_argument("--epochs", type=_int_at_least(1), default=S, help="default 164 (64k steps at batch 128)")
+    p.add_argument("--batch-size", type=_int_at_least(1), default=S, help="default 128")
+    p.add_argument("--lr", type=_float_in(0, low_open=True), default=S, help="peak learning rate (default 0.1)")
+    p.add_argument("--momentum", type=_float_in(0, 1), default=S, help="default 0.9")
+    p.add_argument("--nesterov", action="store_true", default=S, help="Nesterov momentum")
+    p.add_argument("--weight-decay", type=_float_in(0), default=S,
+                   help="L2 on conv/linear weights, not BN or biases (default 1e-4)")
+    p.add_argument("--schedule", choices=["paper", "cosine", "linear"], default=S,
+                   help="paper: /10 at 50%% and 75%% of the steps; cosine; linear: warm-up then linear to 0")
+    p.add_argument("--warmup-frac", type=_float_in(0, 1), default=S,
+                   help="fraction of steps of linear warm-up (cosine, linear; default 0)")
+    p.add_argument("--paper-warmup", action="store_true", default=S,
+                   help="paper schedule: 400 steps at lr/10 first (ResNet-110/1202)")
+    p.add_argument("--label-smoothing", type=_float_in(0, 1), default=S, help="default 0")
+    p.add_argument("--cutout", type=_int_at_least(0), default=S, help="cutout square side, 0 = off (default)")
+    p.add_argument("--shortcut", choices=["A", "B"], default=S, help="residual shortcut option, where it applies")
+    p.add_argument("--seed", type=_int_at_least(0), default=S, help="default 0")
+    p.add_argument("--device", type=_device, default=S, help="cpu, cuda or cuda:N (default: MINIRES_DEVICE or cpu)")
+    p.add_argument("--out", default=S, help="output directory (default runs/<model>-<time>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    p.add_argument("--checkpoint-every", type=_int_at_least(1), default=S, help="steps between checkpoints "
+                                                                                 "(default 100)")
+    p.add_argument("--eval-batch-size", type=_int_at_least(1), default=S, help="default 250")
+    p.add_argument("--train-subset", type=_int_at_least(0), default=S, help="use the first N training images")
+    p.add_argument("--test-subset", type=_int_at_least(0), default=S, help="use the first N test images")
+    p.add_argument("--check-md5", action="store_true", default=S, help="warn if data differs from official md5s")
+    p.add_argument("--download", action="store_true", default=S,
+                   help="download CIFAR into ~/.cache/minires if no data is found")
+    p.add_argument("--demo", action="store_true", help="use the demo settings (what no arguments do)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=run_train)
+    return p
+
+
+def _train_config(args, demo: bool):
+    from .train import TrainConfig  # noqa: PLC0415
+    from .train.checkpoint import load_checkpoint  # noqa: PLC0415
+
+    explicit = {k: v for k, v in vars(args).items()
+                if k not in ("func", "command", "resume", "demo", "no_progress")}
+    values = dict(DEMO if demo else DEFAULTS)
+    if args.resume:
+        if "out" not in explicit:
+            raise CLIError("--resume needs --out DIR (the directory of the run to continue)")
+        ckpt = os.path.join(explicit["out"], "checkpoint.npz")
+        if os.path.isfile(ckpt):
+            try:
+                saved = load_checkpoint(ckpt)[1]["config"]
+            except (ValueError, KeyError) as exc:
+                raise CLIError(f"cannot resume from {ckpt}: {exc}") from None
+            values = {k: v for k, v in saved.items() if k not in ("out", "progress")}
+    values.update(explicit)
+    if "out" not in values:
+        values["out"] = os.path.join("runs", f"{'demo' if demo else values['model']}-{time.strftime('%Y%m%d-%H%M%S')}")
+    values["progress"] = not args.no_progress
+    return TrainConfig.from_dict(values).validate()
+
+
+def run_train(args, argv_was_empty: bool = False) -> int:
+    """Run ``minires train``."""
+    from .train import NonFiniteLossError, Trainer  # noqa: PLC0415
+
+    demo = argv_was_empty or args.demo
+    config = _train_config(args, demo)
+    _check_device(config.device)
+    if demo:
+        print(f"minires demo: {config.model} on the embedded CIFAR-10 subset (2,000 train / 1,000 test images), "
+              f"{config.epochs} epochs; output in {config.out}")
+    trainer = Trainer(config)
+    try:
+        result = trainer.fit(resume=args.resume)
+    except NonFiniteLossError as exc:
+        print(f"minires: error: {exc}", file=sys.stderr)
+        return EXIT_NONFINITE
+    if result["status"] == "interrupted":
+        return EXIT_INTERRUPTED
+    acc = result.get("test_acc")
+    print(f"done in {result['seconds']:.0f}s: test accuracy {acc * 100:.2f}% "
+          f"(weights: {os.path.join(config.out, 'model.npz')}, metrics: {os.path.join(config.out, 'metrics.jsonl')})"
+          if acc is not None else f"done: {config.out}")
+    if demo:
+        print("This was a short demo on 2,000 images (chance is 10%). The full recipe on CIFAR-10 "
+              f"(He et al. 2016, about 91.7% for ResNet-20; use a GPU):\n  {FULL_RECIPE}\n"
+              "Get CIFAR-10 with --download, or see `minires train --help`.")
+    return 0
+
+
+# --- eval -----------------------------------------------------------------------------
+
+def add_eval_parser(subparsers) -> argparse.ArgumentParser:
+    """``minires eval``: accuracy of saved weights on a test split."""
+    p = subparsers.add_parser("eval", help="evaluate saved weights on the test split",
+                              description="Evaluate weights (e.g. OUT/model.npz) on a CIFAR test split.")
+    p.add_argument("--weights", required=True, help="a state-dict file (.npz, .safetensors, .pt)")
+    p.add_argument("--model", help="model name (default: from config.json beside the weights)")
+    p.add_argument("--data", help="'embedded' or a CIFAR archive/directory (default: config.json's, else search)")
+    p.add_argument("--dataset", choices=["cifar10", "cifar100"], help="default: config.json's, else cifar10")
+    p.add_argument("--device", type=_device, default=None, help="cpu, cuda or cuda:N")
+    p.add_argument("--batch-size", type=_int_at_least(1), default=250)
+    p.set_defaults(func=run_eval)
+    return p
+
+
+def run_eval(args) -> int:
+    """Run ``minires eval``."""
+    import numpy as np  # noqa: PLC0415
+
+    from . import io  # noqa: PLC0415
+    from .backend import parse_device  # noqa: PLC0415
+    from .data import Loader, channel_stats, load_dataset  # noqa: PLC0415
+    from .train import TrainConfig  # noqa: PLC0415
+    from .train.setup import build_model  # noqa: PLC0415
+    from .train.trainer import evaluate_model  # noqa: PLC0415
+
+    if not os.path.isfile(args.weights):
+        raise CLIError(f"--weights {args.weights}: no such file")
+    saved = {}
+    config_path = os.path.join(os.path.dirname(os.path.abspath(args.weights)), "config.json")
+    if os.path.isfile(config_path):
+        with open(config_path) as f:
+            saved = json.load(f)
+    model_name = args.model or saved.get("model")
+    if model_name is None:
+        raise CLIError("--model is required (no config.json beside the weights to take it from)")
+    dataset = args.dataset or saved.get("dataset", "cifar10")
+    data = args.data if args.data is not None else saved.get("data")
+    device = parse_device(args.device)
+    _check_device(device)
+    train, test = load_dataset(data, dataset)
+    if "normalize_mean" in saved and (args.model is None or args.model == saved.get("model")):
+        mean, std = np.asarray(saved["normalize_mean"], np.float32), np.asarray(saved["normalize_std"], np.float32)
+    else:
+        mean, std = channel_stats(train.images)
+    model = build_model(TrainConfig(model=model_name, shortcut=saved.get("shortcut")), test.num_classes)
+    try:
+        state = io.load_state_dict(args.weights)
+        model.load_state_dict(state, strict=True)
+    except (ValueError, KeyError, RuntimeError) as exc:
+        raise CLIError(f"cannot load {args.weights} into {model_name}: {exc}") from None
+    model.to(device)
+    loader = Loader(test, args.batch_size, mean, std, train=False, device=device)
+    start = time.time()
+    loss, correct, seen = evaluate_model(model, loader)
+    print(f"{model_name} on {test.name}: test accuracy {correct / seen * 100:.2f}% ({correct}/{seen}), "
+          f"loss {loss:.4f}, {time.time() - start:.1f}s")
+    return 0
+
+
+# --- models ---------------------------------------------------------------------------
+
+def add_models_parser(subparsers) -> argparse.ArgumentParser:
+    """``minires models``: the model registry as a table."""
+    p = subparsers.add_parser("models", help="list the available models (depth, parameters, MACs)",
+                              description="List the models `--model` accepts, with depth, parameters and MACs.")
+    p.add_argument("filter", nargs="?", default=None, help="show only names containing this text")
+    p.set_defaults(func=run_models)
+    return p
+
+
+def run_models(args) -> int:
+    """Run ``minires models``."""
+    from . import models  # noqa: PLC0415
+
+    names = [n for n in models.available() if args.filter is None or args.filter in n]
+    if not names:
+        raise CLIError(f"no model name contains {args.filter!r}; `minires models` lists them all")
+    from .models.summary import summary_table  # noqa: PLC0415
+
+    print(summary_table(names))
+    return 0
+
+
+# --- entry point ----------------------------------------------------------------------
+
+COMMANDS = [add_train_parser, add_eval_parser, add_models_parser]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``minires`` parser with every subcommand of :data:`COMMANDS`."""
+    from . import __version__  # noqa: PLC0415
+
+    parser = argparse.ArgumentParser(
+        prog="minires", description="minires: residual networks from scratch on NumPy/CuPy. "
+                                    "`minires train` with no arguments runs a short demo.")
+    parser.add_argument("--version", action="version", version=f"minires {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for add in COMMANDS:
+        add(subparsers)
+    return parser
+
+
+def main(argv=None) -> int:
+    """Console entry point: parse ``argv`` and run the subcommand; return the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_ERROR
+    try:
+        if args.func is run_train:
+            return run_train(args, argv_was_empty=argv == ["train"])
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("minires: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # user-facing errors: one line, no traceback
+        if os.environ.get("MINIRES_DEBUG"):
+            raise
+        if not _is_user_error(exc):
+            print(f"minires: internal error: {type(exc).__name__}: {exc} (set MINIRES_DEBUG=1 for the traceback)",
+                  file=sys.stderr)
+            return 1
+        print(f"minires: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def _is_user_error(exc: Exception) -> bool:
+    from .data import DownloadError, UnsafePickleError  # noqa: PLC0415
+    from .train import TrainingError  # noqa: PLC0415
+
+    return isinstance(exc, (CLIError, ValueError, FileNotFoundError, PermissionError, IsADirectoryError,
+                            TrainingError, DownloadError, UnsafePickleError))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,19 @@
+"""Training: configuration, the loop with metrics and progress bars, atomic checkpoints, exact resume.
+
+Example:
+    >>> from minires.train import TrainConfig, Trainer
+    >>> result = Trainer(TrainConfig(model="resnet20", data="embedded", epochs=2, out="runs/demo")).fit()
+    >>> print(result["test_acc"])
+"""
+
+from .checkpoint import atomic_write, flatten_state, load_checkpoint, save_checkpoint, unflatten_state
+from .config import SCHEDULES, TrainConfig
+from .plot import plot_curves
+from .setup import build_model, build_optimizer, build_schedule, count_parameters
+from .trainer import NonFiniteLossError, Trainer, TrainingError, evaluate_model
+
+__all__ = [
+    "TrainConfig", "Trainer", "TrainingError", "NonFiniteLossError", "evaluate_model", "save_checkpoint",
+    "load_checkpoint", "atomic_write", "flatten_state", "unflatten_state", "build_model", "build_optimizer",
+    "build_schedule", "count_parameters", "plot_curves", "SCHEDULES",
+]

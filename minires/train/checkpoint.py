@@ -1,0 +1,143 @@
+"""Pickle-free, atomic checkpoints: NumPy arrays plus JSON stored as ``uint8`` bytes.
+
+A checkpoint is one ``.npz`` file read with ``allow_pickle=False``. Arrays are stored
+under their names; everything else (positions, RNG states, configuration, the
+structure of nested optimizer states) is JSON, kept in the array ``__meta__`` as UTF-8
+bytes. :func:`flatten_state` turns any nesting of dicts, lists, tuples, numbers, strings
+and arrays into (JSON, arrays) and :func:`unflatten_state` inverts it exactly (dict keys
+keep their type, so ``{0: ...}`` comes back with an int key).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+
+import numpy as np
+
+from ..backend import as_numpy, is_cupy_array
+
+META_KEY = "__meta__"
+
+
+def flatten_state(obj, arrays: dict, prefix: str):
+    """Replace the arrays inside ``obj`` by references, collecting them in ``arrays``.
+
+    Args:
+        obj: nested dicts / lists / tuples / scalars / strings / None / NumPy or CuPy arrays.
+        arrays: output dict, filled with ``prefix + '/' + index`` -> host array.
+        prefix: key prefix for this object's arrays.
+
+    Returns:
+        A JSON-serialisable description of ``obj``.
+    """
+    if isinstance(obj, np.ndarray) or is_cupy_array(obj):
+        key = f"{prefix}/{len(arrays)}"
+        arrays[key] = as_numpy(obj)
+        return {"__array__": key}
+    if isinstance(obj, np.generic):
+        return {"__scalar__": obj.item(), "dtype": obj.dtype.str}
+    if isinstance(obj, dict):
+        return {"__dict__": [[flatten_state(k, arrays, prefix), flatten_state(v, arrays, prefix)]
+                             for k, v in obj.items()]}
+    if isinstance(obj, tuple):
+        return {"__tuple__": [flatten_state(v, arrays, prefix) for v in obj]}
+    if isinstance(obj, list):
+        return [flatten_state(v, arrays, prefix) for v in obj]
+    if obj is None or isinstance(obj, (bool, int, str)):
+        return obj
+    if isinstance(obj, float):
+        if obj != obj or obj in (float("inf"), float("-inf")):
+            return {"__float__": repr(obj)}
+        return obj
+    raise TypeError(f"cannot store a {type(obj).__name__} in a checkpoint (expected arrays, numbers, strings, "
+                    "dicts, lists, tuples)")
+
+
+def unflatten_state(desc, arrays):
+    """Invert :func:`flatten_state`; ``arrays`` maps the stored keys to arrays."""
+    if isinstance(desc, list):
+        return [unflatten_state(v, arrays) for v in desc]
+    if isinstance(desc, dict):
+        if "__array__" in desc:
+            return np.array(arrays[desc["__array__"]])
+        if "__scalar__" in desc:
+            return np.dtype(desc["dtype"]).type(desc["__scalar__"])
+        if "__dict__" in desc:
+            return {_hashable(unflatten_state(k, arrays)): unflatten_state(v, arrays) for k, v in desc["__dict__"]}
+        if "__tuple__" in desc:
+            return tuple(unflatten_state(v, arrays) for v in desc["__tuple__"])
+        if "__float__" in desc:
+            return float(desc["__float__"])
+        raise ValueError(f"unknown checkpoint entry {sorted(desc)}")
+    return desc
+
+
+def _hashable(key):
+    return tuple(key) if isinstance(key, list) else key
+
+
+def _fsync_dir(folder: str) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path, write) -> None:
+    """Write a file atomically: ``write(fileobj)`` into a temporary file, fsync, rename.
+
+    A reader (or a process killed at any moment) sees either the old file or the new
+    complete one, never a partial file.
+    """
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        tmp = None
+        _fsync_dir(folder)
+    finally:
+        if tmp is not None and os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def save_checkpoint(path, arrays: dict, meta: dict) -> None:
+    """Atomically write ``arrays`` (name -> array) and JSON ``meta`` to an ``.npz`` file."""
+    if META_KEY in arrays:
+        raise ValueError(f"array name {META_KEY!r} is reserved")
+    payload = {k: as_numpy(v) for k, v in arrays.items()}
+    payload[META_KEY] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
+    atomic_write(path, lambda f: np.savez(f, **payload))
+
+
+def load_checkpoint(path) -> tuple[dict, dict]:
+    """Read a checkpoint written by :func:`save_checkpoint`.
+
+    Returns:
+        ``(arrays, meta)``.
+
+    Raises:
+        ValueError: the file is not a minires checkpoint.
+    """
+    try:
+        with np.load(os.fspath(path), allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+    except (OSError, ValueError, EOFError) as exc:
+        raise ValueError(f"{path}: not a readable checkpoint ({exc})") from None
+    if META_KEY not in arrays:
+        raise ValueError(f"{path}: not a minires checkpoint (no {META_KEY} entry)")
+    meta = json.loads(arrays.pop(META_KEY).tobytes().decode("utf-8"))
+    return arrays, meta

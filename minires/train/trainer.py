@@ -1,0 +1,411 @@
+"""The training loop: progress bars, evaluation, metrics, checkpoints, exact resume.
+
+Layout of an output directory ``OUT``:
+
+- ``config.json``: the :class:`~minires.train.config.TrainConfig` plus derived facts
+  (parameter count, steps per epoch, normalisation statistics);
+- ``metrics.jsonl``: one JSON line per finished epoch (``epoch``, ``train_loss``,
+  ``train_acc``, ``test_loss``, ``test_acc``, ``lr``, ``seconds``, ``images_per_s``);
+- ``checkpoint.npz``: the latest checkpoint (weights, BN statistics, optimizer state,
+  schedule step, RNG states, position in the epoch), written atomically;
+- ``model.npz``: final weights with state-dict names (``minires.io.load_state_dict``);
+- ``curves.png``: loss and accuracy curves, when matplotlib is installed.
+
+Exact resume: the data order and augmentation are pure functions of
+``(seed, epoch, step)`` (:mod:`minires.data.loader`), and the checkpoint holds every
+other piece of state, so a run killed at any moment and resumed from its last checkpoint
+performs the same floating-point operations as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from .. import backend
+from ..autograd import Tensor, no_grad
+from ..backend import as_numpy, get_array_module, parse_device
+from ..data import Dataset, Loader, channel_stats, download_cifar, load_dataset
+from ..data.sources import DataNotFoundError
+from .checkpoint import atomic_write, flatten_state, load_checkpoint, save_checkpoint, unflatten_state
+from .config import RESUME_KEYS, TrainConfig
+from .plot import plot_curves
+from .setup import build_model, build_optimizer, count_parameters
+
+CHECKPOINT = "checkpoint.npz"
+FORMAT_VERSION = 1
+
+
+class TrainingError(RuntimeError):
+    """A run cannot start or continue (bad resume, existing output, ...)."""
+
+
+class NonFiniteLossError(TrainingError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class Trainer:
+    """Train one model on one dataset as described by a :class:`TrainConfig`.
+
+    Args:
+        config: the run's settings.
+        log: where human-readable lines go (default ``tqdm.write``, which keeps bars intact).
+
+    Example:
+        >>> result = Trainer(TrainConfig(model="resnet20", data="embedded", epochs=1, out="runs/x")).fit()
+        >>> result["test_acc"]
+    """
+
+    def __init__(self, config: TrainConfig, log=None):
+        self.config = config.validate()
+        self.log = log or tqdm.write
+        self.out = os.path.abspath(config.out)
+        self.device = parse_device(config.device)
+        self._stop_requested = False
+
+    # --- setup -----------------------------------------------------------------------
+
+    def _load_data(self):
+        cfg = self.config
+        try:
+            train_set, test_set = load_dataset(cfg.data, cfg.dataset, check_md5=cfg.check_md5)
+        except DataNotFoundError:
+            if not cfg.download or cfg.data is not None:
+                raise
+            self.log(f"downloading {cfg.dataset} into ~/.cache/minires ...")
+            download_cifar(cfg.dataset, progress=cfg.progress)
+            train_set, test_set = load_dataset(None, cfg.dataset, check_md5=cfg.check_md5)
+        return _subset(train_set, cfg.train_subset), _subset(test_set, cfg.test_subset)
+
+    def setup(self, resume: bool = False) -> None:
+        """Load data, build model, optimizer and schedule; restore the checkpoint when resuming."""
+        cfg = self.config
+        ckpt_path = os.path.join(self.out, CHECKPOINT)
+        checkpoint = None
+        if resume and os.path.isfile(ckpt_path):
+            checkpoint = load_checkpoint(ckpt_path)
+            self._check_resume_config(checkpoint[1])
+        elif not resume and os.path.isfile(ckpt_path):
+            raise TrainingError(
+                f"{self.out} already holds a run ({CHECKPOINT}); pass --resume to continue it or choose another --out")
+
+        train_set, test_set = self._load_data()
+        self.train_set, self.test_set = train_set, test_set
+        self.mean, self.std = channel_stats(train_set.images)
+        self.train_loader = Loader(train_set, cfg.batch_size, self.mean, self.std, train=True, device=self.device,
+                                   seed=cfg.seed, cutout=cfg.cutout)
+        self.test_loader = Loader(test_set, cfg.eval_batch_size, self.mean, self.std, train=False,
+                                  device=self.device)
+        self.steps_per_epoch = len(self.train_loader)
+        self.total_steps = self.steps_per_epoch * cfg.epochs
+
+        backend.manual_seed(cfg.seed)
+        self.model = build_model(cfg, train_set.num_classes)
+        self.model.to(self.device)
+        self.optimizer, self.scheduler = build_optimizer(self.model, cfg, self.total_steps)
+
+        self.epoch, self.step = 0, 0
+        self.partial = {"loss_sum": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
+        if checkpoint is not None:
+            self._restore(*checkpoint)
+            self.log(f"resuming {self.out} at epoch {self.epoch + 1}, step {self.step} of {self.steps_per_epoch}")
+        elif resume:
+            self.log(f"--resume: no checkpoint in {self.out}; starting from the beginning")
+        self._truncate_metrics()
+        self._write_config(train_set, test_set)
+
+    def _check_resume_config(self, meta: dict) -> None:
+        saved = meta.get("config", {})
+        mine = self.config.to_dict()
+        diffs = [f"--{k.replace('_', '-')}: checkpoint {saved.get(k)!r}, now {mine[k]!r}"
+                 for k in RESUME_KEYS if k in saved and saved[k] != mine[k]]
+        if diffs:
+            raise TrainingError("cannot resume with different settings (" + "; ".join(diffs) +
+                                "); resume with the same flags or start a new --out")
+
+    def _write_config(self, train_set, test_set) -> None:
+        info = dict(self.config.to_dict())
+        info.update({
+            "num_parameters": count_parameters(self.model),
+            "num_classes": train_set.num_classes,
+            "train_examples": len(train_set),
+            "test_examples": len(test_set),
+            "steps_per_epoch": self.steps_per_epoch,
+            "total_steps": self.total_steps,
+            "normalize_mean": [float(v) for v in self.mean],
+            "normalize_std": [float(v) for v in self.std],
+            "minires_version": _version(),
+        })
+        text = json.dumps(info, indent=2).encode()
+        atomic_write(os.path.join(self.out, "config.json"), lambda f: f.write(text))
+
+    # --- checkpoints -----------------------------------------------------------------
+
+    def _state(self) -> tuple[dict, dict]:
+        arrays = {f"model/{k}": as_numpy(v) for k, v in self.model.state_dict().items()}
+        meta = {
+            "format": FORMAT_VERSION,
+            "config": self.config.to_dict(),
+            "epoch": self.epoch,
+            "step": self.step,
+            "partial": self.partial,
+            "optimizer": flatten_state(self.optimizer.state_dict(), arrays, "optimizer"),
+            "scheduler": flatten_state(self.scheduler.state_dict(), arrays, "scheduler"),
+            "rng": {
+                "minires": flatten_state(backend.get_rng_state(), arrays, "rng"),
+                "numpy_global": flatten_state(np.random.get_state(), arrays, "rng"),
+            },
+        }
+        return arrays, meta
+
+    def save_checkpoint(self) -> str:
+        """Write ``OUT/checkpoint.npz`` atomically and return its path.
+
+        Raises:
+            NonFiniteLossError: a weight is NaN or infinite; the previous checkpoint is kept.
+        """
+        self._check_weights_finite()
+        path = os.path.join(self.out, CHECKPOINT)
+        save_checkpoint(path, *self._state())
+        return path
+
+    def _check_weights_finite(self) -> None:
+        for name, p in self.model.named_parameters():
+            xp = get_array_module(p.data)
+            if not bool(xp.isfinite(p.data).all()):
+                raise NonFiniteLossError(
+                    f"parameter {name} became NaN/infinite at epoch {self.epoch + 1}, step {self.step}; stopping "
+                    f"without saving it. The last good checkpoint is kept in {self.out}/{CHECKPOINT}. Try a smaller "
+                    "--lr or a longer --warmup-frac")
+
+    def _restore(self, arrays: dict, meta: dict) -> None:
+        if meta.get("format") != FORMAT_VERSION:
+            raise TrainingError(f"checkpoint format {meta.get('format')!r} is not {FORMAT_VERSION}")
+        state = {k[len("model/"):]: v for k, v in arrays.items() if k.startswith("model/")}
+        self.model.load_state_dict(state, strict=True)
+        self.optimizer.load_state_dict(unflatten_state(meta["optimizer"], arrays))
+        self.scheduler.load_state_dict(unflatten_state(meta["scheduler"], arrays))
+        backend.set_rng_state(unflatten_state(meta["rng"]["minires"], arrays))
+        np.random.set_state(unflatten_state(meta["rng"]["numpy_global"], arrays))
+        self.epoch, self.step = int(meta["epoch"]), int(meta["step"])
+        self.partial = dict(meta["partial"])
+
+    # --- metrics ---------------------------------------------------------------------
+
+    @property
+    def metrics_path(self) -> str:
+        return os.path.join(self.out, "metrics.jsonl")
+
+    def read_metrics(self) -> list[dict]:
+        """The epoch records written so far."""
+        if not os.path.isfile(self.metrics_path):
+            return []
+        with open(self.metrics_path) as f:
+            return [json.loads(line) for line in f if line.strip()]
+
+    def _truncate_metrics(self) -> None:
+        """Keep only the epochs the checkpoint already covers (a killed run may have written one more)."""
+        records = [r for r in self.read_metrics() if r.get("epoch", 0) <= self.epoch]
+        text = "".join(json.dumps(r) + "\n" for r in records).encode()
+        atomic_write(self.metrics_path, lambda f: f.write(text))
+
+    def _append_metrics(self, record: dict) -> None:
+        with open(self.metrics_path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    # --- the loop --------------------------------------------------------------------
+
+    @property
+    def lr(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def _train_step(self, x, y) -> tuple[float, int]:
+        from .. import functional as F  # noqa: PLC0415
+
+        logits = self.model(Tensor(x))
+        loss = F.cross_entropy(logits, Tensor(y), label_smoothing=self.config.label_smoothing)
+        loss_value = float(loss.item())
+        if not math.isfinite(loss_value):
+            raise NonFiniteLossError(
+                f"the loss became {loss_value} at epoch {self.epoch + 1}, step {self.step + 1} (lr {self.lr:g}); "
+                f"stopping. The last good checkpoint is kept in {self.out}/{CHECKPOINT}. Try a smaller --lr, a "
+                f"longer --warmup-frac, or check the data")
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.optimizer.step()
+        self.scheduler.step()
+        xp = get_array_module(logits.data)
+        correct = int(xp.sum(xp.argmax(logits.data, axis=1) == y))
+        return loss_value, correct
+
+    def evaluate(self) -> tuple[float, float]:
+        """Mean loss and accuracy on the test split, in eval mode without gradients."""
+        loss, correct, seen = evaluate_model(self.model, self.test_loader)
+        return loss, correct / max(seen, 1)
+
+    def _handle_sigint(self, signum, frame):
+        if self._stop_requested:  # a second Ctrl-C: stop at once
+            raise KeyboardInterrupt
+        self._stop_requested = True
+        self.log("Ctrl-C: finishing this step, saving a checkpoint, then stopping (Ctrl-C again to abort)")
+
+    def fit(self, resume: bool = False) -> dict:
+        """Run (or resume) training to the end.
+
+        Returns:
+            A summary dict: ``status`` (``'done'`` / ``'interrupted'``), final ``test_acc`` and
+            ``test_loss`` (when done), ``epochs``, ``seconds``, ``out``.
+
+        Raises:
+            NonFiniteLossError: the loss became NaN/inf (the last good checkpoint is kept).
+            TrainingError: the run cannot start (see messages).
+        """
+        if not hasattr(self, "model"):
+            self.setup(resume)
+        cfg = self.config
+        start = time.time()
+        in_main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGINT, self._handle_sigint) if in_main else None
+        try:
+            status = self._run()
+        finally:
+            if in_main:
+                signal.signal(signal.SIGINT, previous)
+        history = self.read_metrics()
+        plot_curves(history, os.path.join(self.out, "curves.png"))
+        result = {"status": status, "out": self.out, "epochs": self.epoch, "seconds": time.time() - start,
+                  "history": history}
+        if status == "done":
+            from ..io import save_state_dict  # noqa: PLC0415
+
+            save_state_dict({k: as_numpy(v) for k, v in self.model.state_dict().items()},
+                            os.path.join(self.out, "model.npz"))
+            if history:
+                result.update({k: history[-1][k] for k in ("test_acc", "test_loss", "train_acc", "train_loss")})
+        return result
+
+    def _run(self) -> str:
+        cfg = self.config
+        if self.epoch == 0 and self.step == 0:
+            self.log(f"training {cfg.model} ({count_parameters(self.model):,} parameters) on "
+                     f"{self.train_set.name}: {len(self.train_set)} train / {len(self.test_set)} test images, "
+                     f"{cfg.epochs} epochs x {self.steps_per_epoch} steps, batch {cfg.batch_size}, device {self.device}")
+        self.log(_table_header())
+        for record in self.read_metrics():
+            self.log(_table_row(record))
+        self.model.train()
+        while self.epoch < cfg.epochs:
+            epoch_start = time.time() - self.partial["seconds"]
+            bar = tqdm(total=self.steps_per_epoch, initial=self.step, desc=f"epoch {self.epoch + 1}/{cfg.epochs}",
+                       disable=not cfg.progress, leave=False, dynamic_ncols=True)
+            timer_start, timer_images = time.time(), 0
+            with bar:
+                for step, x, y in self.train_loader.epoch(self.epoch, self.step):
+                    loss_value, correct = self._train_step(x, y)
+                    n = len(y)
+                    self.partial["loss_sum"] += loss_value * n
+                    self.partial["correct"] += correct
+                    self.partial["seen"] += n
+                    self.step = step + 1
+                    self.partial["seconds"] = time.time() - epoch_start
+                    timer_images += n
+                    seen = self.partial["seen"]
+                    bar.set_postfix(loss=f"{self.partial['loss_sum'] / seen:.3f}",
+                                    acc=f"{self.partial['correct'] / seen:.3f}",
+                                    img_s=f"{timer_images / max(time.time() - timer_start, 1e-9):.0f}",
+                                    lr=f"{self.lr:.4g}", refresh=False)
+                    bar.update(1)
+                    global_step = self.epoch * self.steps_per_epoch + self.step
+                    if self._stop_requested:
+                        break
+                    if global_step % cfg.checkpoint_every == 0 and self.step < self.steps_per_epoch:
+                        self.save_checkpoint()
+            if self._stop_requested:
+                path = self.save_checkpoint()
+                self.log(f"interrupted at epoch {self.epoch + 1}, step {self.step}: checkpoint saved to {path}; "
+                         f"continue with: minires train --out {self.config.out} --resume (and the same flags)")
+                return "interrupted"
+            self._finish_epoch(time.time() - epoch_start)
+        return "done"
+
+    def _finish_epoch(self, seconds: float) -> None:
+        test_loss, test_acc = self.evaluate()
+        if not math.isfinite(test_loss):
+            raise NonFiniteLossError(
+                f"the test loss is {test_loss} after epoch {self.epoch + 1}; stopping without saving these weights. "
+                f"The last good checkpoint is kept in {self.out}/{CHECKPOINT}. Try a smaller --lr or a longer "
+                "--warmup-frac")
+        seen = max(self.partial["seen"], 1)
+        record = {
+            "epoch": self.epoch + 1,
+            "train_loss": self.partial["loss_sum"] / seen,
+            "train_acc": self.partial["correct"] / seen,
+            "test_loss": test_loss,
+            "test_acc": test_acc,
+            "lr": self.lr,
+            "seconds": round(seconds, 3),
+            "images_per_s": round(self.partial["seen"] / max(seconds, 1e-9), 1),
+        }
+        self._append_metrics(record)
+        self.log(_table_row(record))
+        self.epoch += 1
+        self.step = 0
+        self.partial = {"loss_sum": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
+        self.save_checkpoint()
+
+
+def _subset(data, n: int):
+    """The first ``n`` examples of a dataset (all when ``n`` is 0 or larger than the set)."""
+    if not n or n >= len(data):
+        return data
+    return Dataset(data.images[:n], data.labels[:n], data.classes, f"{data.name}, first {n}")
+
+
+def evaluate_model(model, loader) -> tuple[float, int, int]:
+    """Evaluate ``model`` on every batch of ``loader`` in eval mode without gradients.
+
+    The model's train/eval mode is restored afterwards.
+
+    Returns:
+        ``(mean cross-entropy, number correct, number of examples)``.
+    """
+    from .. import functional as F  # noqa: PLC0415
+
+    was_training = getattr(model, "training", True)
+    model.eval()
+    loss_sum, correct, seen = 0.0, 0, 0
+    try:
+        with no_grad():
+            for _, x, y in loader.epoch(0):
+                logits = model(Tensor(x))
+                loss_sum += float(F.cross_entropy(logits, Tensor(y)).item()) * len(y)
+                xp = get_array_module(logits.data)
+                correct += int(xp.sum(xp.argmax(logits.data, axis=1) == y))
+                seen += len(y)
+    finally:
+        model.train(was_training)
+    return loss_sum / max(seen, 1), correct, seen
+
+
+def _table_header() -> str:
+    return f"{'epoch':>5} {'train loss':>10} {'train acc':>9} {'test loss':>9} {'test acc':>8} {'lr':>9} {'time':>8}"
+
+
+def _table_row(r: dict) -> str:
+    return (f"{r['epoch']:>5} {r['train_loss']:>10.4f} {r['train_acc'] * 100:>8.2f}% {r['test_loss']:>9.4f} "
+            f"{r['test_acc'] * 100:>7.2f}% {r['lr']:>9.4g} {r['seconds']:>7.1f}s")
+
+
+def _version() -> str:
+    from .. import __version__  # noqa: PLC0415
+
+    return __version__

@@ -29,9 +29,30 @@ def relu_forward_cpu(x: np.ndarray) -> np.ndarray:
     return np.maximum(x, x.dtype.type(0))
 
 
+_SAME_SIZE_UINT = {2: np.uint16, 4: np.uint32, 8: np.uint64}
+
+
+def keep_where_cpu(keep: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """``values`` where ``keep`` else 0, as a new array (NumPy, branch-free).
+
+    The same as ``np.where(keep, values, 0)`` bit for bit (a NaN at a dropped position
+    becomes 0, unlike ``values * keep``), but it ANDs the bits of ``values`` with an
+    all-ones / all-zeros mask, which is several times faster than ``np.where`` on an
+    unpredictable mask.
+    """
+    uint = _SAME_SIZE_UINT.get(values.dtype.itemsize)
+    if uint is None or values.dtype.kind != "f":
+        return np.where(keep, values, values.dtype.type(0))
+    keep, values = np.broadcast_arrays(keep, values)
+    mask = keep.astype(uint)
+    np.negative(mask, out=mask)  # 1 -> all bits set, 0 -> 0
+    mask &= values.view(uint)
+    return mask.view(values.dtype)
+
+
 def relu_backward_cpu(grad: np.ndarray, out: np.ndarray) -> np.ndarray:
     """Gradient of ReLU given its output: ``0 where out <= 0 else grad``."""
-    return np.where(out <= 0, grad.dtype.type(0), grad)
+    return keep_where_cpu(~(out <= 0), grad)
 
 
 def sigmoid_forward_cpu(x: np.ndarray) -> np.ndarray:
@@ -105,7 +126,7 @@ def sigmoid_backward(grad, out):
 
 
 __all__ = [
-    "relu_forward", "relu_backward", "sigmoid_forward", "sigmoid_backward",
+    "keep_where_cpu", "relu_forward", "relu_backward", "sigmoid_forward", "sigmoid_backward",
     "relu_forward_cpu", "relu_backward_cpu", "sigmoid_forward_cpu", "sigmoid_backward_cpu",
     "relu_forward_gpu", "relu_backward_gpu", "sigmoid_forward_gpu", "sigmoid_backward_gpu",
 ]

@@ -34,6 +34,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import backend
+from .activation import keep_where_cpu
 
 
 def channel_axes(ndim: int) -> tuple:
@@ -115,7 +116,7 @@ def batch_norm_backward_cpu(grad, x_hat, inv_std, weight, training: bool, out=No
     axes = channel_axes(grad.ndim)
     cshape = channel_shape(grad.shape)
     if out is not None:
-        grad = np.where(out <= 0, grad.dtype.type(0), grad)  # ReLU mask, PyTorch's rule
+        grad = keep_where_cpu(~(out <= 0), grad)  # ReLU mask, PyTorch's rule
     sum_g = grad.sum(axis=axes) if (training or needs_bias_grad) else None
     sum_gx = (grad * x_hat).sum(axis=axes) if (training or needs_weight_grad) else None
     scale = _grad_scale(inv_std, weight)

@@ -29,6 +29,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import backend
+from .activation import keep_where_cpu
 
 
 def pool_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
@@ -50,7 +51,12 @@ def _argmax_dtype(KH, KW):  # noqa: N803
 # --- CPU ---------------------------------------------------------------------------------
 
 def max_pool2d_forward_cpu(x, KH, KW, SH, SW, PH, PW):  # noqa: N803
-    """Max pooling on NumPy; returns ``(out, argmax)`` with ``argmax`` the window offset."""
+    """Max pooling on NumPy; returns ``(out, argmax)`` with ``argmax`` the window offset.
+
+    The common path is branch-free (``greater``, ``maximum`` and integer arithmetic per
+    window offset); if any output is NaN the NaN-aware path recomputes everything so
+    that the last NaN of a window is chosen, as PyTorch does.
+    """
     N, C, H, W = x.shape
     OH, OW = pool_output_size(H, KH, SH, PH), pool_output_size(W, KW, SW, PW)
     if PH or PW:
@@ -62,12 +68,33 @@ def max_pool2d_forward_cpu(x, KH, KW, SH, SW, PH, PW):  # noqa: N803
     argmax = np.empty((N, C, OH, OW), dtype=_argmax_dtype(KH, KW))
     argmax[...] = _first_valid_offset(OH, OW, KH, KW, SH, SW, PH, PW)
     take = np.empty((N, C, OH, OW), dtype=bool)
-    nan = np.empty((N, C, OH, OW), dtype=bool)
+    delta = np.empty_like(argmax)
+    for i in range(KH):
+        for j in range(KW):
+            window = padded[:, :, i:i + SH * (OH - 1) + 1:SH, j:j + SW * (OW - 1) + 1:SW]
+            np.greater(window, out, out=take)  # strict: the first maximum keeps its place
+            np.maximum(out, window, out=out)
+            np.subtract(argmax.dtype.type(i * KW + j), argmax, out=delta)
+            delta *= take
+            argmax += delta  # argmax = k where take, unchanged elsewhere
+    if np.isnan(out).any():
+        return _max_pool2d_forward_nan_cpu(padded, out.shape, KH, KW, SH, SW, PH, PW)
+    return out, argmax
+
+
+def _max_pool2d_forward_nan_cpu(padded, out_shape, KH, KW, SH, SW, PH, PW):  # noqa: N803
+    """NaN-aware max pooling of an already padded array (PyTorch: ``v > best || isnan(v)``)."""
+    OH, OW = out_shape[2], out_shape[3]
+    out = np.full(out_shape, -np.inf, dtype=padded.dtype)
+    argmax = np.empty(out_shape, dtype=_argmax_dtype(KH, KW))
+    argmax[...] = _first_valid_offset(OH, OW, KH, KW, SH, SW, PH, PW)
+    take = np.empty(out_shape, dtype=bool)
+    nan = np.empty(out_shape, dtype=bool)
     for i in range(KH):
         for j in range(KW):
             window = padded[:, :, i:i + SH * (OH - 1) + 1:SH, j:j + SW * (OW - 1) + 1:SW]
             np.greater(window, out, out=take)
-            take |= np.isnan(window, out=nan)  # PyTorch: a NaN always takes over
+            take |= np.isnan(window, out=nan)  # a NaN always takes over
             np.copyto(out, window, where=take)
             np.copyto(argmax, i * KW + j, where=take)
     return out, argmax
@@ -78,12 +105,11 @@ def max_pool2d_backward_cpu(grad, argmax, x_shape, KH, KW, SH, SW, PH, PW):  # n
     N, C, H, W = x_shape
     OH, OW = grad.shape[2], grad.shape[3]
     padded = np.zeros((N, C, H + 2 * PH, W + 2 * PW), dtype=grad.dtype)
-    zero = grad.dtype.type(0)
     for i in range(KH):
         for j in range(KW):
             # within one offset every output maps to a distinct pixel, so += is exact
             padded[:, :, i:i + SH * (OH - 1) + 1:SH, j:j + SW * (OW - 1) + 1:SW] += \
-                np.where(argmax == i * KW + j, grad, zero)
+                keep_where_cpu(argmax == i * KW + j, grad)
     if PH or PW:
         return np.ascontiguousarray(padded[:, :, PH:PH + H, PW:PW + W])
     return padded

@@ -49,6 +49,18 @@ def test_sigmoid_forward_backward_reference(rng, dtype):
                                atol=0)
 
 
+def test_keep_where_matches_np_where(rng):
+    for dtype in (np.float32, np.float64):
+        values = rng.standard_normal(50).astype(dtype)
+        values[:4] = [np.nan, -0.0, np.inf, -np.inf]
+        keep = rng.random(50) < 0.5
+        keep[:4] = False
+        got = K.keep_where_cpu(keep, values)
+        assert got.dtype == dtype
+        np.testing.assert_array_equal(got, np.where(keep, values, dtype(0)))
+        assert not np.signbit(got[1])
+
+
 def test_sigmoid_does_not_overflow():
     with np.errstate(over="raise"):
         out = K.sigmoid_forward(np.array([-1e30, 1e30], dtype=np.float32))

@@ -80,13 +80,16 @@ def naive_adaptive(x, OH, OW):  # noqa: N803
     return out
 
 
+@pytest.mark.parametrize("with_nan", [False, True])  # the fast path, and the NaN-aware path
 @pytest.mark.parametrize("window", WINDOWS)
-def test_max_pool_matches_naive_loops(rng, window):
+def test_max_pool_matches_naive_loops(rng, window, with_nan):
     H, W, *win = window
-    # small integers make ties common; a few NaN and -inf test the special cases
+    # small integers make ties common; -inf (and NaN) test the special cases
     x = rng.integers(-3, 3, size=(2, 3, H, W)).astype(np.float64)
-    x[0, 0, 0, 0] = np.nan
-    x[1, 2, -1, -1] = np.nan
+    if with_nan:
+        x[0, 0, 0, 0] = np.nan
+        x[1, 2, -1, -1] = np.nan
+        x[0, 1, :3, :3] = np.nan
     x[1, 1, :2, :2] = -np.inf
     out, argmax = K.max_pool2d_forward_cpu(x, *win)
     ref, where = naive_max_pool(x, *win)

@@ -1,0 +1,645 @@
+"""CPU speed of minires against PyTorch: training step, inference, per-layer times, peak memory.
+
+Each framework runs in its own fresh process (so neither's thread pools, allocator or page
+cache state helps the other), and the two are alternated over ``--rounds`` rounds with the
+starting framework swapped every round, so slow drift of a shared machine cancels out in the
+per-round ratios. The printed and saved numbers are medians over rounds of
+``minires time / PyTorch time``.
+
+What one worker process measures (same model architecture, same weights, same batch):
+
+- ``train_step_s``: one SGD step (zero grads, forward in train mode, cross-entropy,
+  backward, ``SGD(lr=0.1, momentum=0.9, weight_decay=5e-4).step()``), median of ``--steps``
+  timed steps after ``--warmup`` untimed ones;
+- ``infer_s``: one eval-mode forward under ``no_grad``, median likewise, and the derived
+  images per second;
+- ``peak_rss_mib``: the process's peak resident set (``ru_maxrss``), with ``base_rss_mib``
+  measured after imports and batch creation, before the model is built; their difference
+  ``peak_delta_mib`` is the memory the work itself needed;
+- with ``--layers``: forward and backward times of every distinct ResNet layer shape at
+  this batch size (conv 3x3 at 16/32/64 channels, the stride-2 convs, batch norm, ReLU, the
+  classifier head).
+
+The minires model is ``minires.models.create(name)`` trained with ``minires.optim.SGD``
+and ``minires.functional.cross_entropy`` (the documented API); the PyTorch model is the
+CIFAR ResNet of He et al. (option-A shortcuts: stride-2 subsampling and zero channel
+padding, as in akamaster/pytorch_resnet_cifar10) written below, with minires' weights
+copied in, and the first loss of both is recorded as a check that the two compute the same
+function.
+
+Usage::
+
+    python benchmarks/speed.py --model resnet20 --batch-size 128 --rounds 3
+    python benchmarks/speed.py --model resnet56 --rounds 3 --layers --out benchmarks/results/speed_resnet56.json
+
+Environment: ``--threads`` sets ``OPENBLAS_NUM_THREADS``/``OMP_NUM_THREADS`` and
+``torch.set_num_threads`` in the workers. ``--unset-openblas-coretype`` removes
+``OPENBLAS_CORETYPE`` and ``OPENBLAS_L2_SIZE`` from the workers' environment (benchmarking
+only; the OpenBLAS kernel in use is recorded either way).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+
+DEPTHS = {"resnet20": 3, "resnet32": 5, "resnet44": 7, "resnet56": 9, "resnet110": 18}
+
+
+# --- helpers shared by both workers --------------------------------------------------------
+
+def _rss_mib() -> float:
+    """Peak resident set size of this process so far, in MiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _current_rss_mib() -> float:
+    with open("/proc/self/statm") as f:
+        pages = int(f.read().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _median_time(fn, steps: int, warmup: int) -> tuple[float, list]:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), times
+
+
+def _batch(batch_size: int, seed: int = 0):
+    import numpy as np  # noqa: PLC0415
+    rng = np.random.default_rng(seed)
+    images = rng.standard_normal((batch_size, 3, 32, 32), dtype=np.float32)
+    labels = rng.integers(0, 10, size=batch_size).astype(np.int64)
+    return images, labels
+
+
+def _openblas_info() -> dict:
+    """Which OpenBLAS NumPy loaded, its kernel (core name) and thread count."""
+    import ctypes  # noqa: PLC0415
+    import glob  # noqa: PLC0415
+
+    import numpy as np  # noqa: PLC0415
+    info = {"numpy": np.__version__}
+    libdir = os.path.join(os.path.dirname(np.__file__), "..", "numpy.libs")
+    for path in glob.glob(os.path.join(libdir, "*openblas*")):
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for prefix in ("scipy_openblas_", "openblas_"):
+            for suffix in ("64_", ""):
+                core = getattr(lib, f"{prefix}get_corename{suffix}", None)
+                threads = getattr(lib, f"{prefix}get_num_threads{suffix}", None)
+                if core is not None and threads is not None:
+                    core.restype = ctypes.c_char_p
+                    info.update(openblas=os.path.basename(path), openblas_core=core().decode(),
+                                openblas_threads=int(threads()))
+                    return info
+    return info
+
+
+# --- the PyTorch reference model -----------------------------------------------------------
+
+def torch_cifar_resnet(depth_per_stage: int, num_classes: int = 10):
+    """CIFAR ResNet (He et al. 2016, option-A shortcuts) in PyTorch, torchvision-style names."""
+    import torch  # noqa: PLC0415
+    import torch.nn as tnn  # noqa: PLC0415
+    import torch.nn.functional as TF  # noqa: PLC0415
+
+    class Shortcut(tnn.Module):
+        def __init__(self, planes):
+            super().__init__()
+            self.extra = planes // 2
+
+        def forward(self, x):
+            x = x[:, :, ::2, ::2]
+            return TF.pad(x, (0, 0, 0, 0, self.extra // 2, self.extra - self.extra // 2))
+
+    class BasicBlock(tnn.Module):
+        def __init__(self, in_planes, planes, stride):
+            super().__init__()
+            self.conv1 = tnn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
+            self.bn1 = tnn.BatchNorm2d(planes)
+            self.conv2 = tnn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+            self.bn2 = tnn.BatchNorm2d(planes)
+            self.shortcut = Shortcut(planes) if (stride != 1 or in_planes != planes) else tnn.Identity()
+
+        def forward(self, x):
+            out = torch.relu(self.bn1(self.conv1(x)))
+            out = self.bn2(self.conv2(out))
+            return torch.relu(out + self.shortcut(x))
+
+    class ResNet(tnn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1 = tnn.Conv2d(3, 16, 3, 1, 1, bias=False)
+            self.bn1 = tnn.BatchNorm2d(16)
+            layers, in_planes = [], 16
+            for planes, stride in ((16, 1), (32, 2), (64, 2)):
+                blocks = []
+                for i in range(depth_per_stage):
+                    blocks.append(BasicBlock(in_planes, planes, stride if i == 0 else 1))
+                    in_planes = planes
+                layers.append(tnn.Sequential(*blocks))
+            self.layer1, self.layer2, self.layer3 = layers
+            self.fc = tnn.Linear(64, num_classes)
+
+        def forward(self, x):
+            x = torch.relu(self.bn1(self.conv1(x)))
+            x = self.layer3(self.layer2(self.layer1(x)))
+            x = TF.adaptive_avg_pool2d(x, 1).flatten(1)
+            return self.fc(x)
+
+    return ResNet()
+
+
+def _copy_weights_into_torch(tmodel, state: dict) -> str:
+    """Load minires' state dict into the PyTorch model: by name when every name matches,
+    else in order (parameters, then buffers), each matched by shape."""
+    import numpy as np  # noqa: PLC0415
+    import torch  # noqa: PLC0415
+    tstate = tmodel.state_dict()
+    wanted = {k: v for k, v in tstate.items() if not k.endswith("num_batches_tracked")}
+    have = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
+    if set(wanted) <= set(have):
+        tmodel.load_state_dict({k: torch.from_numpy(np.asarray(have[k])) for k in wanted}, strict=False)
+        return "by-name"
+    tparams = [k for k, _ in tmodel.named_parameters()]
+    tbufs = [k for k in wanted if k not in tparams]
+    src_params = [k for k in have if k.endswith(("weight", "bias"))]
+    src_bufs = [k for k in have if k not in src_params]
+    if len(tparams) != len(src_params) or len(tbufs) != len(src_bufs):
+        raise RuntimeError(f"cannot match state dicts: torch {len(tparams)}+{len(tbufs)} entries, "
+                           f"minires {len(src_params)}+{len(src_bufs)}")
+    loaded = {}
+    for tk, mk in list(zip(tparams, src_params)) + list(zip(tbufs, src_bufs)):
+        if tuple(tstate[tk].shape) != tuple(np.shape(have[mk])):
+            raise RuntimeError(f"shape mismatch {tk} {tuple(tstate[tk].shape)} vs {mk} {np.shape(have[mk])}")
+        loaded[tk] = torch.from_numpy(np.ascontiguousarray(have[mk]))
+    tmodel.load_state_dict(loaded, strict=False)
+    return "by-order"
+
+
+# --- minires side ------------------------------------------------------------------------------
+
+def _minires_model(name: str):
+    """``minires.models.create(name)``; while that does not exist yet, the same network built here."""
+    try:
+        import minires.models as models  # noqa: PLC0415
+        return models.create(name)
+    except (ImportError, AttributeError):
+        return _fallback_minires_resnet(DEPTHS[name])
+
+
+def _fallback_minires_resnet(depth_per_stage: int, num_classes: int = 10):
+    """The CIFAR ResNet of :func:`torch_cifar_resnet` on ``minires.nn`` (used only without minires.models)."""
+    import minires.functional as F  # noqa: PLC0415
+    import minires.nn as nn  # noqa: PLC0415
+
+    class BasicBlock(nn.Module):
+        def __init__(self, in_planes, planes, stride):
+            super().__init__()
+            self.conv1 = nn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
+            self.bn1 = nn.BatchNorm2d(planes)
+            self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+            self.bn2 = nn.BatchNorm2d(planes)
+            self.extra = planes - in_planes if (stride != 1 or in_planes != planes) else 0
+
+        def forward(self, x):
+            out = F.relu(self.bn1(self.conv1(x)))
+            out = self.bn2(self.conv2(out))
+            short = x
+            if self.extra:
+                short = F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, self.extra // 2, self.extra - self.extra // 2))
+            return F.relu(out + short)
+
+    class ResNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
+            self.bn1 = nn.BatchNorm2d(16)
+            in_planes = 16
+            for index, (planes, stride) in enumerate(((16, 1), (32, 2), (64, 2))):
+                blocks = []
+                for i in range(depth_per_stage):
+                    blocks.append(BasicBlock(in_planes, planes, stride if i == 0 else 1))
+                    in_planes = planes
+                setattr(self, f"layer{index + 1}", nn.Sequential(*blocks))
+            self.fc = nn.Linear(64, num_classes)
+
+        def forward(self, x):
+            x = F.relu(self.bn1(self.conv1(x)))
+            x = self.layer3(self.layer2(self.layer1(x)))
+            return self.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))
+
+    return ResNet()
+
+
+class _FallbackSGD:
+    """PyTorch's SGD update (momentum, weight decay) for when ``minires.optim`` is missing."""
+
+    def __init__(self, params, lr, momentum, weight_decay):
+        self.params, self.lr, self.momentum, self.wd = list(params), lr, momentum, weight_decay
+        self.buf = [None] * len(self.params)
+
+    def zero_grad(self):
+        for p in self.params:
+            p.grad = None
+
+    def step(self):
+        for i, p in enumerate(self.params):
+            if p.grad is None:
+                continue
+            d = p.grad + self.wd * p.data
+            self.buf[i] = d if self.buf[i] is None else self.buf[i] * self.momentum + d
+            p.data -= self.lr * self.buf[i]
+
+
+def _minires_sgd(params):
+    try:
+        from minires.optim import SGD  # noqa: PLC0415
+    except ImportError:
+        return _FallbackSGD(params, lr=0.1, momentum=0.9, weight_decay=5e-4)
+    return SGD(params, lr=0.1, momentum=0.9, weight_decay=5e-4)
+
+
+def prepare_weights(model_name: str, path: str) -> None:
+    """Build the minires model (seed 0) and save its state dict as ``.npz``."""
+    import numpy as np  # noqa: PLC0415
+
+    import minires as mr  # noqa: PLC0415
+    mr.manual_seed(0)
+    model = _minires_model(model_name)
+    state = {k: np.asarray(v.data if hasattr(v, "data") else v) for k, v in model.state_dict().items()}
+    np.savez(path, **state)
+
+
+def worker_minires(args, weights_path: str) -> dict:
+    import numpy as np  # noqa: PLC0415
+
+    import minires as mr  # noqa: PLC0415
+    import minires.functional as F  # noqa: PLC0415
+    images_np, labels_np = _batch(args.batch_size)
+    base = _rss_mib()
+    mr.manual_seed(0)
+    model = _minires_model(args.model)
+    model.load_state_dict(dict(np.load(weights_path)))
+    opt = _minires_sgd(model.parameters())
+    images, labels = mr.tensor(images_np), mr.tensor(labels_np)
+    result = {"framework": "minires", "model_source": type(model).__module__,
+              "optimizer": type(opt).__module__ + "." + type(opt).__name__}
+    try:
+        from minires.kernels.conv import get_conv_algorithm  # noqa: PLC0415
+        result["conv_algorithm"] = get_conv_algorithm()
+    except ImportError:
+        pass
+
+    model.train()
+    losses = []
+
+    def step():
+        opt.zero_grad()
+        loss = F.cross_entropy(model(images), labels)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.item()))
+
+    result["train_step_s"], result["train_times"] = _median_time(step, args.steps, args.warmup)
+    result["first_loss"] = losses[0]
+    result["peak_rss_train_mib"] = _rss_mib()
+    model.eval()
+
+    def infer():
+        with mr.no_grad():
+            return model(images)
+
+    result["infer_s"], result["infer_times"] = _median_time(infer, args.steps, args.warmup)
+    if args.layers:
+        result["layers"] = minires_layers(args)
+    result.update(base_rss_mib=base, peak_rss_mib=_rss_mib())
+    return result
+
+
+def minires_layers(args) -> dict:
+    """Forward and backward time of each distinct ResNet layer shape (minires)."""
+    import numpy as np  # noqa: PLC0415
+
+    import minires as mr  # noqa: PLC0415
+    import minires.functional as F  # noqa: PLC0415
+    rng = np.random.default_rng(1)
+    out = {}
+    for name, make in _layer_cases(args.batch_size):
+        x_shape, fwd = make(mr, F, rng, np)
+        x = mr.tensor(rng.standard_normal(x_shape, dtype=np.float32), requires_grad=True)
+        y = fwd(x)
+        g = rng.standard_normal(y.shape, dtype=np.float32)
+        t_f, _ = _median_time(lambda: fwd(x), args.layer_steps, 1)
+
+        def fb():
+            fwd(x).backward(g)
+
+        t_fb, _ = _median_time(fb, args.layer_steps, 1)
+        out[name] = {"forward_ms": 1e3 * t_f, "backward_ms": 1e3 * max(t_fb - t_f, 0.0)}
+    return out
+
+
+def _layer_cases(batch: int):
+    """(name, make) pairs; ``make(lib, F, rng, np)`` returns ``(input_shape, forward_fn)`` for either library."""
+    cases = []
+
+    def conv(cin, cout, hw, stride):
+        def make(lib, F, rng, np):
+            w = lib.tensor((rng.standard_normal((cout, cin, 3, 3)) * 0.1).astype(np.float32), requires_grad=True)
+            return (batch, cin, hw, hw), lambda x: F.conv2d(x, w, None, stride, 1)
+        return make
+
+    def bn(c, hw):
+        def make(lib, F, rng, np):
+            weight = lib.tensor(np.ones(c, np.float32), requires_grad=True)
+            bias = lib.tensor(np.zeros(c, np.float32), requires_grad=True)
+            rm, rv = lib.tensor(np.zeros(c, np.float32)), lib.tensor(np.ones(c, np.float32))
+            return (batch, c, hw, hw), lambda x: F.batch_norm(x, rm, rv, weight, bias, training=True)
+        return make
+
+    def relu(c, hw):
+        def make(lib, F, rng, np):
+            return (batch, c, hw, hw), lambda x: F.relu(x)
+        return make
+
+    def head(c, hw):
+        def make(lib, F, rng, np):
+            w = lib.tensor((rng.standard_normal((10, c)) * 0.1).astype(np.float32), requires_grad=True)
+            b = lib.tensor(np.zeros(10, np.float32), requires_grad=True)
+            return (batch, c, hw, hw), lambda x: F.linear(F.adaptive_avg_pool2d(x, 1).flatten(1), w, b)
+        return make
+
+    cases.append(("conv3x3 3->16 @32", conv(3, 16, 32, 1)))
+    for c, hw in ((16, 32), (32, 16), (64, 8)):
+        cases.append((f"conv3x3 {c}->{c} @{hw}", conv(c, c, hw, 1)))
+    cases.append(("conv3x3 16->32 /2 @32", conv(16, 32, 32, 2)))
+    cases.append(("conv3x3 32->64 /2 @16", conv(32, 64, 16, 2)))
+    for c, hw in ((16, 32), (32, 16), (64, 8)):
+        cases.append((f"batchnorm {c} @{hw}", bn(c, hw)))
+        cases.append((f"relu {c} @{hw}", relu(c, hw)))
+    cases.append(("avgpool+linear 64 @8", head(64, 8)))
+    return cases
+
+
+# --- PyTorch side -----------------------------------------------------------------------------
+
+def worker_torch(args, weights_path: str) -> dict:
+    import numpy as np  # noqa: PLC0415
+    import torch  # noqa: PLC0415
+    import torch.nn.functional as TF  # noqa: PLC0415
+    torch.set_num_threads(args.threads)
+    images_np, labels_np = _batch(args.batch_size)
+    base = _rss_mib()
+    model = torch_cifar_resnet(DEPTHS[args.model])
+    result = {"framework": "torch", "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+              "weights": _copy_weights_into_torch(model, dict(np.load(weights_path)))}
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+    images, labels = torch.from_numpy(images_np), torch.from_numpy(labels_np)
+    model.train()
+    losses = []
+
+    def step():
+        opt.zero_grad()
+        loss = TF.cross_entropy(model(images), labels)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.item()))
+
+    result["train_step_s"], result["train_times"] = _median_time(step, args.steps, args.warmup)
+    result["first_loss"] = losses[0]
+    result["peak_rss_train_mib"] = _rss_mib()
+    model.eval()
+
+    def infer():
+        with torch.no_grad():
+            return model(images)
+
+    result["infer_s"], result["infer_times"] = _median_time(infer, args.steps, args.warmup)
+    if args.layers:
+        result["layers"] = torch_layers(args)
+    result.update(base_rss_mib=base, peak_rss_mib=_rss_mib())
+    return result
+
+
+def torch_layers(args) -> dict:
+    import numpy as np  # noqa: PLC0415
+    import torch  # noqa: PLC0415
+    import torch.nn.functional as TF  # noqa: PLC0415
+
+    class Lib:  # the two calls _layer_cases needs, PyTorch-flavoured
+        @staticmethod
+        def tensor(a, requires_grad=False):
+            return torch.tensor(a, requires_grad=requires_grad)
+
+    class TorchF:
+        conv2d = staticmethod(TF.conv2d)
+        relu = staticmethod(torch.relu)
+        linear = staticmethod(TF.linear)
+        adaptive_avg_pool2d = staticmethod(TF.adaptive_avg_pool2d)
+
+        @staticmethod
+        def batch_norm(x, rm, rv, w, b, training):
+            return TF.batch_norm(x, rm, rv, w, b, training=training)
+
+    rng = np.random.default_rng(1)
+    out = {}
+    for name, make in _layer_cases(args.batch_size):
+        x_shape, fwd = make(Lib, TorchF, rng, np)
+        x = torch.tensor(rng.standard_normal(x_shape, dtype=np.float32), requires_grad=True)
+        y = fwd(x)
+        g = torch.from_numpy(rng.standard_normal(tuple(y.shape), dtype=np.float32))
+        t_f, _ = _median_time(lambda: fwd(x), args.layer_steps, 1)
+
+        def fb():
+            fwd(x).backward(g)
+
+        t_fb, _ = _median_time(fb, args.layer_steps, 1)
+        out[name] = {"forward_ms": 1e3 * t_f, "backward_ms": 1e3 * max(t_fb - t_f, 0.0)}
+    return out
+
+
+# --- driver ------------------------------------------------------------------------------------
+
+def _worker_env(args) -> dict:
+    env = dict(os.environ)
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        env[var] = str(args.threads)
+    if args.unset_openblas_coretype:
+        env.pop("OPENBLAS_CORETYPE", None)
+        env.pop("OPENBLAS_L2_SIZE", None)
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def _run_worker(framework: str, args, weights_path: str) -> dict:
+    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
+        out_path = f.name
+    cmd = [sys.executable, os.path.abspath(__file__), "--worker", framework, "--weights", weights_path,
+           "--worker-out", out_path, "--model", args.model, "--batch-size", str(args.batch_size),
+           "--steps", str(args.steps), "--warmup", str(args.warmup), "--threads", str(args.threads),
+           "--layer-steps", str(args.layer_steps), "--conv-algorithm", args.conv_algorithm]
+    if args.layers:
+        cmd.append("--layers")
+    subprocess.run(cmd, check=True, env=_worker_env(args))
+    with open(out_path) as f:
+        result = json.load(f)
+    os.unlink(out_path)
+    return result
+
+
+def _machine() -> dict:
+    model = platform.processor() or "unknown"
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
+        for line in out.splitlines():
+            if line.startswith("Model name:"):
+                model = line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return {"cpu": model, "cores": os.cpu_count(), "python": platform.python_version(),
+            "platform": platform.platform()}
+
+
+def _summarise(rounds: list) -> dict:
+    def ratios(key):
+        return [r["minires"][key] / r["torch"][key] for r in rounds]
+
+    summary = {}
+    for key, name in (("train_step_s", "train_step_ratio"), ("infer_s", "infer_ratio"),
+                      ("peak_rss_mib", "peak_rss_ratio")):
+        values = ratios(key)
+        summary[name] = {"median": statistics.median(values), "per_round": values}
+    deltas = [(r["minires"]["peak_rss_mib"] - r["minires"]["base_rss_mib"])
+              / max(r["torch"]["peak_rss_mib"] - r["torch"]["base_rss_mib"], 1e-9) for r in rounds]
+    summary["peak_delta_ratio"] = {"median": statistics.median(deltas), "per_round": deltas}
+    for fw in ("minires", "torch"):
+        summary[fw] = {
+            "train_step_s": statistics.median(r[fw]["train_step_s"] for r in rounds),
+            "infer_s": statistics.median(r[fw]["infer_s"] for r in rounds),
+            "peak_rss_mib": statistics.median(r[fw]["peak_rss_mib"] for r in rounds),
+            "base_rss_mib": statistics.median(r[fw]["base_rss_mib"] for r in rounds),
+            "first_loss": rounds[0][fw]["first_loss"],
+        }
+        summary[fw]["images_per_s"] = rounds[0][fw].get("batch", 0) or None
+    if "layers" in rounds[0]["minires"]:
+        layers = {}
+        for name in rounds[0]["minires"]["layers"]:
+            entry = {}
+            for part in ("forward_ms", "backward_ms"):
+                for fw in ("minires", "torch"):
+                    entry[f"{fw}_{part}"] = statistics.median(r[fw]["layers"][name][part] for r in rounds)
+                entry[f"ratio_{part[:-3]}"] = statistics.median(
+                    r["minires"]["layers"][name][part] / max(r["torch"]["layers"][name][part], 1e-9)
+                    for r in rounds)
+            layers[name] = entry
+        summary["layers"] = layers
+    return summary
+
+
+def _print_summary(summary: dict, args) -> None:
+    b = args.batch_size
+    print(f"\n{args.model}, batch {b}, {args.threads} threads, {args.rounds} rounds (median ratio minires/torch)")
+    for fw in ("minires", "torch"):
+        s = summary[fw]
+        print(f"  {fw:8s} train step {s['train_step_s'] * 1e3:8.1f} ms   inference {s['infer_s'] * 1e3:7.1f} ms "
+              f"({b / s['infer_s']:6.0f} img/s)   peak RSS {s['peak_rss_mib']:7.1f} MiB "
+              f"(+{s['peak_rss_mib'] - s['base_rss_mib']:.1f} over base)   first loss {s['first_loss']:.5f}")
+    print(f"  ratio    train {summary['train_step_ratio']['median']:.2f}x   infer {summary['infer_ratio']['median']:.2f}x"
+          f"   peak RSS {summary['peak_rss_ratio']['median']:.2f}x   peak over base {summary['peak_delta_ratio']['median']:.2f}x")
+    if "layers" in summary:
+        print(f"\n  {'layer':24s} {'mr fwd':>8s} {'pt fwd':>8s} {'ratio':>6s} {'mr bwd':>8s} {'pt bwd':>8s} {'ratio':>6s}  (ms)")
+        for name, e in summary["layers"].items():
+            print(f"  {name:24s} {e['minires_forward_ms']:8.2f} {e['torch_forward_ms']:8.2f} {e['ratio_forward']:6.2f} "
+                  f"{e['minires_backward_ms']:8.2f} {e['torch_backward_ms']:8.2f} {e['ratio_backward']:6.2f}")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="resnet20", choices=sorted(DEPTHS))
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per worker")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--layers", action="store_true", help="also time every distinct layer shape")
+    parser.add_argument("--layer-steps", type=int, default=5)
+    parser.add_argument("--conv-algorithm", default="auto", help="minires conv algorithm ('auto', 'reference', ...)")
+    parser.add_argument("--unset-openblas-coretype", action="store_true")
+    parser.add_argument("--out", default=os.path.join(HERE, "results", "speed.json"))
+    parser.add_argument("--worker", choices=("minires", "torch"), help=argparse.SUPPRESS)
+    parser.add_argument("--weights", help=argparse.SUPPRESS)
+    parser.add_argument("--worker-out", help=argparse.SUPPRESS)
+    parser.add_argument("--prepare", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.prepare:
+        prepare_weights(args.model, args.prepare)
+        return 0
+    if args.worker:
+        if args.worker == "minires" and args.conv_algorithm != "auto":
+            from minires.kernels.conv import set_conv_algorithm  # noqa: PLC0415
+            set_conv_algorithm(args.conv_algorithm)
+        fn = worker_minires if args.worker == "minires" else worker_torch
+        result = fn(args, args.weights)
+        result["blas"] = _openblas_info()
+        result["batch"] = args.batch_size
+        with open(args.worker_out, "w") as f:
+            json.dump(result, f)
+        return 0
+
+    with tempfile.TemporaryDirectory() as tmp:
+        weights = os.path.join(tmp, "weights.npz")
+        subprocess.run([sys.executable, os.path.abspath(__file__), "--prepare", weights, "--model", args.model],
+                       check=True, env=_worker_env(args))
+        rounds = []
+        for r in range(args.rounds):
+            order = ("minires", "torch") if r % 2 == 0 else ("torch", "minires")
+            results = {}
+            for fw in order:
+                results[fw] = _run_worker(fw, args, weights)
+                print(f"round {r + 1}/{args.rounds} {fw:8s} train {results[fw]['train_step_s'] * 1e3:8.1f} ms  "
+                      f"infer {results[fw]['infer_s'] * 1e3:7.1f} ms  peak RSS {results[fw]['peak_rss_mib']:.0f} MiB",
+                      flush=True)
+            rounds.append(results)
+    summary = _summarise(rounds)
+    for fw in ("minires", "torch"):
+        summary[fw]["images_per_s"] = args.batch_size / summary[fw]["infer_s"]
+    _print_summary(summary, args)
+    record = {
+        "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "command": "python benchmarks/speed.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "machine": _machine(), "blas": rounds[0]["minires"].get("blas"),
+        "torch": rounds[0]["torch"].get("torch"), "model": args.model, "batch_size": args.batch_size,
+        "threads": args.threads, "conv_algorithm": rounds[0]["minires"].get("conv_algorithm"),
+        "weights_copied": rounds[0]["torch"].get("weights"),
+        "summary": summary, "rounds": rounds,
+    }
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(record, f, indent=1)
+    print(f"\nwrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,239 @@
+"""Fast CPU convolution: channels-last (NHWC) im2col + GEMM in cache-sized batch chunks.
+
+The reference in :mod:`minires.kernels.conv` unfolds the whole batch in NCHW order and
+folds gradients back with ``col2im``. This module computes the same numbers faster on
+NumPy, and registers itself with the algorithm switch of :mod:`minires.kernels.conv` under
+the name ``'nhwc'`` (picked by ``'auto'`` for CPU problems with ``groups == 1``;
+``set_conv_algorithm('reference')`` restores the readable path):
+
+- **Channels-last memory.** Results are returned as NCHW-*shaped* arrays whose memory is
+  NHWC (``out_nhwc.transpose(0, 3, 1, 2)``, PyTorch's "channels_last"), so the next
+  convolution reads its input with no copy, and every patch row of the column matrix is a
+  run of ``C`` contiguous floats. Elementwise NumPy ops keep that layout (``order='K'``).
+- **Chunked columns.** The batch is unfolded a few images at a time into one reused buffer
+  of about ``_CHUNK_BYTES`` (a single strided ``copyto`` from an ``as_strided`` patch view
+  of a zero-bordered padded copy), so the column matrix stays in the last-level cache
+  while the GEMM reads it, and no multi-megabyte temporary is allocated per call.
+- **Input gradient as a convolution.** For stride 1 (and ``P <= K - 1``, finite weights),
+  ``dx`` is the convolution of ``dout`` with the spatially flipped, in/out-swapped weight
+  and padding ``K - 1 - P``; otherwise the column gradient is scattered back slice by
+  slice (never ``np.add.at``), which keeps PyTorch's NaN pattern for NaN/inf weights.
+- **Weight gradient** ``dW = sum_chunks cols^T @ dout`` with the columns recomputed chunk
+  by chunk (no whole-batch column matrix is kept between forward and backward).
+
+Shapes follow :mod:`minires.kernels.conv`: ``x (N, C, H, W)``, ``w (C_out, C, KH, KW)``,
+``out (N, C_out, OH, OW)``; ``K = KH*KW*C`` is the patch length, ``L = OH*OW``.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+
+from .conv import ConvAlgorithm, ConvGeometry, register_conv_algorithm
+from .parallel import parallel_for
+
+#: target size of one chunk's column matrix; small enough to stay in the 32 MiB L3 cache
+_CHUNK_BYTES = 6 << 20
+
+_local = threading.local()
+
+
+def _buffers() -> dict:
+    """This thread's scratch buffers (threads never share one)."""
+    store = getattr(_local, "buffers", None)
+    if store is None:
+        store = _local.buffers = {}
+    return store
+
+
+def _buffer(tag: str, shape: tuple, dtype, zero: bool = False) -> np.ndarray:
+    """A reused scratch array for ``(tag, shape, dtype)``; zero-filled once when ``zero``.
+
+    Buffers whose padding must stay zero are only ever written in their interior.
+    """
+    store = _buffers()
+    key = (tag, shape, np.dtype(dtype).str)
+    buf = store.get(key)
+    if buf is None:
+        if len(store) > 64:  # many shapes seen: forget old buffers rather than grow forever
+            store.clear()
+        buf = np.zeros(shape, dtype) if zero else np.empty(shape, dtype)
+        store[key] = buf
+    return buf
+
+
+def clear_buffers() -> None:
+    """Free this thread's cached scratch buffers (they are re-made on the next call)."""
+    _buffers().clear()
+
+
+def to_nhwc(x: np.ndarray) -> np.ndarray:
+    """An NCHW-shaped array as a C-contiguous ``(N, H, W, C)`` array (a view when its memory is NHWC)."""
+    v = x.transpose(0, 2, 3, 1)
+    return v if v.flags.c_contiguous else np.ascontiguousarray(v)
+
+
+def is_channels_last(x: np.ndarray) -> bool:
+    """True when the 4-D NCHW-shaped ``x`` is stored NHWC-contiguous."""
+    return x.ndim == 4 and x.transpose(0, 2, 3, 1).flags.c_contiguous
+
+
+def _chunk(n_total: int, row_bytes: int) -> int:
+    return int(max(1, min(n_total, _CHUNK_BYTES // max(row_bytes, 1))))
+
+
+def _patch_view(padded: np.ndarray, OH: int, OW: int, KH: int, KW: int, SH: int, SW: int) -> np.ndarray:  # noqa: N803
+    """``(n, OH, OW, KH, KW, C)`` view: ``view[n, p, q, i, j, c] = padded[n, p*SH + i, q*SW + j, c]``."""
+    n, _, _, C = padded.shape
+    s0, s1, s2, s3 = padded.strides
+    return as_strided(padded, (n, OH, OW, KH, KW, C), (s0, s1 * SH, s2 * SW, s1, s2, s3), writeable=False)
+
+
+def _unfold_chunk(xh, start: int, n: int, g: ConvGeometry, C: int, n_chunk: int) -> np.ndarray:
+    """Columns ``(n*OH*OW, KH*KW*C)`` of images ``start:start+n`` in this thread's reused buffers."""
+    H, W = xh.shape[1], xh.shape[2]
+    padded = _buffer(f"pad{g.PH},{g.PW}", (n_chunk, H + 2 * g.PH, W + 2 * g.PW, C), xh.dtype, zero=True)
+    cols = _buffer("cols", (n_chunk * g.OH * g.OW, g.KH * g.KW * C), xh.dtype)
+    p = padded[:n]
+    p[:, g.PH:g.PH + H, g.PW:g.PW + W, :] = xh[start:start + n]   # the border stays zero
+    c = cols[:n * g.OH * g.OW]
+    np.copyto(c.reshape(n, g.OH, g.OW, g.KH, g.KW, C), _patch_view(p, g.OH, g.OW, g.KH, g.KW, g.SH, g.SW))
+    return c
+
+
+def _pointwise_source(xh, g: ConvGeometry):
+    """For a 1x1 unpadded convolution, the (subsampled) input as ``(N, OH, OW, C)``; else None."""
+    if g.KH == 1 and g.KW == 1 and g.PH == 0 and g.PW == 0:
+        return xh if g.SH == 1 and g.SW == 1 else xh[:, ::g.SH, ::g.SW, :]
+    return None
+
+
+def _conv_nhwc(xh: np.ndarray, wmat: np.ndarray, g: ConvGeometry) -> np.ndarray:
+    """Channels-last convolution: ``xh (N, H, W, C)``, ``wmat (KH*KW*C, C_out)`` -> ``(N*OH*OW, C_out)``.
+
+    ``g`` gives kernel, stride, padding and output size (its channel counts are not used).
+    """
+    N, C = xh.shape[0], xh.shape[3]
+    L, K = g.OH * g.OW, g.KH * g.KW * C
+    out2d = np.empty((N * L, wmat.shape[1]), xh.dtype)
+    src = _pointwise_source(xh, g)
+    n_chunk = _chunk(N, L * K * xh.itemsize)
+
+    def run(lo, hi):
+        if src is not None:  # a 1x1 convolution is one GEMM over the pixels
+            part = src[lo:hi]
+            if not part.flags.c_contiguous:
+                part = np.ascontiguousarray(part)
+            np.matmul(part.reshape(-1, C), wmat, out=out2d[lo * L:hi * L])
+            return
+        for start in range(lo, hi, n_chunk):
+            n = min(n_chunk, hi - start)
+            np.matmul(_unfold_chunk(xh, start, n, g, C, n_chunk), wmat, out=out2d[start * L:(start + n) * L])
+
+    parallel_for(run, N)
+    return out2d
+
+
+def _weight_matrix(w: np.ndarray) -> np.ndarray:
+    """``w (C_out, C, KH, KW)`` as ``(KH*KW*C, C_out)`` matching the NHWC patch order ``(i, j, c)``."""
+    C_out = w.shape[0]
+    return np.ascontiguousarray(w.transpose(2, 3, 1, 0)).reshape(-1, C_out)
+
+
+def nhwc_forward(x, w, b, g: ConvGeometry, workspace=None):
+    """Convolution forward; returns ``(N, C_out, OH, OW)`` stored channels-last."""
+    out2d = _conv_nhwc(to_nhwc(x), _weight_matrix(w), g)
+    if b is not None:
+        out2d += b
+    return out2d.reshape(g.N, g.OH, g.OW, g.C_out).transpose(0, 3, 1, 2)
+
+
+def nhwc_backward_input(grad, w, g: ConvGeometry, workspace=None):
+    """Input gradient ``(N, C, H, W)`` stored channels-last."""
+    gh = to_nhwc(grad)                                               # (N, OH, OW, C_out)
+    if g.SH == 1 and g.SW == 1 and g.PH <= g.KH - 1 and g.PW <= g.KW - 1 and np.isfinite(w).all():
+        # dx = dout (*) rot180(w) with channels swapped and padding K - 1 - P (a non-finite
+        # weight would meet that padding's zeros and give 0 * inf = NaN where the adjoint
+        # has no term, so such weights take the scatter path below)
+        w_flip = w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)            # (C, C_out, KH, KW)
+        flipped = ConvGeometry(g.N, g.C_out, g.OH, g.OW, g.C, g.KH, g.KW, 1, 1,
+                               g.KH - 1 - g.PH, g.KW - 1 - g.PW, g.H, g.W, 1)
+        dx2d = _conv_nhwc(gh, _weight_matrix(w_flip), flipped)
+        return dx2d.reshape(g.N, g.H, g.W, g.C).transpose(0, 3, 1, 2)
+    return _backward_input_scatter(gh, w, g).transpose(0, 3, 1, 2)
+
+
+def _backward_input_scatter(gh, w, g: ConvGeometry):
+    """``dx`` (NHWC) for any stride: column gradients ``dout @ W`` added back slice by slice."""
+    N, OH, OW, C_out = gh.shape
+    L, K, C = OH * OW, g.KH * g.KW * g.C, g.C
+    wmat_t = np.ascontiguousarray(_weight_matrix(w).T)              # (C_out, K)
+    HP = max(g.H + 2 * g.PH, g.SH * (OH - 1) + g.KH)
+    WP = max(g.W + 2 * g.PW, g.SW * (OW - 1) + g.KW)
+    dx = np.empty((N, g.H, g.W, C), gh.dtype)
+    n_chunk = _chunk(N, L * K * gh.itemsize)
+    g2d = gh.reshape(N * L, C_out)
+
+    def run(lo, hi):
+        dcols_buf = _buffer("dcols", (n_chunk * L, K), gh.dtype)
+        padded = _buffer("dpad", (n_chunk, HP, WP, C), gh.dtype)
+        for start in range(lo, hi, n_chunk):
+            n = min(n_chunk, hi - start)
+            dcols = dcols_buf[:n * L]
+            np.matmul(g2d[start * L:(start + n) * L], wmat_t, out=dcols)
+            d6 = dcols.reshape(n, OH, OW, g.KH, g.KW, C)
+            p = padded[:n]
+            p.fill(0)
+            for i in range(g.KH):
+                for j in range(g.KW):
+                    # within one offset (i, j) the slice touches distinct pixels, so += is exact
+                    p[:, i:i + g.SH * OH:g.SH, j:j + g.SW * OW:g.SW, :] += d6[:, :, :, i, j, :]
+            dx[start:start + n] = p[:, g.PH:g.PH + g.H, g.PW:g.PW + g.W, :]
+
+    parallel_for(run, N)
+    return dx
+
+
+def nhwc_backward_weight(grad, x, g: ConvGeometry, workspace=None):
+    """Weight gradient ``(C_out, C, KH, KW)``: ``sum over chunks cols^T @ dout``."""
+    xh = to_nhwc(x)
+    gh = to_nhwc(grad)
+    N, C = xh.shape[0], xh.shape[3]
+    L, K = g.OH * g.OW, g.KH * g.KW * C
+    g2d = gh.reshape(N * L, g.C_out)
+    src = _pointwise_source(xh, g)
+    n_chunk = _chunk(N, L * K * x.itemsize)
+
+    def run(lo, hi):
+        dw = np.zeros((K, g.C_out), x.dtype)
+        if src is not None:
+            part = np.ascontiguousarray(src[lo:hi]).reshape(-1, C)
+            np.matmul(part.T, g2d[lo * L:hi * L], out=dw)
+            return dw
+        product = np.empty_like(dw)
+        for start in range(lo, hi, n_chunk):
+            n = min(n_chunk, hi - start)
+            np.matmul(_unfold_chunk(xh, start, n, g, C, n_chunk).T, g2d[start * L:(start + n) * L], out=product)
+            dw += product
+        return dw
+
+    parts = parallel_for(run, N)
+    dw = parts[0]
+    for part in parts[1:]:
+        dw += part
+    return np.ascontiguousarray(dw.reshape(g.KH, g.KW, C, g.C_out).transpose(3, 2, 0, 1))
+
+
+def nhwc_supported(geometry: ConvGeometry, device: str) -> bool:
+    """``'auto'`` uses the NHWC path on the CPU for ungrouped convolutions."""
+    return device == "cpu" and geometry.groups == 1
+
+
+NHWC = ConvAlgorithm("nhwc", nhwc_forward, nhwc_backward_input, nhwc_backward_weight, nhwc_supported)
+register_conv_algorithm(NHWC)
+
+__all__ = ["nhwc_forward", "nhwc_backward_input", "nhwc_backward_weight", "nhwc_supported",
+           "to_nhwc", "is_channels_last", "clear_buffers", "NHWC"]

@@ -1,0 +1,155 @@
+"""A small fork-join helper for CPU kernels: split a batch across threads.
+
+NumPy runs elementwise work and copies on one core, and OpenBLAS splits each GEMM across
+its own threads, which costs a synchronisation per call and degrades badly when the
+cores are shared with other processes. The fast CPU kernels therefore split the *batch*
+instead: :func:`parallel_for` runs ``fn(lo, hi)`` on ``num_threads`` contiguous ranges at
+once (NumPy releases the GIL inside copies, ufuncs and BLAS calls), with OpenBLAS switched
+to one thread for the duration, so both the copies and the GEMMs of different images run
+side by side without any BLAS-internal synchronisation.
+
+The thread count defaults to ``MINIRES_NUM_THREADS`` or the number of CPUs; set it with
+:func:`set_num_threads` (1 turns the pool off and leaves OpenBLAS as it is).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import glob
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+
+def _default_threads() -> int:
+    env = os.environ.get("MINIRES_NUM_THREADS", "").strip()
+    if env:
+        try:
+            return max(1, int(env))
+        except ValueError:
+            pass
+    return max(1, os.cpu_count() or 1)
+
+
+_num_threads = _default_threads()
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+_state = threading.local()
+
+
+def get_num_threads() -> int:
+    """How many threads :func:`parallel_for` uses."""
+    return _num_threads
+
+
+def set_num_threads(n: int) -> None:
+    """Set how many threads :func:`parallel_for` uses (>= 1; 1 runs everything inline).
+
+    Raises:
+        ValueError: ``n`` is not a positive int.
+    """
+    global _num_threads, _pool
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"set_num_threads: expected a positive int, got {n!r}")
+    with _pool_lock:
+        _num_threads = n
+        if _pool is not None:
+            _pool.shutdown(wait=True)
+            _pool = None
+
+
+def _get_pool() -> ThreadPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=max(1, _num_threads - 1), thread_name_prefix="minires")
+        return _pool
+
+
+# --- OpenBLAS thread control (optional: found through ctypes, skipped when absent) -----------
+
+def _find_openblas():
+    libdir = os.path.join(os.path.dirname(np.__file__), "..", "numpy.libs")
+    for path in sorted(glob.glob(os.path.join(libdir, "*openblas*"))):
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for prefix in ("scipy_openblas_", "openblas_"):
+            for suffix in ("64_", ""):
+                setter = getattr(lib, f"{prefix}set_num_threads{suffix}", None)
+                getter = getattr(lib, f"{prefix}get_num_threads{suffix}", None)
+                if setter is not None and getter is not None:
+                    setter.argtypes = [ctypes.c_int]
+                    setter.restype = None
+                    getter.restype = ctypes.c_int
+                    return setter, getter
+    return None, None
+
+
+_blas_set, _blas_get = _find_openblas()
+_blas_lock = threading.Lock()
+
+
+class _SingleThreadedBlas:
+    """Context: OpenBLAS uses one thread inside (restored afterwards); a no-op without OpenBLAS."""
+
+    def __enter__(self):
+        self.previous = None
+        if _blas_set is not None:
+            with _blas_lock:
+                self.previous = _blas_get()
+                if self.previous != 1:
+                    _blas_set(1)
+        return self
+
+    def __exit__(self, *exc):
+        if self.previous is not None and self.previous != 1:
+            with _blas_lock:
+                _blas_set(self.previous)
+        return False
+
+
+def parallel_for(fn, total: int, min_per_thread: int = 1) -> list:
+    """Run ``fn(lo, hi)`` over contiguous ranges covering ``range(total)``, in parallel.
+
+    The ranges are as equal as possible, one per thread, each at least ``min_per_thread``
+    long (so tiny problems run inline). A call from inside a worker runs inline too (no
+    nested pools). The first exception raised by any range is re-raised.
+
+    Args:
+        fn: ``fn(lo, hi) -> result`` (it must only write to disjoint parts of shared arrays).
+        total: the length of the index range.
+        min_per_thread: smallest range worth a thread.
+
+    Returns:
+        The results of ``fn`` in range order.
+    """
+    parts = min(_num_threads, max(1, total // max(1, min_per_thread)))
+    if parts <= 1 or getattr(_state, "inside", False):
+        return [fn(0, total)]
+    bounds = [total * i // parts for i in range(parts + 1)]
+    pool = _get_pool()
+
+    def run(lo, hi):
+        _state.inside = True
+        try:
+            return fn(lo, hi)
+        finally:
+            _state.inside = False
+
+    with _SingleThreadedBlas():
+        futures = [pool.submit(run, bounds[i], bounds[i + 1]) for i in range(1, parts)]
+        try:
+            first = run(bounds[0], bounds[1])
+        finally:
+            rest = [f.exception() for f in futures]  # waits for all before BLAS threads come back
+        for error in rest:
+            if error is not None:
+                raise error
+        return [first] + [f.result() for f in futures]
+
+
+__all__ = ["parallel_for", "get_num_threads", "set_num_threads"]

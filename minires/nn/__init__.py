@@ -9,7 +9,7 @@ Example:
     ...                       nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10))
 """
 
-from . import init
+from . import functional, init
 from .activation import ReLU, Sigmoid
 from .batchnorm import BatchNorm1d, BatchNorm2d
 from .container import ModuleDict, ModuleList, Sequential
@@ -23,5 +23,5 @@ from .pooling import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
 __all__ = [
     "Module", "Parameter", "Conv2d", "BatchNorm2d", "BatchNorm1d", "ReLU", "Sigmoid", "MaxPool2d",
     "AvgPool2d", "AdaptiveAvgPool2d", "Linear", "Sequential", "ModuleList", "ModuleDict", "Identity",
-    "Flatten", "init", "RemovableHandle", "StateDictError", "IncompatibleKeys",
+    "Flatten", "init", "functional", "RemovableHandle", "StateDictError", "IncompatibleKeys",
 ]

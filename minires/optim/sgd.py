@@ -9,8 +9,10 @@ The update is ``torch.optim.SGD``'s, step for step. For a parameter ``p`` with g
     g = g + momentum * buf   if nesterov   else   g = buf   (when momentum != 0)
     p = p - lr * g
 
-All of it lives in :func:`sgd_update_`, one parameter at a time, in place, so a faster
-(fused or multi-tensor) variant has one place to replace.
+All of it lives in :func:`sgd_update_`, one parameter at a time, in place. On the GPU
+(CuPy parameters) :meth:`SGD.step` instead updates each parameter group with one fused
+multi-tensor kernel launch, :func:`minires.kernels.optim.sgd_multi_tensor`, which does the
+same arithmetic in the same order.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import numpy as np
 
 from .. import backend
 from ..autograd import Tensor
+from ..kernels.optim import sgd_multi_tensor
 
 _REQUIRED = object()
 
@@ -68,6 +71,14 @@ def sgd_update_(param, grad, momentum_buffer, *, lr: float, momentum: float, dam
         momentum_buffer = None
     param -= lr * d_p
     return momentum_buffer
+
+
+def _fusable(p) -> bool:
+    """True for a CuPy parameter the fused kernel can update (contiguous float32/64, same-dtype grad)."""
+    data, grad = p.data, p.grad
+    return (backend.is_cupy_array(data) and backend.is_cupy_array(grad) and data.flags.c_contiguous
+            and data.dtype.kind == "f" and data.itemsize in (4, 8) and grad.dtype == data.dtype
+            and grad.shape == data.shape)
 
 
 def _check_hyper(name: str, value, allow_zero: bool = True) -> float:
@@ -201,12 +212,22 @@ class SGD:
             options = dict(lr=group["lr"], momentum=group["momentum"], dampening=group["dampening"],
                            weight_decay=group["weight_decay"], nesterov=group["nesterov"],
                            maximize=group["maximize"])
+            fused = []
             for p in group["params"]:
                 if p.grad is None:
                     continue
                 state = self.state.setdefault(p, {})
+                if _fusable(p):
+                    fused.append(p)
+                    continue
                 buf = sgd_update_(p.data, p.grad, state.get("momentum_buffer"), **options)
                 state["momentum_buffer"] = buf
+            if fused:
+                # CuPy parameters: one fused multi-tensor kernel launch for the whole group
+                bufs = sgd_multi_tensor([p.data for p in fused], [p.grad for p in fused],
+                                        [self.state[p].get("momentum_buffer") for p in fused], **options)
+                for p, buf in zip(fused, bufs):
+                    self.state[p]["momentum_buffer"] = buf
         return loss
 
     # --- checkpoints -----------------------------------------------------------------

@@ -86,19 +86,22 @@ class Conv2d(Module):
             raise ValueError(f"Conv2d: only dilation=1 is supported, got {dilation!r}")
         if padding_mode != "zeros":
             raise ValueError(f"Conv2d: only padding_mode='zeros' is supported, got {padding_mode!r}")
-        if isinstance(padding, str):
+        if isinstance(padding, str):  # kept as given (and printed so), as PyTorch does
             if padding == "valid":
-                padding = 0
+                numeric_padding = (0, 0)
             elif padding == "same":
                 if self.stride != (1, 1) or any(k % 2 == 0 for k in self.kernel_size):
                     raise ValueError("Conv2d: padding='same' needs stride 1 and odd kernel sizes, got "
                                      f"stride={self.stride}, kernel_size={self.kernel_size}")
-                padding = (self.kernel_size[0] // 2, self.kernel_size[1] // 2)
+                numeric_padding = (self.kernel_size[0] // 2, self.kernel_size[1] // 2)
             else:
                 raise ValueError(f"Conv2d: padding must be an int, a pair, 'valid' or 'same', got {padding!r}")
-        self.padding = _pair(padding, "padding")
-        if min(self.padding) < 0:
+            self.padding = padding
+        else:
+            numeric_padding = self.padding = _pair(padding, "padding")
+        if min(numeric_padding) < 0:
             raise ValueError(f"Conv2d: padding must be >= 0, got {padding}")
+        self._numeric_padding = numeric_padding
         self.in_channels, self.out_channels, self.groups = int(in_channels), int(out_channels), int(groups)
         self.dilation = (1, 1)
         self.padding_mode = padding_mode
@@ -120,14 +123,14 @@ class Conv2d(Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """``(N, C_in, H, W) -> (N, C_out, OH, OW)``."""
-        return F.conv2d(x, self.weight, self.bias, stride=_compact(self.stride), padding=_compact(self.padding),
-                        groups=self.groups)
+        return F.conv2d(x, self.weight, self.bias, stride=_compact(self.stride),
+                        padding=_compact(self._numeric_padding), groups=self.groups)
 
     def extra_repr(self) -> str:
         text = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
                 f"stride={self.stride}")
         if self.padding != (0, 0):
-            text += f", padding={self.padding}"
+            text += f", padding={self.padding}"  # 'same' / 'valid' print as given
         if self.groups != 1:
             text += f", groups={self.groups}"
         if self.bias is None:

@@ -234,7 +234,13 @@ def test_full_backward_hook_torch_parity_both_inputs_used_and_replaced(rng):
             return a * b + a
 
     store = {}
-    double_first = lambda key: (lambda mod, gi, go: (store.__setitem__(key, (gi, go)), (gi[0] * 2, gi[1]))[1])  # noqa: E731
+
+    def double_first(key):
+        def hook(module, grad_input, grad_output):
+            store[key] = (grad_input, grad_output)
+            return (grad_input[0] * 2, grad_input[1])
+        return hook
+
     mine, theirs = Mine(), Theirs()
     mine.register_full_backward_hook(double_first("mr"))
     theirs.register_full_backward_hook(double_first("torch"))

@@ -328,6 +328,8 @@ def test_repr_matches_torch():
         torch.nn.ModuleList([torch.nn.ReLU()]))
     assert repr(mine) == repr(theirs)
     assert repr(nn.BatchNorm1d(5, bias=False)) == repr(torch.nn.BatchNorm1d(5, bias=False))
+    for padding in ["same", "valid", (2, 1)]:
+        assert repr(nn.Conv2d(2, 2, 5, padding=padding)) == repr(torch.nn.Conv2d(2, 2, 5, padding=padding))
     # ModuleList compresses runs of identical children, as PyTorch prints them
     mine = nn.ModuleList([nn.ReLU(), nn.ReLU(), nn.Sequential(nn.Linear(2, 2)), nn.ReLU()])
     theirs = torch.nn.ModuleList([torch.nn.ReLU(), torch.nn.ReLU(), torch.nn.Sequential(torch.nn.Linear(2, 2)),

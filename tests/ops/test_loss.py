@@ -181,3 +181,12 @@ def test_loss_parity_on_gpu(rng, dtype, shape):
                             reduction=reduction)
     assert_torch_parity(F.log_softmax, torch.nn.functional.log_softmax, [x], dtype=dtype, device="cuda", dim=1)
     assert_torch_parity(F.softmax, torch.nn.functional.softmax, [x], dtype=dtype, device="cuda", dim=1)
+
+
+@pytest.mark.gpu
+def test_cross_entropy_rejects_target_on_another_device():
+    logits = mr.randn(4, 3, device="cuda")
+    with pytest.raises(ValueError, match=r"cuda:0 and cpu|cpu and cuda:0"):
+        F.cross_entropy(logits, mr.tensor(np.array([0, 1, 2, 0])))
+    with pytest.raises(ValueError, match=r"target 5 is out of range for 3 classes"):
+        F.cross_entropy(logits, mr.tensor(np.array([0, 1, 5, 0]), device="cuda"))

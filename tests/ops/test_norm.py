@@ -187,3 +187,12 @@ def test_batch_norm_parity_on_gpu(rng, dtype, training, relu):
                         dtype=dtype, device="cuda")
     np.testing.assert_allclose(mean.numpy(), torch_mean.numpy(), **STAT_TOL[dtype])
     np.testing.assert_allclose(var.numpy(), torch_var.numpy(), **STAT_TOL[dtype])
+
+
+@pytest.mark.gpu
+def test_batch_norm_rejects_statistics_on_another_device():
+    x = mr.randn(4, 3, device="cuda")
+    with pytest.raises(ValueError, match=r"running_mean is on cpu, the input on cuda:0"):
+        F.batch_norm(x, np.zeros(3, np.float32), mr.ones(3, device="cuda"), training=True)
+    with pytest.raises(ValueError, match=r"cuda:0 and cpu|cpu and cuda:0"):
+        F.batch_norm(x, None, None, weight=mr.ones(3), training=True)

@@ -180,3 +180,12 @@ def test_pooling_parity_on_gpu(rng, dtype, kernel, stride, padding):
                             padding=padding)
     assert_torch_parity(F.adaptive_avg_pool2d, torch.nn.functional.adaptive_avg_pool2d, [x], dtype=dtype,
                         device="cuda", output_size=(4, 3))
+
+
+@pytest.mark.gpu
+def test_pooling_stays_on_gpu_and_3d_input_works():
+    x = mr.randn(3, 8, 7, device="cuda", requires_grad=True)
+    out = F.max_pool2d(x, 3, 2, 1)
+    assert out.device == "cuda:0" and out.shape == (3, 4, 4)
+    (out.sum() + F.avg_pool2d(x, 2).sum() + F.adaptive_avg_pool2d(x, (3, 2)).sum()).backward()
+    assert mr.backend.array_device(x.grad) == "cuda:0"

@@ -43,15 +43,18 @@ def sgd_update_(param, grad, momentum_buffer, *, lr: float, momentum: float, dam
     Returns:
         The momentum buffer (a new array on the first step, ``None`` without momentum).
     """
-    # the effective gradient d_p; a fresh array whenever we may write into it
+    # the effective gradient d_p; ``fresh`` says it is a temporary we may overwrite
+    fresh = False
     if weight_decay != 0:
         d_p = param * weight_decay
         if maximize:
             d_p -= grad
         else:
             d_p += grad
+        fresh = True
     else:
         d_p = -grad if maximize else grad
+        fresh = maximize
     if momentum != 0:
         if momentum_buffer is None:
             momentum_buffer = d_p.copy()
@@ -64,12 +67,16 @@ def sgd_update_(param, grad, momentum_buffer, *, lr: float, momentum: float, dam
         if nesterov:
             step = momentum_buffer * momentum
             step += d_p
-            d_p = step
+            d_p, fresh = step, True
         else:
-            d_p = momentum_buffer
+            d_p, fresh = momentum_buffer, False
     else:
         momentum_buffer = None
-    param -= lr * d_p
+    if fresh:  # p -= lr * d_p without another temporary (same rounding)
+        d_p *= lr
+        param -= d_p
+    else:
+        param -= lr * d_p
     return momentum_buffer
 
 

@@ -66,6 +66,24 @@ def test_batch_norm_parity(rng, dtype, shape, training, affine, relu):
 
 
 @pytest.mark.torch
+@pytest.mark.parametrize("requires_grad", [(False, True, True), (True, False, True), (True, True, False),
+                                           (False, False, True)])
+@pytest.mark.parametrize("relu", [False, True])
+def test_batch_norm_partial_requires_grad(rng, requires_grad, relu):
+    torch = _torch()
+    x, w, b = rng.standard_normal((4, 3, 2, 3)), rng.standard_normal(3), rng.standard_normal(3)
+    mine = F.batch_norm_relu if relu else F.batch_norm
+
+    def torch_fn(x, w, b):
+        out = torch.nn.functional.batch_norm(x, None, None, w, b, training=True)
+        return torch.relu(out) if relu else out
+
+    _, grads = assert_torch_parity(lambda x, w, b: mine(x, None, None, w, b, training=True), torch_fn, [x, w, b],
+                                   dtype=np.float64, requires_grad=list(requires_grad))
+    assert [g is not None for g in grads] == list(requires_grad)
+
+
+@pytest.mark.torch
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_running_stats_follow_torch_over_steps_then_eval(rng, dtype):
     torch = _torch()

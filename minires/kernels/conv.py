@@ -173,8 +173,9 @@ def reference_backward_input(grad, w, g: ConvGeometry, workspace=None):
     xp = backend.get_array_module(grad)
     Og = g.C_out // g.groups
     grad_mat = grad.reshape(g.N, g.groups, Og, g.OH * g.OW)    # (N, G, Og, L)
-    w_mat = w.reshape(g.groups, Og, -1)                         # (G, Og, K)
-    dcols = xp.matmul(xp.swapaxes(w_mat, -1, -2), grad_mat)    # (N, G, K, L)
+    # W^T copied to a contiguous array (it is small), so each of the N products is a plain GEMM
+    w_t = xp.ascontiguousarray(xp.swapaxes(w.reshape(g.groups, Og, -1), -1, -2))  # (G, K, Og)
+    dcols = xp.matmul(w_t, grad_mat)                            # (N, G, K, L)
     dcols = dcols.reshape(g.N, g.C, g.KH, g.KW, g.OH, g.OW)
     return col2im(dcols, g.x_shape, g.SH, g.SW, g.PH, g.PW)
 
@@ -184,9 +185,9 @@ def reference_backward_weight(grad, x, g: ConvGeometry, workspace=None):
     xp = backend.get_array_module(grad)
     Og = g.C_out // g.groups
     cols = _grouped_cols(x, g)                                  # (N, G, K, L)
-    grad_mat = grad.reshape(g.N, g.groups, Og, g.OH * g.OW)    # (N, G, Og, L)
-    dw = xp.matmul(grad_mat, xp.swapaxes(cols, -1, -2))        # (N, G, Og, K)
-    return dw.sum(axis=0).reshape(g.w_shape)
+    grad_t = xp.ascontiguousarray(xp.swapaxes(grad.reshape(g.N, g.groups, Og, g.OH * g.OW), -1, -2))
+    dw_t = xp.matmul(cols, grad_t).sum(axis=0)                  # (N, G, K, L) @ (N, G, L, Og) -> (G, K, Og)
+    return xp.swapaxes(dw_t, -1, -2).reshape(g.w_shape)
 
 
 # --- algorithm selection -------------------------------------------------------------------

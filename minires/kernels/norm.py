@@ -24,8 +24,9 @@ the pre-activation nor the masked gradient is materialised on the GPU.
 
 CPU functions use NumPy with in-place updates to keep temporaries few; GPU twins use
 named CuPy ``ReductionKernel``/``ElementwiseKernel`` objects: the training forward pass is
-a mean, a centring pass, a sum of squares and one fused scale-shift(-ReLU) pass that
-rescales the centred values in place; the training backward pass is two fused reductions
+a mean, a centring pass, the residual mean and the sum of squares of the centred values
+(which corrects the rounding error of the first mean), and one fused scale-shift(-ReLU)
+pass that rescales the centred values in place; the training backward pass is two fused reductions
 (with the ReLU mask inside) and one fused elementwise pass.
 """
 
@@ -91,6 +92,11 @@ def batch_norm_forward_cpu(x, weight, bias, running_mean, running_var, training:
         count = x.size // x.shape[1]
         mean = x.mean(axis=axes)
         x_hat = x - mean.reshape(cshape)
+        # second pass on the centred data removes the rounding error of the first mean,
+        # which matters in float32 when |mean| >> std (PyTorch accumulates in float64 on CPU)
+        residual = x_hat.mean(axis=axes)
+        x_hat -= residual.reshape(cshape)
+        mean += residual
         var = np.square(x_hat).mean(axis=axes)
         update_running_stats(running_mean, running_var, mean, var, count, momentum)
     else:
@@ -143,11 +149,12 @@ def _sum_sq_kernel():
 
 
 def _scale_in_place_kernel(relu: bool):
-    # x_hat holds x - mean on entry and is rescaled in place (outputs are references in CuPy kernels)
+    # x_hat holds x - mean on entry and is corrected by the residual mean and rescaled in
+    # place (outputs are references in CuPy kernels)
     activation = "y = (v > (T)0 || isnan(v)) ? v : (T)0" if relu else "y = v"
     return backend.elementwise_kernel(
-        "minires_bn_relu_scale" if relu else "minires_bn_scale", "T inv_std, T scale, T shift", "T x_hat, T y",
-        "x_hat = x_hat * inv_std; T v = x_hat * scale + shift; " + activation)
+        "minires_bn_relu_scale" if relu else "minires_bn_scale", "T residual, T inv_std, T scale, T shift",
+        "T x_hat, T y", "x_hat = (x_hat - residual) * inv_std; T v = x_hat * scale + shift; " + activation)
 
 
 def _normalize_kernel(relu: bool):
@@ -174,11 +181,14 @@ def batch_norm_forward_gpu(x, weight, bias, running_mean, running_var, training:
         count = x.size // C
         mean = x.mean(axis=axes)
         x_hat = _center_kernel()(x, mean.reshape(cshape))
-        var = _sum_sq_kernel()(x_hat, axis=axes) / count
+        # the mean of the centred data is the rounding error of the first mean (see the CPU twin)
+        residual = x_hat.mean(axis=axes)
+        var = _sum_sq_kernel()(x_hat, axis=axes) / count - residual * residual
+        mean += residual
         update_running_stats(running_mean, running_var, mean, var, count, momentum)
         inv_std = 1 / cp.sqrt(var + x.dtype.type(eps))
         out = cp.empty_like(x_hat)
-        _scale_in_place_kernel(relu)(inv_std.reshape(cshape), scale, shift, x_hat, out)
+        _scale_in_place_kernel(relu)(residual.reshape(cshape), inv_std.reshape(cshape), scale, shift, x_hat, out)
         return out, x_hat, inv_std
     inv_std = 1 / cp.sqrt(running_var + x.dtype.type(eps))
     x_hat, out = _normalize_kernel(relu)(x, running_mean.reshape(cshape), inv_std.reshape(cshape), scale, shift)

@@ -107,6 +107,25 @@ def test_running_stats_follow_torch_over_steps_then_eval(rng, dtype):
 
 
 @pytest.mark.torch
+@pytest.mark.parametrize("relu", [False, True])
+def test_float32_batch_stats_accurate_when_mean_dominates(rng, relu):
+    # |mean| / std ~ 1000: a plain float32 mean would shift x_hat by ~1e-4 relative
+    torch = _torch()
+    x = rng.standard_normal((3, 5, 9, 4)) * 0.065 + 63.0
+    mean, var = np.zeros(5, np.float32), np.ones(5, np.float32)
+    torch_mean, torch_var = torch.zeros(5), torch.ones(5)
+    mine = F.batch_norm_relu if relu else F.batch_norm
+
+    def torch_fn(x):
+        out = torch.nn.functional.batch_norm(x, torch_mean, torch_var, training=True)
+        return torch.relu(out) if relu else out
+
+    assert_torch_parity(lambda x: mine(x, mean, var, training=True), torch_fn, [x], dtype=np.float32)
+    np.testing.assert_allclose(mean, torch_mean.numpy(), rtol=1e-6)
+    np.testing.assert_allclose(var, torch_var.numpy(), rtol=1e-4)
+
+
+@pytest.mark.torch
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_nan_propagates_like_torch(rng, dtype):
     torch = _torch()

@@ -21,6 +21,9 @@ Tolerances (``|mine - torch| <= atol + rtol * |torch|`` element by element):
 where ``scale = max(1, max |torch value|)`` of the array compared, so entries that
 cancel to nearly zero are judged against the size of the array and not against
 themselves. NaN must appear at the same positions on both sides.
+
+The first call sets ``torch.set_num_threads(1)``: parity problems are tiny, and PyTorch's
+thread pool only adds contention on a shared CPU.
 """
 
 from __future__ import annotations
@@ -94,6 +97,9 @@ def assert_torch_parity(mr_fn, torch_fn, inputs, *, dtype=np.float32, requires_g
     """
     import torch  # noqa: PLC0415  (test-only dependency)
 
+    # the oracle runs tiny problems: one thread avoids oversubscribing a shared 2-core machine
+    if torch.get_num_threads() != 1:
+        torch.set_num_threads(1)
     dtype = np.dtype(dtype)
     default_rtol, default_atol = DEFAULT_TOLERANCES[dtype]
     rtol = default_rtol if rtol is None else rtol

@@ -6,6 +6,16 @@ import pytest
 import minires as mr
 
 
+def pytest_configure(config):
+    # PyTorch is only an oracle here: on small shared machines its thread pool costs far
+    # more than it saves on test-sized tensors, so run it single-threaded.
+    try:
+        import torch
+    except ImportError:
+        return
+    torch.set_num_threads(1)
+
+
 def pytest_collection_modifyitems(config, items):
     if mr.cuda_available():
         return

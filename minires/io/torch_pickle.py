@@ -99,6 +99,9 @@ class _LazyTensor(_Inert):
                 and len(size) == len(stride) and all(isinstance(v, int) for v in size + stride)):
             raise CheckpointError(f"malformed tensor metadata: offset={storage_offset!r}, size={size!r}, "
                                   f"stride={stride!r}")
+        if storage_offset < 0 or any(v < 0 for v in size + stride):
+            raise CheckpointError(f"negative size, stride or offset in tensor metadata: offset={storage_offset}, "
+                                  f"size={size}, stride={stride}")
         self.storage, self.storage_offset, self.size, self.stride = storage, storage_offset, size, stride
         self.dtype = storage.dtype if dtype is None else dtype
 
@@ -333,6 +336,13 @@ def read_torch_checkpoint(path: str | os.PathLike):
         CheckpointError: the file is corrupt, truncated, or in the old tar format.
     """
     source = os.fspath(path)
+    try:
+        return _read(source)
+    except RecursionError:
+        raise CheckpointError(f"{source!r}: object graph is cyclic or nested too deeply") from None
+
+
+def _read(source):
     if zipfile.is_zipfile(source):
         try:
             return _load_zip(source, source)

@@ -273,6 +273,23 @@ def test_non_state_dict_checkpoints_need_a_key(tmp_path):
         mio.load_state_dict(path)
 
 
+def test_cyclic_containers_raise_a_clear_error(tmp_path):
+    cyclic = []
+    cyclic.append(cyclic)
+    path = tmp_path / "cycle.pth"
+    write_zip_checkpoint(path, pickle.dumps({"w": cyclic}, protocol=2))
+    with pytest.raises(CheckpointError, match="cyclic or nested too deeply"):
+        mio.load_state_dict(path)
+
+
+def test_negative_sizes_are_rejected(tmp_path):
+    path = tmp_path / "neg.pth"
+    write_zip_checkpoint(path, handmade_tensor_pickle(size=(0, -1), stride=(1, 1)),
+                         {"data/0": np.zeros(4, "<f4").tobytes()})
+    with pytest.raises(CheckpointError, match="negative size"):
+        mio.load_state_dict(path)
+
+
 def test_restricted_unpickler_is_usable_directly():
     data = pickle.dumps(collections.OrderedDict(a=1, b=[2.0, "x"]), protocol=2)
     got = mio.RestrictedUnpickler(io.BytesIO(data), "memory").load()

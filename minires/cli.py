@@ -131,6 +131,7 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
                    help="download CIFAR into ~/.cache/minires if no data is found")
     p.add_argument("--demo", action="store_true", help="use the demo settings (what no arguments do)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--no-plot", action="store_true", help="do not write curves.png")
     p.set_defaults(func=run_train)
     return p
 
@@ -140,7 +141,7 @@ def _train_config(args, demo: bool):
     from .train.checkpoint import load_checkpoint  # noqa: PLC0415
 
     explicit = {k: v for k, v in vars(args).items()
-                if k not in ("func", "command", "resume", "demo", "no_progress")}
+                if k not in ("func", "command", "resume", "demo", "no_progress", "no_plot")}
     values = dict(DEMO if demo else DEFAULTS)
     if args.resume:
         if "out" not in explicit:
@@ -151,11 +152,12 @@ def _train_config(args, demo: bool):
                 saved = load_checkpoint(ckpt)[1]["config"]
             except (ValueError, KeyError) as exc:
                 raise CLIError(f"cannot resume from {ckpt}: {exc}") from None
-            values = {k: v for k, v in saved.items() if k not in ("out", "progress")}
+            values = {k: v for k, v in saved.items() if k not in ("out", "progress", "plot")}
     values.update(explicit)
     if "out" not in values:
         values["out"] = os.path.join("runs", f"{'demo' if demo else values['model']}-{time.strftime('%Y%m%d-%H%M%S')}")
     values["progress"] = not args.no_progress
+    values["plot"] = not args.no_plot
     return TrainConfig.from_dict(values).validate()
 
 
@@ -200,6 +202,7 @@ def add_eval_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--dataset", choices=["cifar10", "cifar100"], help="default: config.json's, else cifar10")
     p.add_argument("--device", type=_device, default=None, help="cpu, cuda or cuda:N")
     p.add_argument("--batch-size", type=_int_at_least(1), default=250)
+    p.add_argument("--test-subset", type=_int_at_least(0), default=0, help="use the first N test images (0: all)")
     p.set_defaults(func=run_eval)
     return p
 
@@ -210,7 +213,7 @@ def run_eval(args) -> int:
 
     from . import io  # noqa: PLC0415
     from .backend import parse_device  # noqa: PLC0415
-    from .data import Loader, channel_stats, load_dataset  # noqa: PLC0415
+    from .data import Dataset, Loader, channel_stats, load_dataset  # noqa: PLC0415
     from .train import TrainConfig  # noqa: PLC0415
     from .train.setup import build_model  # noqa: PLC0415
     from .train.trainer import evaluate_model  # noqa: PLC0415
@@ -230,6 +233,9 @@ def run_eval(args) -> int:
     device = parse_device(args.device)
     _check_device(device)
     train, test = load_dataset(data, dataset)
+    if args.test_subset and args.test_subset < len(test):
+        test = Dataset(test.images[:args.test_subset], test.labels[:args.test_subset], test.classes,
+                       f"{test.name}, first {args.test_subset}")
     if "normalize_mean" in saved and (args.model is None or args.model == saved.get("model")):
         mean, std = np.asarray(saved["normalize_mean"], np.float32), np.asarray(saved["normalize_std"], np.float32)
     else:

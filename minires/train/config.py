@@ -40,6 +40,7 @@ class TrainConfig:
         check_md5: warn when data files differ from the official md5 sums.
         download: download the official archive when no data is found.
         progress: show tqdm progress bars.
+        plot: write ``curves.png`` (when matplotlib is installed).
     """
 
     model: str = "resnet20"
@@ -67,6 +68,7 @@ class TrainConfig:
     check_md5: bool = False
     download: bool = False
     progress: bool = True
+    plot: bool = True
 
     def validate(self) -> "TrainConfig":
         """Check every value; raise ``ValueError`` naming the bad one, expected vs given."""

@@ -13,13 +13,25 @@ def build_model(config: TrainConfig, num_classes: int):
     """
     from .. import models  # noqa: PLC0415
 
-    names = list(models.available())
-    if config.model not in names:
-        raise ValueError(f"unknown model {config.model!r}; available: {', '.join(names)}")
+    check_model_name(config.model)
     kwargs = {"num_classes": num_classes}
     if config.shortcut is not None:
         kwargs["shortcut"] = config.shortcut
     return models.create(config.model, **kwargs)
+
+
+def check_model_name(name: str) -> None:
+    """Raise ``ValueError`` (listing the choices) unless ``name`` is in ``minires.models.available()``."""
+    from .. import models  # noqa: PLC0415
+
+    names = list(models.available())
+    if name not in names:
+        import difflib  # noqa: PLC0415
+
+        close = difflib.get_close_matches(str(name), names, n=3)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise ValueError(f"unknown model {name!r}{hint}; `minires models` lists the {len(names)} available: "
+                         f"{', '.join(names)}")
 
 
 def count_parameters(model) -> int:

@@ -37,7 +37,7 @@ from ..data.sources import DataNotFoundError
 from .checkpoint import atomic_write, flatten_state, load_checkpoint, save_checkpoint, unflatten_state
 from .config import RESUME_KEYS, TrainConfig
 from .plot import plot_curves
-from .setup import build_model, build_optimizer, count_parameters
+from .setup import build_model, build_optimizer, check_model_name, count_parameters
 
 CHECKPOINT = "checkpoint.npz"
 FORMAT_VERSION = 1
@@ -87,6 +87,7 @@ class Trainer:
     def setup(self, resume: bool = False) -> None:
         """Load data, build model, optimizer and schedule; restore the checkpoint when resuming."""
         cfg = self.config
+        check_model_name(cfg.model)
         ckpt_path = os.path.join(self.out, CHECKPOINT)
         checkpoint = None
         if resume and os.path.isfile(ckpt_path):
@@ -96,6 +97,7 @@ class Trainer:
             raise TrainingError(
                 f"{self.out} already holds a run ({CHECKPOINT}); pass --resume to continue it or choose another --out")
 
+        self._remove_stale_temp_files()
         train_set, test_set = self._load_data()
         self.train_set, self.test_set = train_set, test_set
         self.mean, self.std = channel_stats(train_set.images)
@@ -120,6 +122,17 @@ class Trainer:
             self.log(f"--resume: no checkpoint in {self.out}; starting from the beginning")
         self._truncate_metrics()
         self._write_config(train_set, test_set)
+
+    def _remove_stale_temp_files(self) -> None:
+        """Delete temporary files of atomic writes that a killed run left behind."""
+        if not os.path.isdir(self.out):
+            return
+        for name in os.listdir(self.out):
+            if name.endswith(".tmp") and name.startswith((".checkpoint.npz.", ".metrics.jsonl.", ".config.json.")):
+                try:
+                    os.remove(os.path.join(self.out, name))
+                except OSError:
+                    pass
 
     def _check_resume_config(self, meta: dict) -> None:
         saved = meta.get("config", {})
@@ -281,7 +294,8 @@ class Trainer:
             if in_main:
                 signal.signal(signal.SIGINT, previous)
         history = self.read_metrics()
-        plot_curves(history, os.path.join(self.out, "curves.png"))
+        if cfg.plot:
+            plot_curves(history, os.path.join(self.out, "curves.png"))
         result = {"status": status, "out": self.out, "epochs": self.epoch, "seconds": time.time() - start,
                   "history": history}
         if status == "done":

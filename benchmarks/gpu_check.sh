@@ -1,0 +1,175 @@
+#!/usr/bin/env bash
+# One-shot GPU verification and measurement of minires on a machine with no network.
+#
+#   bash benchmarks/gpu_check.sh [OUT_DIR]        (default: $OUT, else ./gpu_out)
+#
+# Run from the repository root. Stages, each time-boxed so the whole script ends within
+# about 9 minutes (BUDGET_S, default 530 s) even if a stage hangs:
+#   1. install the working tree without dependencies (pip -e, else PYTHONPATH=$PWD)
+#   2. print GPU / driver / CuPy / PyTorch / NumPy versions
+#   3. python -m pytest -m gpu (all GPU tests, no -x)              -> OUT/pytest_gpu.txt
+#   4. benchmarks/gpu_speed.py (minires vs PyTorch cuDNN, launches, CUDA graphs)
+#                                                                  -> OUT/gpu_speed.{json,md}
+#   5. ResNet-20 on CIFAR-10 through `minires train` for as many epochs as the remaining
+#      time allows (paper recipe: SGD 0.1, momentum 0.9, wd 1e-4, batch 128, lr/10 at 50%
+#      and 75% of the steps)                    -> OUT/train.log, OUT/train_metrics.jsonl
+#   6. OUT/summary.md: what ran, what failed, the headline numbers.
+# Everything printed is also in OUT/gpu_check.log. OUT holds at most 8 files.
+#
+# CIFAR-10 is looked for in gpu_data/cifar-10-batches-py, gpu_data/cifar-10-python.tar.gz,
+# then rebuilt from gpu_data/cifar10-jpeg.tar.gz (+ make_cifar10.py) or
+# ../shared/data/cifar10/ into /tmp; set CIFAR_DIR to override.
+#
+# Environment knobs: PYTHON (default python3), BUDGET_S (default 530), PYTEST_S (170),
+# SPEED_S (210), SPEED_ARGS (extra gpu_speed.py arguments), TRAIN_EPOCHS (force a count).
+
+set -u
+OUT_DIR="${1:-${OUT:-./gpu_out}}"
+mkdir -p "$OUT_DIR"
+OUT_DIR="$(cd "$OUT_DIR" && pwd)"
+PY="${PYTHON:-python3}"
+BUDGET_S="${BUDGET_S:-530}"
+PYTEST_S="${PYTEST_S:-170}"
+SPEED_S="${SPEED_S:-210}"
+START=$(date +%s)
+REPO="$(pwd)"
+LOG="$OUT_DIR/gpu_check.log"
+SUMMARY="$OUT_DIR/summary.md"
+export PYTHONUNBUFFERED=1
+
+STATUS_LINES=()
+
+exec > >(tee -a "$LOG") 2>&1
+
+elapsed() { echo $(( $(date +%s) - START )); }
+remaining() { echo $(( BUDGET_S - $(elapsed) )); }
+note() { echo "[gpu_check +$(elapsed)s] $*"; }
+record() { STATUS_LINES+=("- $*"); note "$*"; }
+
+note "repo $(pwd), out $OUT_DIR, budget ${BUDGET_S}s, python $(command -v "$PY")"
+
+# --- 1. install ---------------------------------------------------------------------------
+if timeout 90 "$PY" -m pip install -q --no-deps --no-build-isolation --no-index -e . >"/tmp/minires_pip.log" 2>&1 \
+   && (cd /tmp && timeout 30 "$PY" -c "import minires, os, sys; sys.exit(0 if os.path.dirname(minires.__file__).startswith('$REPO') else 1)"); then
+    record "install: pip install -e . ok"
+else
+    tail -5 /tmp/minires_pip.log
+    export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
+    record "install: pip -e failed or did not take; using PYTHONPATH=$REPO"
+fi
+
+# --- 2. versions ----------------------------------------------------------------------------
+timeout 20 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv 2>&1 || true
+timeout 60 "$PY" - <<'EOF' 2>&1 || true
+import platform, numpy
+print("python", platform.python_version(), "numpy", numpy.__version__)
+try:
+    import cupy
+    print("cupy", cupy.__version__, "cuda runtime", cupy.cuda.runtime.runtimeGetVersion(),
+          "driver", cupy.cuda.runtime.driverGetVersion(), "devices", cupy.cuda.runtime.getDeviceCount())
+    print("gpu", cupy.cuda.runtime.getDeviceProperties(0)["name"])
+except Exception as exc:
+    print("cupy: unavailable", type(exc).__name__, exc)
+try:
+    import torch
+    print("torch", torch.__version__, "cuda", torch.version.cuda, "available", torch.cuda.is_available(),
+          "cudnn", torch.backends.cudnn.version())
+except Exception as exc:
+    print("torch: unavailable", type(exc).__name__, exc)
+import minires
+print("minires", minires.__version__, minires.__file__, "cuda_available", minires.cuda_available())
+EOF
+
+# --- 3. GPU tests ---------------------------------------------------------------------------
+PYTEST_OPTS=(-m gpu -q -rA -p no:cacheprovider)
+if "$PY" -c "import pytest_timeout" 2>/dev/null; then PYTEST_OPTS+=(--timeout 90); fi
+if "$PY" -c "import xdist" 2>/dev/null; then PYTEST_OPTS+=(-n 4); fi
+note "pytest ${PYTEST_OPTS[*]} (limit ${PYTEST_S}s)"
+timeout -k 10 "$PYTEST_S" "$PY" -m pytest "${PYTEST_OPTS[@]}" tests >"$OUT_DIR/pytest_gpu.txt" 2>&1
+rc=$?
+tail -40 "$OUT_DIR/pytest_gpu.txt"
+PYTEST_LINE="$(grep -E '^(=+ )?[0-9]+ (passed|failed)|passed|failed|error' "$OUT_DIR/pytest_gpu.txt" | tail -1)"
+record "pytest -m gpu: rc=$rc ($([ $rc = 124 ] && echo 'TIMED OUT, ')$PYTEST_LINE)"
+
+# --- 4. speed benchmark -----------------------------------------------------------------------
+LIMIT=$(( $(remaining) - 120 ))
+[ "$LIMIT" -gt "$SPEED_S" ] && LIMIT=$SPEED_S
+if [ "$LIMIT" -gt 30 ]; then
+    note "gpu_speed.py (limit ${LIMIT}s)"
+    # shellcheck disable=SC2086
+    timeout -k 10 "$LIMIT" "$PY" benchmarks/gpu_speed.py --out "$OUT_DIR" ${SPEED_ARGS:-}
+    rc=$?
+    record "gpu_speed.py: rc=$rc$([ $rc = 124 ] && echo ' (TIMED OUT; gpu_speed.json holds the models finished)')"
+else
+    record "gpu_speed.py: skipped, only $(remaining)s left"
+fi
+
+# --- 5. train ResNet-20 on CIFAR-10 ------------------------------------------------------------
+find_cifar() {
+    if [ -n "${CIFAR_DIR:-}" ] && [ -e "$CIFAR_DIR" ]; then echo "$CIFAR_DIR"; return; fi
+    for c in gpu_data/cifar-10-batches-py gpu_data/cifar-10-python.tar.gz data/cifar-10-batches-py \
+             ../shared/data/cifar10/cifar-10-batches-py; do
+        if [ -e "$c" ]; then echo "$c"; return; fi
+    done
+    for d in gpu_data ../shared/data/cifar10 /work/shared/data/cifar10; do
+        if [ -f "$d/make_cifar10.py" ] && [ -f "$d/cifar10-jpeg.tar.gz" ]; then
+            if timeout 120 "$PY" "$d/make_cifar10.py" /tmp/minires_cifar >/tmp/minires_make_cifar.log 2>&1 \
+               && [ -d /tmp/minires_cifar/cifar-10-batches-py ]; then
+                echo /tmp/minires_cifar/cifar-10-batches-py; return
+            fi
+        fi
+    done
+}
+
+TRAIN_LEFT=$(( $(remaining) - 15 ))
+if [ "$TRAIN_LEFT" -lt 60 ]; then
+    record "training: skipped, only $(remaining)s left"
+else
+    DATA="$(find_cifar)"
+    TRAIN_LEFT=$(( $(remaining) - 15 ))
+    if [ -z "$DATA" ]; then
+        record "training: no CIFAR-10 found (gpu_data/cifar-10-batches-py, gpu_data/*.tar.gz, ../shared/data/cifar10)"
+    else
+        # epochs that fit: ResNet-20 step time from gpu_speed.json (x1.6 for loader, syncs and eval)
+        EPOCHS="${TRAIN_EPOCHS:-$("$PY" - "$OUT_DIR/gpu_speed.json" "$TRAIN_LEFT" <<'EOF'
+import json, sys
+try:
+    report = json.load(open(sys.argv[1]))
+    ms = next(m["train"]["minires_ms"] for m in report["models"] if m["model"] == "resnet20")
+except Exception:
+    ms = 60.0
+left = float(sys.argv[2]) - 40  # start-up, data load, kernel compilation
+epoch_s = 391 * ms / 1000 * 1.6 + 4
+print(max(1, min(164, int(left // epoch_s))))
+EOF
+)}"
+        rm -rf /tmp/minires_train
+        note "training resnet20 on $DATA for $EPOCHS epochs (limit ${TRAIN_LEFT}s)"
+        timeout -k 10 "$TRAIN_LEFT" "$PY" -m minires.cli train --model resnet20 --data "$DATA" --device cuda \
+            --epochs "$EPOCHS" --batch-size 128 --lr 0.1 --momentum 0.9 --weight-decay 1e-4 --schedule paper \
+            --checkpoint-every 100000 --no-progress --no-plot --out /tmp/minires_train >"$OUT_DIR/train.log" 2>&1
+        rc=$?
+        tail -30 "$OUT_DIR/train.log"
+        [ -f /tmp/minires_train/metrics.jsonl ] && cp /tmp/minires_train/metrics.jsonl "$OUT_DIR/train_metrics.jsonl"
+        [ -f /tmp/minires_train/config.json ] && cp /tmp/minires_train/config.json "$OUT_DIR/train_config.json"
+        LAST="$(tail -1 /tmp/minires_train/metrics.jsonl 2>/dev/null)"
+        record "training resnet20, $EPOCHS epochs requested: rc=$rc$([ $rc = 124 ] && echo ' (TIMED OUT)'); last epoch: ${LAST:-none}"
+    fi
+fi
+
+# --- 6. summary ----------------------------------------------------------------------------------
+{
+    echo "# gpu_check $(date -u '+%Y-%m-%d %H:%M:%S') UTC, $(elapsed)s"
+    echo
+    echo "Command: bash benchmarks/gpu_check.sh $OUT_DIR (commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'))"
+    echo
+    printf '%s\n' "${STATUS_LINES[@]}"
+    echo
+    [ -f "$OUT_DIR/gpu_speed.md" ] && cat "$OUT_DIR/gpu_speed.md"
+    echo
+    echo "pytest failures/errors:"
+    grep -E '^(FAILED|ERROR)' "$OUT_DIR/pytest_gpu.txt" 2>/dev/null | head -40
+} >"$SUMMARY"
+note "done in $(elapsed)s; files in $OUT_DIR:"
+ls -la "$OUT_DIR"
+exit 0

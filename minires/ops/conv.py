@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..autograd import Function, Tensor
+from .shape import pad
 from ..kernels.conv import (conv2d_backward_bias, conv2d_backward_input, conv2d_backward_weight,
                             conv2d_forward, conv_geometry)
 
@@ -41,6 +42,28 @@ def _check_float_tensor(name: str, value, allow_none: bool = False) -> None:
         raise TypeError(f"conv2d: expected {name} to be a floating tensor (float32/float64), got {value.dtype}")
 
 
+def _string_padding(x: Tensor, weight: Tensor, stride, padding: str):
+    """Resolve ``'valid'`` / ``'same'`` to numeric padding (PyTorch's rules).
+
+    ``'same'`` needs stride 1; it pads ``K - 1`` per axis, the odd one extra at the
+    bottom/right (as PyTorch), by an explicit :func:`pad` of ``x`` when it is uneven.
+    """
+    if padding == "valid":
+        return x, 0
+    if padding != "same":
+        raise ValueError(f"conv2d: padding must be an int, a pair, 'valid' or 'same', got {padding!r}")
+    if stride not in (1, (1, 1), [1, 1]):
+        raise ValueError(f"conv2d: padding='same' needs stride 1, got stride={stride!r}")
+    if weight.ndim != 4 or x.ndim not in (3, 4):
+        return x, 0  # let the shape checks below report the rank error
+    KH, KW = weight.shape[2:]
+    top, left = (KH - 1) // 2, (KW - 1) // 2
+    bottom, right = KH - 1 - top, KW - 1 - left
+    if (top, left) == (bottom, right):
+        return x, (top, left)
+    return pad(x, (left, right, top, bottom)), 0
+
+
 def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1, padding=0, groups=1) -> Tensor:
     """2-D cross-correlation with PyTorch's semantics and weight layout.
 
@@ -52,7 +75,9 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1, padd
         weight: ``(C_out, C/groups, KH, KW)``.
         bias: ``(C_out,)`` or ``None``.
         stride: int or ``(SH, SW)``, each >= 1.
-        padding: int or ``(PH, PW)`` zeros added on each side, each >= 0.
+        padding: int or ``(PH, PW)`` zeros added on each side, each >= 0; or ``'valid'``
+            (no padding) or ``'same'`` (stride 1 only: output size = input size; for an
+            even kernel the extra row/column of zeros goes bottom/right, as in PyTorch).
         groups: channel groups; ``C`` and ``C_out`` must be divisible by it
             (``groups=C`` is a depthwise convolution).
 
@@ -68,6 +93,8 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1, padd
     _check_float_tensor("input", x)
     _check_float_tensor("weight", weight)
     _check_float_tensor("bias", bias, allow_none=True)
+    if isinstance(padding, str):
+        x, padding = _string_padding(x, weight, stride, padding)
     if x.ndim == 3:  # unbatched (C, H, W), as PyTorch allows
         try:
             geometry = conv_geometry((1,) + x.shape, weight.shape, stride, padding, groups,

@@ -142,6 +142,22 @@ def test_torch_parity_unbatched_input(dtype, rng):
     assert out.shape == (6, 4, 3)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kernel", [(1, 1), (3, 3), (2, 2), (4, 3), (5, 2)])
+@pytest.mark.parametrize("padding", ["same", "valid"])
+def test_torch_parity_string_padding(padding, kernel, dtype, rng):
+    torch = pytest.importorskip("torch")
+    import warnings  # noqa: PLC0415
+
+    inputs = [rng.standard_normal((2, 4, 7, 6)), rng.standard_normal((4, 2) + kernel), rng.standard_normal(4)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # torch warns that even 'same' kernels copy the input
+        out, _ = assert_torch_parity(F.conv2d, torch.nn.functional.conv2d, inputs, dtype=dtype, padding=padding,
+                                     groups=2)
+    if padding == "same":
+        assert out.shape == (2, 4, 7, 6)
+
+
 def test_torch_parity_with_only_some_inputs_requiring_grad(rng):
     torch = pytest.importorskip("torch")
     inputs = [rng.standard_normal((2, 3, 6, 6)), rng.standard_normal((4, 3, 3, 3)), rng.standard_normal(4)]
@@ -275,7 +291,9 @@ def _t(*shape, dtype=np.float32):
     ((_t(1, 4, 5, 5), _t(6, 4, 3, 3)), dict(stride=0), ValueError, ["positive", "0"]),
     ((_t(1, 4, 5, 5), _t(6, 4, 3, 3)), dict(stride=(2, 0)), ValueError, ["positive", "(2, 0)"]),
     ((_t(1, 4, 5, 5), _t(6, 4, 3, 3)), dict(padding=-1), ValueError, ["non-negative", "-1"]),
-    ((_t(1, 4, 5, 5), _t(6, 4, 3, 3)), dict(padding="same"), TypeError, ["padding", "'same'"]),
+    ((_t(1, 4, 5, 5), _t(6, 4, 3, 3)), dict(padding="full"), ValueError, ["'same'", "'full'"]),
+    ((_t(1, 4, 5, 5), _t(6, 4, 3, 3)), dict(padding="same", stride=2), ValueError, ["stride 1", "2"]),
+    ((_t(1, 4, 5, 5), _t(6, 4, 3, 3)), dict(padding=None), TypeError, ["padding", "None"]),
     ((_t(1, 4, 5, 5), _t(6, 4, 3, 3)), dict(groups=0), ValueError, ["groups", "0"]),
     ((np.zeros((1, 4, 5, 5)), _t(6, 4, 3, 3)), {}, TypeError, ["Tensor", "ndarray"]),
     ((_t(1, 4, 5, 5), _t(6, 4, 3, 3), np.zeros(6)), {}, TypeError, ["Tensor or None", "ndarray"]),

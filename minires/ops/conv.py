@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from ..autograd import Function, Tensor
-from .shape import pad
 from ..kernels.conv import (conv2d_backward_bias, conv2d_backward_input, conv2d_backward_weight,
                             conv2d_forward, conv_geometry)
+from .shape import pad
 
 
 class Conv2d(Function):

@@ -1,0 +1,223 @@
+"""Fast CPU batch norm (optionally fused with ReLU) for channels-last arrays.
+
+The reference kernels in :mod:`minires.kernels.norm` make one whole-array NumPy pass per
+arithmetic step. When activations are stored
+channels-last (the ``'nhwc'`` convolution of :mod:`minires.kernels.conv_fast` returns them
+so), these functions compute the same results with
+
+- the batch split across threads (:func:`minires.kernels.parallel.parallel_for`), and each
+  thread's share walked in chunks of a few images that stay in the L2 cache while all of a
+  step's passes run over them;
+- per-channel sums as BLAS matrix-vector products (``ones @ X`` on the ``(pixels, C)``
+  view) instead of strided reductions;
+- per-channel scale/shift vectors tiled to one image's length (``H*W*C``), so every
+  broadcast runs over long contiguous rows.
+
+Semantics, arguments and return values are those of the reference functions (PyTorch's
+batch norm with biased batch variance, unbiased running variance; the fused ReLU's
+gradient is 0 where ``out <= 0``, NaN passing as PyTorch). :func:`applies` says when the fast path is
+taken; callers fall back to the reference otherwise.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .activation import keep_where_cpu
+from .conv_fast import is_channels_last
+from .norm import update_running_stats
+from .parallel import parallel_for
+
+#: target bytes of one chunk (a few images) so all passes over it hit the L2 cache
+_CHUNK_BYTES = 256 << 10
+
+
+def applies(*arrays) -> bool:
+    """True when every array is a 4-D float NumPy array stored channels-last (NHWC memory)."""
+    for a in arrays:
+        if a is None:
+            continue
+        if type(a) is not np.ndarray or a.dtype.kind != "f" or not is_channels_last(a):
+            return False
+    return True
+
+
+def _rows(a: np.ndarray) -> np.ndarray:
+    """Channels-last ``(N, C, H, W)`` as a ``(N, H*W*C)`` view (one image per row)."""
+    N = a.shape[0]
+    return a.transpose(0, 2, 3, 1).reshape(N, -1)
+
+
+def _new_like(a: np.ndarray) -> np.ndarray:
+    """An empty channels-last array shaped like ``a`` and its ``(N, H*W*C)`` rows view."""
+    N, C, H, W = a.shape
+    out = np.empty((N, H, W, C), a.dtype)
+    return out.transpose(0, 3, 1, 2), out.reshape(N, H * W * C)
+
+
+def _chunk(a: np.ndarray) -> int:
+    return max(1, _CHUNK_BYTES // max(1, a[0].nbytes))
+
+
+def _per_channel_sums(fn, N: int, C: int, dtype) -> np.ndarray:
+    """Sum over threads of ``fn(lo, hi)`` (each a length-``C`` partial sum)."""
+    parts = parallel_for(fn, N)
+    total = np.zeros(C, dtype)
+    for part in parts:
+        total += part
+    return total
+
+
+def batch_norm_forward_nhwc(x, weight, bias, running_mean, running_var, training: bool,
+                            momentum: float, eps: float, relu: bool = False):
+    """Batch norm (optionally + ReLU) of a channels-last ``x (N, C, H, W)``.
+
+    Same contract as :func:`minires.kernels.norm.batch_norm_forward_cpu`.
+
+    Returns:
+        ``(out, x_hat, inv_std)``; ``out`` and ``x_hat`` are channels-last.
+    """
+    N, C, H, W = x.shape
+    dtype = x.dtype
+    count = N * H * W
+    x_rows = _rows(x)
+    x_hat, xh_rows = _new_like(x)
+    out, out_rows = _new_like(x)
+    step = _chunk(x)
+    ones = np.ones(step * H * W, dtype)
+    reps = H * W
+
+    if training:
+        def sums(lo, hi):
+            s = np.zeros(C, dtype)
+            for a in range(lo, hi, step):
+                b = min(a + step, hi)
+                s += ones[:(b - a) * reps] @ x_rows[a:b].reshape(-1, C)
+            return s
+
+        mean = _per_channel_sums(sums, N, C, dtype) / dtype.type(count)
+        mean_t = np.tile(mean, reps)
+
+        def centre(lo, hi):
+            s = np.zeros(C, dtype)
+            square = np.empty((step, reps * C), dtype)
+            for a in range(lo, hi, step):
+                b = min(a + step, hi)
+                xc = xh_rows[a:b]
+                np.subtract(x_rows[a:b], mean_t, out=xc)          # x - mean, kept as x_hat's storage
+                sq = square[:b - a]
+                np.multiply(xc, xc, out=sq)
+                s += ones[:(b - a) * reps] @ sq.reshape(-1, C)
+            return s
+
+        var = _per_channel_sums(centre, N, C, dtype) / dtype.type(count)
+        update_running_stats(running_mean, running_var, mean, var, count, momentum)
+    else:
+        mean, var = running_mean, running_var
+        mean_t = np.tile(mean.astype(dtype, copy=False), reps)
+    inv_std = 1 / np.sqrt(var.astype(dtype, copy=False) + dtype.type(eps))
+    inv_t = np.tile(inv_std, reps)
+    w_t = None if weight is None else np.tile(weight, reps)
+    b_t = None if bias is None else np.tile(bias, reps)
+    zero = dtype.type(0)
+
+    def normalise(lo, hi):
+        for a in range(lo, hi, step):
+            b = min(a + step, hi)
+            xh = xh_rows[a:b]
+            if not training:
+                np.subtract(x_rows[a:b], mean_t, out=xh)
+            xh *= inv_t                                           # x_hat = (x - mean) inv_std
+            o = out_rows[a:b]
+            if w_t is not None:
+                np.multiply(xh, w_t, out=o)                       # y = weight x_hat + bias
+            else:
+                o[...] = xh
+            if b_t is not None:
+                o += b_t
+            if relu:
+                np.maximum(o, zero, out=o)
+
+    parallel_for(normalise, N)
+    return out, x_hat, inv_std
+
+
+def batch_norm_backward_nhwc(grad, x_hat, inv_std, weight, training: bool, out=None,
+                             needs_weight_grad: bool = True, needs_bias_grad: bool = True):
+    """Gradients of :func:`batch_norm_forward_nhwc` (``out`` given: of the fused ReLU too).
+
+    Same contract as :func:`minires.kernels.norm.batch_norm_backward_cpu`; ``grad`` may
+    have any layout (it is made channels-last once), ``x_hat`` and ``out`` must be
+    channels-last.
+
+    Returns:
+        ``(grad_x, grad_weight or None, grad_bias or None)``; ``grad_x`` is channels-last.
+    """
+    N, C, H, W = grad.shape
+    dtype = grad.dtype
+    count = N * H * W
+    reps = H * W
+    if not is_channels_last(grad):
+        grad = np.ascontiguousarray(grad.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    g_rows, xh_rows = _rows(grad), _rows(x_hat)
+    o_rows = None if out is None else _rows(out)
+    step = _chunk(grad)
+    ones = np.ones(step * reps, dtype)
+    zero = dtype.type(0)
+    want_sum_g = training or needs_bias_grad
+    want_sum_gx = training or needs_weight_grad
+
+    def masked(a, b):
+        """The upstream gradient of images a:b, zeroed where the ReLU output was <= 0."""
+        if o_rows is None:
+            return g_rows[a:b]
+        return keep_where_cpu(~(o_rows[a:b] <= zero), g_rows[a:b])  # a select: NaN grads masked too
+
+    sum_g = sum_gx = None
+    if want_sum_g or want_sum_gx:
+        def sums(lo, hi):
+            s = np.zeros((2, C), dtype)
+            prod = np.empty((step, reps * C), dtype)
+            for a in range(lo, hi, step):
+                b = min(a + step, hi)
+                gm = masked(a, b)
+                if want_sum_g:
+                    s[0] += ones[:(b - a) * reps] @ gm.reshape(-1, C)
+                if want_sum_gx:
+                    p = prod[:b - a]
+                    np.multiply(gm, xh_rows[a:b], out=p)
+                    s[1] += ones[:(b - a) * reps] @ p.reshape(-1, C)
+            return s
+
+        parts = parallel_for(sums, N)
+        total = parts[0]
+        for part in parts[1:]:
+            total += part
+        sum_g, sum_gx = total[0].copy(), total[1].copy()
+
+    scale = inv_std if weight is None else weight * inv_std
+    scale_t = np.tile(scale, reps)
+    if training:
+        # grad_x = scale (g - sum_g / M - x_hat sum_gx / M)
+        coef_xhat_t = np.tile(scale * sum_gx / dtype.type(count), reps)
+        shift_t = np.tile(scale * sum_g / dtype.type(count), reps)
+    grad_x, gx_rows = _new_like(grad)
+
+    def combine(lo, hi):
+        tmp = np.empty((step, reps * C), dtype) if training else None
+        for a in range(lo, hi, step):
+            b = min(a + step, hi)
+            gm = masked(a, b)
+            gx = gx_rows[a:b]
+            np.multiply(gm, scale_t, out=gx)
+            if training:
+                t = tmp[:b - a]
+                np.multiply(xh_rows[a:b], coef_xhat_t, out=t)
+                gx -= t
+                gx -= shift_t
+
+    parallel_for(combine, N)
+    return (grad_x, sum_gx if needs_weight_grad else None, sum_g if needs_bias_grad else None)
+
+
+__all__ = ["applies", "batch_norm_forward_nhwc", "batch_norm_backward_nhwc"]

@@ -1,0 +1,101 @@
+"""The channels-last batch norm fast path (minires/kernels/fused.py) against the reference
+kernels of minires/kernels/norm.py, in both float dtypes, with small chunks and threads."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from minires.kernels import fused as FU
+from minires.kernels import norm as NK
+from minires.kernels import parallel
+
+TOL = {np.float32: dict(rtol=1e-5, atol=1e-5), np.float64: dict(rtol=1e-12, atol=1e-12)}
+
+
+def channels_last(a):
+    return np.ascontiguousarray(a.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+
+
+@pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
+def threads(request):
+    previous = parallel.get_num_threads()
+    parallel.set_num_threads(request.param)
+    yield request.param
+    parallel.set_num_threads(previous)
+
+
+@pytest.fixture(params=["one-image-chunks", "default-chunks"])
+def chunks(request, monkeypatch):
+    if request.param == "one-image-chunks":
+        monkeypatch.setattr(FU, "_CHUNK_BYTES", 1)
+
+
+def _case(rng, dtype, shape=(5, 3, 4, 6), affine=(True, True)):
+    C = shape[1]
+    x = channels_last((rng.standard_normal(shape) * 2 + 1).astype(dtype))
+    weight = rng.standard_normal(C).astype(dtype) if affine[0] else None
+    bias = rng.standard_normal(C).astype(dtype) if affine[1] else None
+    running = (rng.standard_normal(C).astype(dtype), (rng.random(C) + 0.5).astype(dtype))
+    grad = rng.standard_normal(shape).astype(dtype)
+    return x, weight, bias, running, grad
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("relu", [False, True], ids=["bn", "bn_relu"])
+@pytest.mark.parametrize("affine", [(True, True), (False, False), (True, False)])
+def test_matches_reference(dtype, training, relu, affine, rng, threads, chunks):
+    x, weight, bias, (rm, rv), grad = _case(rng, dtype, affine=affine)
+    rm_ref, rv_ref = rm.copy(), rv.copy()
+    out, x_hat, inv_std = FU.batch_norm_forward_nhwc(x, weight, bias, rm, rv, training, 0.1, 1e-5, relu)
+    ref_out, ref_x_hat, ref_inv_std = NK.batch_norm_forward_cpu(x, weight, bias, rm_ref, rv_ref, training,
+                                                                0.1, 1e-5, relu)
+    assert FU.is_channels_last(out) and FU.is_channels_last(x_hat)
+    assert out.dtype == x_hat.dtype == inv_std.dtype == dtype
+    for mine, ref in ((out, ref_out), (x_hat, ref_x_hat), (inv_std, ref_inv_std), (rm, rm_ref), (rv, rv_ref)):
+        np.testing.assert_allclose(mine, ref, **TOL[dtype])
+    # backward on the same saved arrays (the ReLU mask of the reference output), NCHW-ordered grad
+    for g in (grad, channels_last(grad)):
+        mine = FU.batch_norm_backward_nhwc(g, ref_x_hat_cl(ref_x_hat), ref_inv_std, weight, training,
+                                           ref_x_hat_cl(ref_out) if relu else None)
+        ref = NK.batch_norm_backward_cpu(g, ref_x_hat, ref_inv_std, weight, training, ref_out if relu else None)
+        assert FU.is_channels_last(mine[0])
+        for m, r in zip(mine, ref):
+            np.testing.assert_allclose(m, r, **TOL[dtype])
+
+
+def ref_x_hat_cl(a):
+    return a if FU.is_channels_last(a) else channels_last(a)
+
+
+def test_gradients_not_asked_for_are_none(rng):
+    x, weight, bias, (rm, rv), grad = _case(rng, np.float64)
+    out, x_hat, inv_std = FU.batch_norm_forward_nhwc(x, weight, bias, rm, rv, False, 0.1, 1e-5)
+    gx, gw, gb = FU.batch_norm_backward_nhwc(grad, x_hat, inv_std, weight, False, None, False, False)
+    assert gw is None and gb is None
+    np.testing.assert_allclose(gx, grad * (weight * inv_std).reshape(1, -1, 1, 1), rtol=1e-12)
+
+
+def test_fused_relu_gradient_is_a_select_for_nan(rng):
+    x, weight, bias, (rm, rv), grad = _case(rng, np.float64)
+    out, x_hat, inv_std = FU.batch_norm_forward_nhwc(x, weight, bias, rm, rv, True, 0.1, 1e-5, relu=True)
+    dead = np.argwhere(out <= 0)[0]
+    grad[tuple(dead)] = np.nan                        # masked by the ReLU: must not poison the sums
+    gx, gw, gb = FU.batch_norm_backward_nhwc(grad, x_hat, inv_std, weight, True, out)
+    assert np.isfinite(gx).all() and np.isfinite(gw).all() and np.isfinite(gb).all()
+
+
+def test_applies_only_to_channels_last_float_numpy():
+    a = np.zeros((2, 3, 4, 5), np.float32)
+    assert not FU.applies(a)
+    assert FU.applies(channels_last(a), None)
+    assert not FU.applies(channels_last(a).astype(np.int32))
+    assert not FU.applies(np.zeros((2, 3), np.float32))
+
+
+def test_batch_of_resnet_shape_float32(rng):
+    x, weight, bias, (rm, rv), grad = _case(rng, np.float32, shape=(16, 16, 32, 32))
+    out, x_hat, inv_std = FU.batch_norm_forward_nhwc(x, weight, bias, rm, rv, True, 0.1, 1e-5)
+    ref = NK.batch_norm_forward_cpu(x, weight, bias, rm.copy(), rv.copy(), True, 0.1, 1e-5)
+    np.testing.assert_allclose(out, ref[0], rtol=1e-4, atol=1e-4)

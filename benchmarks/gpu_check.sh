@@ -88,7 +88,7 @@ note "pytest ${PYTEST_OPTS[*]} (limit ${PYTEST_S}s)"
 timeout -k 10 "$PYTEST_S" "$PY" -m pytest "${PYTEST_OPTS[@]}" tests >"$OUT_DIR/pytest_gpu.txt" 2>&1
 rc=$?
 tail -40 "$OUT_DIR/pytest_gpu.txt"
-PYTEST_LINE="$(grep -E '^(=+ )?[0-9]+ (passed|failed)|passed|failed|error' "$OUT_DIR/pytest_gpu.txt" | tail -1)"
+PYTEST_LINE="$(grep -E '(passed|failed|skipped|error|no tests ran).* in [0-9.]+s' "$OUT_DIR/pytest_gpu.txt" | tail -1)"
 record "pytest -m gpu: rc=$rc ($([ $rc = 124 ] && echo 'TIMED OUT, ')$PYTEST_LINE)"
 
 # --- 4. speed benchmark -----------------------------------------------------------------------

@@ -184,6 +184,7 @@ class Trainer:
         Raises:
             NonFiniteLossError: a weight is NaN or infinite; the previous checkpoint is kept.
         """
+        self._flush_device_metrics()
         self._check_weights_finite()
         path = os.path.join(self.out, CHECKPOINT)
         save_checkpoint(path, *self._state())
@@ -246,19 +247,57 @@ class Trainer:
 
         logits = self.model(Tensor(x))
         loss = F.cross_entropy(logits, Tensor(y), label_smoothing=self.config.label_smoothing)
-        loss_value = float(loss.item())
-        if not math.isfinite(loss_value):
-            raise NonFiniteLossError(
-                f"the loss became {loss_value} at epoch {self.epoch + 1}, step {self.step + 1} (lr {self.lr:g}); "
-                f"stopping. The last good checkpoint is kept in {self.out}/{CHECKPOINT}. Try a smaller --lr, a "
-                f"longer --warmup-frac, or check the data")
+        on_gpu = self.device != "cpu"
+        if on_gpu:
+            # no host read inside a GPU step: the loss stays on the device (see _accumulate_device)
+            loss_value = loss.data
+        else:
+            loss_value = float(loss.item())
+            if not math.isfinite(loss_value):
+                raise NonFiniteLossError(
+                    f"the loss became {loss_value} at epoch {self.epoch + 1}, step {self.step + 1} (lr {self.lr:g}); "
+                    f"stopping. The last good checkpoint is kept in {self.out}/{CHECKPOINT}. Try a smaller --lr, a "
+                    f"longer --warmup-frac, or check the data")
         self.optimizer.zero_grad()
         loss.backward()
         self.optimizer.step()
         self.scheduler.step()
         xp = get_array_module(logits.data)
-        correct = int(xp.sum(xp.argmax(logits.data, axis=1) == y))
-        return loss_value, correct
+        correct = xp.sum(xp.argmax(logits.data, axis=1) == y)
+        return loss_value, (correct if on_gpu else int(correct))
+
+    # On the GPU, losses and hit counts accumulate in device scalars and are read (one
+    # host synchronisation) every GPU_SYNC_EVERY steps, before a checkpoint and at the end
+    # of an epoch; a NaN/inf loss is therefore reported up to that many steps late.
+    GPU_SYNC_EVERY = 50
+
+    def _accumulate_device(self, loss, correct, n: int) -> None:
+        xp = get_array_module(loss)
+        pending = getattr(self, "_pending", None)
+        if pending is None:
+            pending = self._pending = {"loss_sum": xp.zeros((), np.float64), "correct": xp.zeros((), np.int64),
+                                       "seen": 0, "steps": 0, "first_step": self.step + 1}
+        pending["loss_sum"] += loss.astype(np.float64) * n
+        pending["correct"] += correct
+        pending["seen"] += n
+        pending["steps"] += 1
+
+    def _flush_device_metrics(self) -> bool:
+        """Move the device-side sums into ``self.partial`` (one host read); True if anything was pending."""
+        pending = getattr(self, "_pending", None)
+        if pending is None:
+            return False
+        self._pending = None
+        loss_sum = float(pending["loss_sum"])
+        if not math.isfinite(loss_sum):
+            raise NonFiniteLossError(
+                f"the loss became {loss_sum} within steps {pending['first_step']}-{pending['first_step'] + pending['steps'] - 1} "
+                f"of epoch {self.epoch + 1} (lr {self.lr:g}); stopping. The last good checkpoint is kept in "
+                f"{self.out}/{CHECKPOINT}. Try a smaller --lr, a longer --warmup-frac, or check the data")
+        self.partial["loss_sum"] += loss_sum
+        self.partial["correct"] += int(pending["correct"])
+        self.partial["seen"] += pending["seen"]
+        return True
 
     def evaluate(self) -> tuple[float, float]:
         """Mean loss and accuracy on the test split, in eval mode without gradients."""
@@ -317,6 +356,24 @@ class Trainer:
         for record in self.read_metrics():
             self.log(_table_row(record))
         self.model.train()
+        on_gpu = self.device != "cpu"
+        if on_gpu:
+            # labels checked once here, so cross_entropy need not read a range flag back every step
+            from ..ops.loss import set_gpu_target_checks  # noqa: PLC0415
+
+            for split in (self.train_set, self.test_set):
+                labels = np.asarray(split.labels)
+                if labels.size and (labels.min() < 0 or labels.max() >= split.num_classes):
+                    raise TrainingError(f"{split.name}: labels outside [0, {split.num_classes}) "
+                                        f"(min {labels.min()}, max {labels.max()})")
+            previous_checks = set_gpu_target_checks(False)
+        try:
+            return self._epochs(cfg, on_gpu)
+        finally:
+            if on_gpu:
+                set_gpu_target_checks(previous_checks)
+
+    def _epochs(self, cfg, on_gpu: bool) -> str:
         while self.epoch < cfg.epochs:
             epoch_start = time.time() - self.partial["seconds"]
             bar = tqdm(total=self.steps_per_epoch, initial=self.step, desc=f"epoch {self.epoch + 1}/{cfg.epochs}",
@@ -326,23 +383,30 @@ class Trainer:
                 for step, x, y in self.train_loader.epoch(self.epoch, self.step):
                     loss_value, correct = self._train_step(x, y)
                     n = len(y)
-                    self.partial["loss_sum"] += loss_value * n
-                    self.partial["correct"] += correct
-                    self.partial["seen"] += n
+                    if on_gpu:
+                        self._accumulate_device(loss_value, correct, n)
+                        fresh = (self._pending["steps"] >= self.GPU_SYNC_EVERY and self._flush_device_metrics())
+                    else:
+                        self.partial["loss_sum"] += loss_value * n
+                        self.partial["correct"] += correct
+                        self.partial["seen"] += n
+                        fresh = True
                     self.step = step + 1
                     self.partial["seconds"] = time.time() - epoch_start
                     timer_images += n
                     seen = self.partial["seen"]
-                    bar.set_postfix(loss=f"{self.partial['loss_sum'] / seen:.3f}",
-                                    acc=f"{self.partial['correct'] / seen:.3f}",
-                                    img_s=f"{timer_images / max(time.time() - timer_start, 1e-9):.0f}",
-                                    lr=f"{self.lr:.4g}", refresh=False)
+                    if fresh and seen:
+                        bar.set_postfix(loss=f"{self.partial['loss_sum'] / seen:.3f}",
+                                        acc=f"{self.partial['correct'] / seen:.3f}",
+                                        img_s=f"{timer_images / max(time.time() - timer_start, 1e-9):.0f}",
+                                        lr=f"{self.lr:.4g}", refresh=False)
                     bar.update(1)
                     global_step = self.epoch * self.steps_per_epoch + self.step
                     if self._stop_requested:
                         break
                     if global_step % cfg.checkpoint_every == 0 and self.step < self.steps_per_epoch:
                         self.save_checkpoint()
+            self._flush_device_metrics()
             if self._stop_requested:
                 path = self.save_checkpoint()
                 self.log(f"interrupted at epoch {self.epoch + 1}, step {self.step}: checkpoint saved to {path}; "

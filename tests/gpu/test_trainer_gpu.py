@@ -1,0 +1,34 @@
+"""The trainer on the GPU: the same short run as on the CPU gives the same metrics."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from minires.train import TrainConfig
+from minires.train.trainer import NonFiniteLossError, Trainer
+
+
+def _config(tmp_path, device, **kw):
+    values = dict(model="resnet20", data="embedded", epochs=1, batch_size=32, train_subset=128, test_subset=100,
+                  device=device, out=str(tmp_path / device.replace(":", "")), progress=False, plot=False,
+                  checkpoint_every=3)
+    values.update(kw)
+    return TrainConfig(**values)
+
+
+@pytest.mark.gpu
+def test_trainer_gpu_matches_cpu(tmp_path):
+    quiet = lambda *a, **k: None  # noqa: E731
+    results = {device: Trainer(_config(tmp_path, device), log=quiet).fit() for device in ("cpu", "cuda")}
+    cpu, gpu = results["cpu"], results["cuda"]
+    assert gpu["status"] == cpu["status"] == "done"
+    np.testing.assert_allclose(gpu["train_loss"], cpu["train_loss"], rtol=1e-3)
+    np.testing.assert_allclose(gpu["test_loss"], cpu["test_loss"], rtol=1e-3)
+    assert abs(gpu["train_acc"] - cpu["train_acc"]) <= 2 / 128
+    assert abs(gpu["test_acc"] - cpu["test_acc"]) <= 2 / 100
+    with open(os.path.join(tmp_path, "cuda", "metrics.jsonl")) as f:
+        record = json.loads(f.readline())
+    assert record["epoch"] == 1 and np.isfinite(record["train_loss"])
+

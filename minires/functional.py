@@ -4,6 +4,8 @@ Signatures and semantics follow ``torch.nn.functional`` so results compare one t
 Each function lives in its family module under :mod:`minires.ops`; this module gathers them.
 """
 
+from .kernels.conv import (available_conv_algorithms, conv_algorithm, get_conv_algorithm,
+                           set_conv_algorithm)
 from .ops.activation import relu, sigmoid
 from .ops.arith import abs, add, div, exp, log, matmul, mul, neg, pow, sqrt, sub  # noqa: A004
 from .ops.conv import conv2d
@@ -19,4 +21,5 @@ __all__ = [
     "batch_norm", "batch_norm_relu", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "cat", "flatten", "pad",
     "reshape", "transpose", "permute", "stack", "getitem", "sum", "mean", "max", "add", "sub",
     "mul", "div", "neg", "pow", "matmul", "exp", "log", "sqrt", "abs",
+    "set_conv_algorithm", "get_conv_algorithm", "conv_algorithm", "available_conv_algorithms",
 ]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 
 import numpy as np
 
@@ -97,14 +98,20 @@ def default_device() -> str:
 
 def is_cupy_array(x) -> bool:
     """True when ``x`` is a CuPy ndarray (without importing CuPy if it never was)."""
-    return _cupy is not None and isinstance(x, _cupy.ndarray)
+    if _cupy is not None:
+        return isinstance(x, _cupy.ndarray)
+    cupy = sys.modules.get("cupy")  # CuPy imported by the caller before minires looked
+    if cupy is not None and isinstance(x, cupy.ndarray):
+        _load_cupy()
+        return True
+    return False
 
 
 def get_array_module(*arrays):
     """Return ``cupy`` if any argument is a CuPy array, else ``numpy``."""
     for a in arrays:
         if is_cupy_array(a):
-            return _cupy
+            return _cupy if _cupy is not None else sys.modules["cupy"]
     return np
 
 

@@ -376,30 +376,33 @@ def graph_experiment(case: MiniresCase, steps: int, sync) -> dict:
         pool = cp.cuda.MemoryPool()
         stream = cp.cuda.Stream(non_blocking=True)
         try:
-            with cp.cuda.using_allocator(pool.malloc), stream:
-                for _ in range(3):  # warm-up: compile kernels, fill the private pool, fill caches
-                    fn()
-                stream.synchronize()
-                snap = _snapshot(case) if name == "train_step" else None
-                stream.begin_capture()
-                captured_out, graph, capture_error = None, None, None
-                try:
-                    captured_out = fn()
-                except Exception as exc:  # noqa: BLE001
-                    capture_error = exc
-                finally:
+            with stream:
+                # warm-up and capture allocate from a private pool that nothing else uses
+                # afterwards, so the graph's scratch memory is never handed to other arrays
+                with cp.cuda.using_allocator(pool.malloc):
+                    for _ in range(3):  # compile kernels, fill the pool and the SGD pointer-table cache
+                        fn()
+                    stream.synchronize()
+                    captured_out, graph, capture_error = None, None, None
+                    stream.begin_capture()
                     try:
-                        graph = stream.end_capture()
+                        captured_out = fn()
                     except Exception as exc:  # noqa: BLE001
-                        if capture_error is None:
-                            capture_error = exc
-                        graph = None
+                        capture_error = exc
+                    finally:
+                        try:
+                            graph = stream.end_capture()
+                        except Exception as exc:  # noqa: BLE001
+                            if capture_error is None:
+                                capture_error = exc
+                            graph = None
                 if capture_error is not None or graph is None:
                     entry["captured"] = False
                     entry.update(_error(capture_error) if capture_error else {"error": "end_capture returned None"})
                     continue
                 entry["captured"] = True
                 entry["graph_nodes"] = _graph_nodes(graph)
+                snap = _snapshot(case) if name == "train_step" else None
                 graph.upload(stream)
                 graph.launch(stream)
                 stream.synchronize()
@@ -413,7 +416,7 @@ def graph_experiment(case: MiniresCase, steps: int, sync) -> dict:
                 eager_s = _timed(fn, steps, stream_sync)
                 replay_s = _timed(replay, steps, stream_sync)
                 entry.update(eager_ms=eager_s * 1e3, replay_ms=replay_s * 1e3, speedup=eager_s / replay_s)
-                if name == "train_step" and snap is not None:
+                if snap is not None:
                     # same start state: three eager steps vs three replays
                     _restore(snap)
                     eager_losses = [_loss_value(fn()) for _ in range(3)]
@@ -520,13 +523,16 @@ def run_model(name: str, args) -> dict:
                     result.setdefault("launches", {})[label] = count_launches(fn, sync)
                 except Exception as exc:  # noqa: BLE001
                     result.setdefault("launches", {})[label] = _error(exc)
-        if args.graphs and name in args.graph_models:
-            try:
-                result["graphs"] = graph_experiment(mcase, args.steps, sync)
-            except Exception as exc:  # noqa: BLE001
-                result["graphs"] = _error(exc)
     del mcase, tcase
     return result
+
+
+def run_graphs(name: str, args) -> dict:
+    """The CUDA graph experiment on a fresh minires model (run after every timing, so a capture
+    that upsets the CUDA context cannot cost the other measurements)."""
+    images, labels = _batch(args.batch_size)
+    case = MiniresCase(name, args.batch_size, args.device, images, labels)
+    return graph_experiment(case, args.steps, lambda: _sync(args.device))
 
 
 # --- report ----------------------------------------------------------------------------------------
@@ -660,6 +666,21 @@ def main(argv=None) -> int:
             json.dump(report, f, indent=1, default=str)
         with open(md_path, "w") as f:
             f.write(markdown(report))
+    if args.graphs and args.device != "cpu":
+        for result in report["models"]:
+            if result["model"] not in args.graph_models:
+                continue
+            LOG(f"--- CUDA graphs: {result['model']} ---")
+            try:
+                result["graphs"] = run_graphs(result["model"], args)
+            except Exception as exc:  # noqa: BLE001
+                result["graphs"] = _error(exc)
+            LOG(json.dumps({k: {kk: vv for kk, vv in v.items() if kk != "traceback"} if isinstance(v, dict) else v
+                            for k, v in result["graphs"].items()}, default=str)[:3000])
+            with open(json_path, "w") as f:
+                json.dump(report, f, indent=1, default=str)
+            with open(md_path, "w") as f:
+                f.write(markdown(report))
     LOG(markdown(report))
     LOG(f"wrote {json_path} and {md_path}")
     return 0

@@ -169,6 +169,10 @@ def _device_table(cp, params, grads, buffers):
     key = (cp.cuda.Device().id, host.tobytes())
     table = _table_cache.get(key)
     if table is None:
+        if cp.cuda.get_current_stream().is_capturing():
+            # a host-to-device copy recorded into a CUDA graph would replay a stale staging buffer
+            raise RuntimeError("sgd_multi_tensor_gpu: the parameter/gradient pointer table is not cached; run "
+                               "the same step once outside CUDA-graph capture (a warm-up) before capturing it")
         table = cp.asarray(host)
         _table_cache[key] = table
         if len(_table_cache) > _TABLE_CACHE_SIZE:
@@ -212,7 +216,7 @@ def sgd_multi_tensor_gpu(params, grads, buffers, *, lr: float, momentum: float, 
         # without momentum the buffer slot is never read or written; point it at the parameter
         bs = [result[i] if use_momentum else params[i] for i in indices]
         table, n_blocks = _device_table(cp, ps, gs, bs)
-        kernel = backend.raw_kernel(_KERNEL_NAMES[dtype], _SGD_SOURCE, ("--fmad=false", "-std=c++14"))
+        kernel = backend.raw_kernel(_KERNEL_NAMES[dtype], _SGD_SOURCE, ("--fmad=false",))
         kernel((n_blocks,), (THREADS,),
                (table, np.int32(len(ps)), np.int32(n_blocks), np.int32(CHUNK), t(lr), t(momentum),
                 t(1 - dampening), t(weight_decay), np.int32(bool(nesterov)), np.int32(bool(maximize)),

@@ -52,6 +52,7 @@ def add_gradflow_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.add_argument("--out", default="gradflow", help="output directory (default ./gradflow)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    p.set_defaults(func=run_gradflow)
     return p
 
 

@@ -1,0 +1,227 @@
+"""The degradation experiment (He et al. 2015, Fig. 1 and 6): plain against residual nets.
+
+Trains plain-20, plain-56, ResNet-20 and ResNet-56 under one recipe and draws their
+training-error curves (solid) and test-error curves (dashed) on one plot. He et al. find
+the deeper plain net trains *worse* than the shallower one (degradation), while the
+deeper ResNet trains better.
+
+The default is the CPU-sized version (a CIFAR-10 subset, few epochs; sized for about 30
+minutes on 2 CPU cores); ``benchmarks/degradation_gpu.py`` runs the full recipe on a GPU.
+
+Writes ``OUT/degradation.csv`` (one row per logged interval), ``degradation.md`` and
+``degradation.png``.
+
+Usage::
+
+    python benchmarks/degradation.py                          # CPU-sized
+    python benchmarks/degradation.py --data PATH --train-subset 0 --epochs 164 --device cuda  # full
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import os
+import sys
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+
+import minires as mr  # noqa: E402
+import minires.functional as F  # noqa: E402
+from minires.analysis.cli import _registry  # noqa: E402
+from minires.analysis.report import markdown_table, pyplot  # noqa: E402
+from minires.backend import as_numpy, synchronize  # noqa: E402
+from minires.data import Loader, channel_stats, load_dataset  # noqa: E402
+from minires.optim import SGD  # noqa: E402
+
+FIELDS = ["model", "epoch", "step", "images", "lr", "train_loss", "train_err", "test_loss", "test_err", "seconds"]
+
+
+def subset(dataset, n, seed):
+    """The first ``n`` images of a seeded, class-balanced shuffle (all if ``n`` is 0 or too big)."""
+    from minires.data import Dataset  # noqa: PLC0415
+
+    if not n or n >= len(dataset):
+        return dataset
+    rng = np.random.default_rng(seed)
+    per_class = n // dataset.num_classes
+    idx = np.concatenate([rng.permutation(np.flatnonzero(dataset.labels == c))[:per_class]
+                          for c in range(dataset.num_classes)])
+    idx = rng.permutation(idx)
+    return Dataset(dataset.images[idx], dataset.labels[idx], dataset.classes, f"{dataset.name} subset {len(idx)}")
+
+
+def lr_at(step, total, base, schedule, warmup):
+    """Learning rate of ``step``: 'paper' (/10 at 50% and 75%) or 'cosine', linear warm-up from 0.1x."""
+    if step < warmup:
+        return base * (0.1 + 0.9 * step / max(1, warmup))
+    if schedule == "paper":
+        return base * (0.1 if step >= 0.5 * total else 1.0) * (0.1 if step >= 0.75 * total else 1.0)
+    if schedule == "cosine":
+        return 0.5 * base * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+    return base
+
+
+def evaluate(model, loader):
+    model.eval()
+    loss_sum, wrong, count = 0.0, 0, 0
+    with mr.no_grad():
+        for _, x, y in loader.epoch(0):
+            logits = model(mr.Tensor(x))
+            loss_sum += float(F.cross_entropy(logits, mr.Tensor(y)).item()) * len(y)
+            wrong += int((as_numpy(logits.data).argmax(1) != as_numpy(y)).sum())
+            count += len(y)
+    model.train()
+    return loss_sum / count, wrong / count
+
+
+def train_one(name, train_set, test_set, args, writer, deadline):
+    create = _registry()[1]
+    mr.manual_seed(args.seed)
+    model = create(name)
+    if args.device != "cpu":
+        model.to(args.device)
+    model.train()
+    mean, std = channel_stats(train_set.images)
+    train_loader = Loader(train_set, args.batch_size, mean, std, train=not args.no_augment, device=args.device,
+                          seed=args.seed, drop_last=True)
+    test_loader = Loader(test_set, 500, mean, std, train=False, device=args.device)
+    opt = SGD(model.parameters(), lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
+    steps_per_epoch = len(train_loader)
+    total = steps_per_epoch * args.epochs
+    log_every = max(1, steps_per_epoch // args.logs_per_epoch)
+    start = time.perf_counter()
+    step = 0
+    rows = []
+    for epoch in range(args.epochs):
+        loss_acc, wrong_acc, seen = 0.0, 0, 0
+        for i, x, y in train_loader.epoch(epoch):
+            lr = lr_at(step, total, args.lr, args.schedule, args.warmup_steps)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            logits = model(mr.Tensor(x))
+            loss = F.cross_entropy(logits, mr.Tensor(y))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            step += 1
+            value = float(loss.item())
+            if not math.isfinite(value):
+                print(f"{name}: non-finite loss at step {step}; stopping this model", flush=True)
+                return rows
+            loss_acc += value * len(y)
+            wrong_acc += int((as_numpy(logits.data).argmax(1) != as_numpy(y)).sum())
+            seen += len(y)
+            last_of_epoch = i == steps_per_epoch - 1
+            if (i + 1) % log_every == 0 or last_of_epoch:
+                test_loss = test_err = float("nan")
+                if last_of_epoch:
+                    test_loss, test_err = evaluate(model, test_loader)
+                synchronize(args.device)
+                row = {"model": name, "epoch": epoch + (i + 1) / steps_per_epoch, "step": step,
+                       "images": step * args.batch_size, "lr": lr, "train_loss": loss_acc / seen,
+                       "train_err": wrong_acc / seen, "test_loss": test_loss, "test_err": test_err,
+                       "seconds": time.perf_counter() - start}
+                writer(row)
+                rows.append(row)
+                print(f"{name} epoch {row['epoch']:.2f} step {step}/{total}: train err {row['train_err']:.3f} "
+                      f"loss {row['train_loss']:.3f}" + (f", test err {test_err:.3f}" if last_of_epoch else "")
+                      + f" ({row['seconds']:.0f} s)", flush=True)
+                loss_acc, wrong_acc, seen = 0.0, 0, 0
+            if time.perf_counter() > deadline:
+                print(f"{name}: time budget spent at step {step}; stopping this model", flush=True)
+                return rows
+    return rows
+
+
+def plot(rows, path, title):
+    plt = pyplot()
+    if plt is None:
+        return None
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=80)
+    colors = {"plain20": "tab:orange", "plain56": "tab:red", "resnet20": "tab:cyan", "resnet56": "tab:blue"}
+    for model in dict.fromkeys(r["model"] for r in rows):
+        rs = [r for r in rows if r["model"] == model]
+        c = colors.get(model)
+        ax.plot([r["epoch"] for r in rs], [100 * r["train_err"] for r in rs], "-", color=c, lw=1.2,
+                label=f"{model} train")
+        te = [r for r in rs if math.isfinite(r["test_err"])]
+        ax.plot([r["epoch"] for r in te], [100 * r["test_err"] for r in te], "--o", color=c, lw=1.8, ms=3,
+                label=f"{model} test")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("error (%)")
+    ax.set_title(title, fontsize=9)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--models", nargs="+", default=["plain20", "plain56", "resnet20", "resnet56"])
+    p.add_argument("--data", default="embedded")
+    p.add_argument("--train-subset", type=int, default=0, help="train images (0: all of --data)")
+    p.add_argument("--test-subset", type=int, default=0, help="test images (0: all)")
+    p.add_argument("--epochs", type=int, default=6)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=0.1)
+    p.add_argument("--momentum", type=float, default=0.9)
+    p.add_argument("--weight-decay", type=float, default=1e-4)
+    p.add_argument("--schedule", choices=["paper", "cosine", "constant"], default="cosine")
+    p.add_argument("--warmup-steps", type=int, default=20)
+    p.add_argument("--no-augment", action="store_true")
+    p.add_argument("--logs-per-epoch", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--time-budget", type=float, default=float("inf"), help="seconds per model at most")
+    p.add_argument("--out", default=os.path.join(HERE, "results"))
+    p.add_argument("--tag", default="degradation", help="file name stem of the outputs")
+    args = p.parse_args(argv)
+    os.makedirs(args.out, exist_ok=True)
+    train_set, test_set = load_dataset(args.data)
+    train_set = subset(train_set, args.train_subset, args.seed)
+    test_set = subset(test_set, args.test_subset, args.seed + 1)
+    csv_path = os.path.join(args.out, f"{args.tag}.csv")
+    with open(csv_path, "w", newline="") as f:
+        csv.DictWriter(f, fieldnames=FIELDS).writeheader()
+
+    def writer(row):
+        with open(csv_path, "a", newline="") as f:
+            csv.DictWriter(f, fieldnames=FIELDS).writerow(row)
+
+    setting = (f"{len(train_set)} train / {len(test_set)} test images ({train_set.name.split(' (')[0]}), "
+               f"{args.epochs} epochs, batch {args.batch_size}, SGD lr {args.lr} ({args.schedule}, "
+               f"{args.warmup_steps} warm-up steps), momentum {args.momentum}, wd {args.weight_decay}, "
+               f"{'no augmentation' if args.no_augment else 'crop+flip'}, seed {args.seed}, device {args.device}")
+    print(setting, flush=True)
+    all_rows = []
+    for name in args.models:
+        deadline = time.perf_counter() + args.time_budget
+        all_rows += train_one(name, train_set, test_set, args, writer, deadline)
+    plot(all_rows, os.path.join(args.out, f"{args.tag}.png"), "degradation: " + setting[:90])
+    table = []
+    for model in dict.fromkeys(r["model"] for r in all_rows):
+        rs = [r for r in all_rows if r["model"] == model]
+        te = [r for r in rs if math.isfinite(r["test_err"])]
+        table.append({"model": model, "epochs run": round(rs[-1]["epoch"], 2),
+                      "final train err %": 100 * rs[-1]["train_err"],
+                      "best test err %": 100 * min(r["test_err"] for r in te) if te else float("nan"),
+                      "final test err %": 100 * te[-1]["test_err"] if te else float("nan"),
+                      "minutes": rs[-1]["seconds"] / 60})
+    with open(os.path.join(args.out, f"{args.tag}.md"), "w") as f:
+        f.write(f"# Degradation experiment ({args.tag})\n\n{setting}.\n\nTraining error is the running error "
+                f"over the images of each logged interval (train mode, augmented); test error at each epoch end "
+                f"(eval mode).\n\n{markdown_table(table)}")
+    print(markdown_table(table))
+
+
+if __name__ == "__main__":
+    main()

@@ -281,7 +281,17 @@ def run_models(args) -> int:
 
 # --- entry point ----------------------------------------------------------------------
 
-COMMANDS = [add_train_parser, add_eval_parser, add_models_parser]
+def add_gradflow_parser(subparsers) -> argparse.ArgumentParser:
+    """``minires gradflow``: gradient norms through depth, the per-block skip/branch split, plots.
+
+    The options and the run live in :mod:`minires.analysis.cli` (which sets ``func``).
+    """
+    from .analysis.cli import add_gradflow_parser as add  # noqa: PLC0415
+
+    return add(subparsers)
+
+
+COMMANDS = [add_train_parser, add_eval_parser, add_models_parser, add_gradflow_parser]
 
 
 def build_parser() -> argparse.ArgumentParser:

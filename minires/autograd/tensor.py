@@ -410,8 +410,8 @@ class _HookHandle:
 def tensor(data, requires_grad: bool = False, dtype=None, device=None) -> Tensor:
     """Create a tensor from data (nested lists, scalars, NumPy or CuPy arrays, Tensors).
 
-    Python floats become float32 (the default); NumPy arrays keep their dtype (float64
-    stays float64); Python ints become int64.
+    Python floats become float32 (the default); NumPy arrays and NumPy scalars keep their
+    dtype (float64 stays float64); Python ints become int64.
 
     Args:
         data: the values (copied).
@@ -423,6 +423,8 @@ def tensor(data, requires_grad: bool = False, dtype=None, device=None) -> Tensor
     device = backend.parse_device(device)
     if isinstance(data, Tensor):
         data = data.data
+    if isinstance(data, np.generic):  # a NumPy scalar keeps its dtype, like a NumPy array
+        data = np.asarray(data)
     if isinstance(data, np.ndarray) or backend.is_cupy_array(data):
         array = data.astype(dtype) if dtype is not None else data.copy()
     else:

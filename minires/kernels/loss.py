@@ -111,10 +111,14 @@ def cross_entropy_rows_backward_cpu(scale, log_probs, target, label_smoothing: f
     M, C = log_probs.shape
     dtype = log_probs.dtype.type
     _, safe = _safe_target(target, ignore_index)
+    rows = np.arange(M)
     grad = np.exp(log_probs)
-    grad[np.arange(M), safe] -= dtype(1 - label_smoothing)
+    # q is rounded once per entry (q_t = 1 - eps + eps/C in float64, then cast), so a row
+    # with p_t = 1 and q_t = 1 (e.g. C = 1) gets exactly 0, as PyTorch's gradient does
+    picked = grad[rows, safe]
     if label_smoothing:
         grad -= dtype(label_smoothing / C)
+    grad[rows, safe] = picked - dtype(1 - label_smoothing + label_smoothing / C)
     grad *= scale[:, None]
     return grad
 
@@ -128,7 +132,7 @@ def cross_entropy_rows_backward_gpu(scale, log_probs, target, label_smoothing: f
         "minires_softmax_cross_entropy_backward",
         "T log_prob, int64 t, T scale, int64 C, float64 smoothing", "T gx",
         "const long long c = i % C; "
-        "const T q = (c == t ? (T)(1.0 - smoothing) : (T)0) + (T)(smoothing / C); "
+        "const T q = (T)(c == t ? 1.0 - smoothing + smoothing / C : smoothing / C); "
         "gx = (exp(log_prob) - q) * scale")
     return kernel(log_probs, target.astype(cp.int64, copy=False)[:, None], scale[:, None],
                   C, float(label_smoothing))

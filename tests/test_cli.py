@@ -106,7 +106,8 @@ def test_no_command_prints_help(capsys):
 
 def test_one_function_per_subcommand():
     names = [add.__name__ for add in COMMANDS]
-    assert names == ["add_train_parser", "add_eval_parser", "add_models_parser"]
+    assert names[:3] == ["add_train_parser", "add_eval_parser", "add_models_parser"]
+    assert all(n.startswith("add_") and n.endswith("_parser") for n in names)
     parser = build_parser()
     assert parser.parse_args(["models"]).func.__name__ == "run_models"
 
@@ -116,3 +117,18 @@ def test_real_process_has_no_traceback(tmp_path):
                             text=True, cwd=tmp_path, timeout=120)
     assert result.returncode == 2
     assert "unknown model 'nope'" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_no_settings_runs_the_demo(tmp_path, capsys, monkeypatch):
+    use_tiny_model(monkeypatch)
+    import minires.cli as cli
+
+    monkeypatch.setattr(cli, "DEMO", dict(cli.DEMO, epochs=1))  # the tiny model, one epoch: fast
+    monkeypatch.chdir(tmp_path)
+    code, out, err = _run(capsys, "train", "--no-progress", "--no-plot")
+    assert code == 0, err
+    assert "minires demo" in out and "test accuracy" in out and "The full recipe" in out
+    (run,) = os.listdir(tmp_path / "runs")
+    config = json.load(open(tmp_path / "runs" / run / "config.json"))
+    assert config["data"] == "embedded" and config["schedule"] == cli.DEMO["schedule"]
+    assert config["train_examples"] == 2000 and config["test_examples"] == 1000

@@ -52,3 +52,33 @@ def test_gradflow_writes_csv_markdown_and_plots(tmp_path):
 def test_gradflow_errors(tmp_path, capsys, argv, message):
     assert cli.main(argv + ["--out", str(tmp_path)]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_minires_cli_has_the_gradflow_subcommand(tmp_path):
+    from minires import cli as main_cli
+
+    out = tmp_path / "g"
+    assert main_cli.main(["gradflow", "--model", "resnet20", "--batch-size", "4", "--no-plots",
+                          "--data", "embedded", "--out", str(out)]) == 0
+    assert (out / "gradnorms.csv").exists() and (out / "blocks.md").exists()
+    assert not (out / "skip_branch.png").exists()
+
+
+def test_gradflow_analyses_a_checkpoint(tmp_path):
+    import minires as mr
+    from minires.analysis.cli import _registry
+    from minires.io import save_state_dict
+
+    mr.manual_seed(123)
+    model = _registry()[1]("resnet20")
+    for p in model.parameters():  # weights no initialisation seed would give
+        p.data[...] = p.data * 0.5
+    path = tmp_path / "model.npz"
+    save_state_dict(model.state_dict(), str(path))
+    runs = {}
+    for tag, extra in (("init", []), ("ckpt", ["--checkpoint", str(path)])):
+        out = tmp_path / tag
+        assert cli.main(["--model", "resnet20", "--batch-size", "4", "--no-plots", "--out", str(out)] + extra) == 0
+        runs[tag] = _rows(out / "summary.csv")[0]
+    assert runs["init"]["first_norm"] != runs["ckpt"]["first_norm"]
+    assert "checkpoint" in (tmp_path / "ckpt" / "summary.md").read_text()

@@ -81,7 +81,7 @@ print("minires", minires.__version__, minires.__file__, "cuda_available", minire
 EOF
 
 # --- 3. GPU tests ---------------------------------------------------------------------------
-PYTEST_OPTS=(-m gpu -q -rA -p no:cacheprovider)
+PYTEST_OPTS=(-m gpu -v -rA --tb=short -p no:cacheprovider)
 if "$PY" -c "import pytest_timeout" 2>/dev/null; then PYTEST_OPTS+=(--timeout 90); fi
 if "$PY" -c "import xdist" 2>/dev/null; then PYTEST_OPTS+=(-n 4); fi
 note "pytest ${PYTEST_OPTS[*]} (limit ${PYTEST_S}s)"

@@ -313,6 +313,84 @@ def count_launches(fn, sync, top: int = 12) -> dict:
     return counts
 
 
+def _function_classes():
+    """Every ``Function`` subclass defined so far (after the model ran once, all its ops are imported)."""
+    from minires.autograd.function import Function  # noqa: PLC0415
+
+    seen, stack = [], list(Function.__subclasses__())
+    while stack:
+        cls = stack.pop()
+        if cls not in seen:
+            seen.append(cls)
+            stack.extend(cls.__subclasses__())
+    return seen
+
+
+def launches_by_op(case, sync, top: int = 25) -> dict:
+    """Kernel/memcpy/memset launch calls of one training step, attributed to the minires op that issued them.
+
+    Every ``Function`` subclass's ``forward``/``backward`` and the optimizer step run inside a
+    ``torch.profiler.record_function`` range; each CUDA runtime/driver launch call in the trace
+    is charged to the innermost range that contains it (calls outside every range, such as the
+    autograd engine's gradient sums and BatchNorm's ``num_batches_tracked += 1``, go to
+    ``(other)``).
+    """
+    import torch  # noqa: PLC0415
+    from torch.profiler import ProfilerActivity, profile, record_function  # noqa: PLC0415
+
+    patched = []
+
+    def wrap(cls, attr, label):
+        original = cls.__dict__[attr]
+
+        def wrapper(self, *args, **kwargs):
+            with record_function(label):
+                return original(self, *args, **kwargs)
+
+        setattr(cls, attr, wrapper)
+        patched.append((cls, attr, original))
+
+    for cls in _function_classes():
+        for attr in ("forward", "backward"):
+            if attr in cls.__dict__:
+                wrap(cls, attr, f"{cls.__name__}.{attr}")
+    opt_cls = type(case.opt)
+    wrap(opt_cls, "step", f"{opt_cls.__name__}.step")
+    try:
+        sync()
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            case.step()
+            sync()
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "trace.json")
+            prof.export_chrome_trace(path)
+            with open(path) as f:
+                trace = json.load(f)
+    finally:
+        for cls, attr, original in reversed(patched):
+            setattr(cls, attr, original)
+    events = trace["traceEvents"] if isinstance(trace, dict) else trace
+    ranges = [e for e in events if e.get("ph") == "X" and str(e.get("cat", "")).lower() == "user_annotation"]
+    calls = [e for e in events if e.get("ph") == "X" and str(e.get("cat", "")).lower() in ("cuda_runtime", "cuda_driver")
+             and re.search(r"Launch|Memcpy|Memset", str(e.get("name", "")))]
+    counts: dict = {}
+    for call in calls:
+        ts, tid = float(call.get("ts", 0)), call.get("tid")
+        best, best_dur = "(other)", float("inf")
+        for r in ranges:
+            start, dur = float(r.get("ts", 0)), float(r.get("dur", 0))
+            if r.get("tid") == tid and start <= ts <= start + dur and dur < best_dur:
+                best, best_dur = str(r.get("name")), dur
+        counts[best] = counts.get(best, 0) + 1
+    ranked = sorted(counts.items(), key=lambda kv: -kv[1])
+    calls_per_range: dict = {}
+    for r in ranges:
+        calls_per_range[str(r.get("name"))] = calls_per_range.get(str(r.get("name")), 0) + 1
+    del torch
+    return {"launch_calls": len(calls), "by_op": [[k, v, calls_per_range.get(k, 0)] for k, v in ranked[:top]],
+            "note": "[op, launch calls in one step, times the op ran]"}
+
+
 def launch_counter_selftest(sync) -> dict:
     """Check that the profiler counts CuPy launches: N calls of a CuPy kernel must give N."""
     import cupy as cp  # noqa: PLC0415
@@ -517,6 +595,10 @@ def run_model(name: str, args) -> dict:
         except Exception as exc:  # noqa: BLE001
             result["memory"] = _error(exc)
         if not args.skip_launches:
+            try:
+                result["launches_by_op"] = launches_by_op(mcase, sync)
+            except Exception as exc:  # noqa: BLE001
+                result["launches_by_op"] = _error(exc)
             for label, fn in (("minires_train_step", mcase.step), ("minires_inference", mcase.infer)) + (
                     (("torch_train_step", tcase.step), ("torch_inference", tcase.infer)) if tcase else ()):
                 try:
@@ -601,6 +683,12 @@ def markdown(report: dict) -> str:
         if top:
             lines += ["", f"Top GPU kernels of one minires {r['model']} training step (name, count, total us):", ""]
             lines += [f"- `{k}` x{c}: {us} us" for k, c, us in top]
+    for r in report["models"]:
+        by_op = r.get("launches_by_op", {}).get("by_op")
+        if by_op:
+            lines += ["", f"Launch calls of one minires {r['model']} training step by op "
+                          f"({r['launches_by_op'].get('launch_calls')} in all; op, launches, calls of the op):", ""]
+            lines += [f"- `{k}`: {n} launches over {c} calls" for k, n, c in by_op]
     if errors:
         lines += ["", "Errors:", ""] + errors
     return "\n".join(lines) + "\n"

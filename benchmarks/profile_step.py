@@ -33,6 +33,7 @@ def main(argv=None) -> int:
     parser.add_argument("--sort", default="tottime")
     parser.add_argument("--top", type=int, default=30)
     parser.add_argument("--conv-algorithm", default="auto")
+    parser.add_argument("--cpu-time", action="store_true", help="profile CPU time of this thread (use with 1 thread)")
     args = parser.parse_args(argv)
 
     import minires as mr  # noqa: PLC0415
@@ -64,7 +65,7 @@ def main(argv=None) -> int:
     for _ in range(args.steps):
         fn()
     plain = (time.perf_counter() - start) / args.steps
-    profiler = cProfile.Profile()
+    profiler = cProfile.Profile(time.process_time) if args.cpu_time else cProfile.Profile()
     start = time.perf_counter()
     profiler.enable()
     for _ in range(args.steps):

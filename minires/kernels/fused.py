@@ -31,9 +31,25 @@ from .parallel import parallel_for
 #: target bytes of one chunk (a few images) so all passes over it hit the L2 cache
 _CHUNK_BYTES = 256 << 10
 
+_enabled = True
+
+
+def set_fast_paths(enabled: bool) -> None:
+    """Turn the channels-last batch-norm fast path on (default) or off (reference kernels only)."""
+    global _enabled
+    _enabled = bool(enabled)
+
+
+def fast_paths_enabled() -> bool:
+    """Whether :func:`applies` may return True."""
+    return _enabled
+
 
 def applies(*arrays) -> bool:
-    """True when every array is a 4-D float NumPy array stored channels-last (NHWC memory)."""
+    """True when the fast path is on and every array is a 4-D float NumPy array stored
+    channels-last (NHWC memory); ``None`` entries are ignored."""
+    if not _enabled:
+        return False
     for a in arrays:
         if a is None:
             continue
@@ -99,7 +115,7 @@ def batch_norm_forward_nhwc(x, weight, bias, running_mean, running_var, training
         mean_t = np.tile(mean, reps)
 
         def centre(lo, hi):
-            s = np.zeros(C, dtype)
+            s = np.zeros((2, C), dtype)                           # sum (x - mean), sum (x - mean)^2
             square = np.empty((step, reps * C), dtype)
             for a in range(lo, hi, step):
                 b = min(a + step, hi)
@@ -107,19 +123,31 @@ def batch_norm_forward_nhwc(x, weight, bias, running_mean, running_var, training
                 np.subtract(x_rows[a:b], mean_t, out=xc)          # x - mean, kept as x_hat's storage
                 sq = square[:b - a]
                 np.multiply(xc, xc, out=sq)
-                s += ones[:(b - a) * reps] @ sq.reshape(-1, C)
+                s[0] += ones[:(b - a) * reps] @ xc.reshape(-1, C)
+                s[1] += ones[:(b - a) * reps] @ sq.reshape(-1, C)
             return s
 
-        var = _per_channel_sums(centre, N, C, dtype) / dtype.type(count)
+        parts = parallel_for(centre, N)
+        sums2 = parts[0]
+        for part in parts[1:]:
+            sums2 += part
+        # the mean of the centred data is the rounding error of the first mean: correct
+        # both statistics by it (float32 parity when |mean| >> std, as the reference)
+        residual = sums2[0] / dtype.type(count)
+        var = sums2[1] / dtype.type(count) - residual * residual
+        mean = mean + residual
         update_running_stats(running_mean, running_var, mean, var, count, momentum)
     else:
         mean, var = running_mean, running_var
         mean_t = np.tile(mean.astype(dtype, copy=False), reps)
+        residual = None
     inv_std = 1 / np.sqrt(var.astype(dtype, copy=False) + dtype.type(eps))
     inv_t = np.tile(inv_std, reps)
     w_t = None if weight is None else np.tile(weight, reps)
     b_t = None if bias is None else np.tile(bias, reps)
     zero = dtype.type(0)
+
+    residual_t = None if residual is None else np.tile(residual, reps)
 
     def normalise(lo, hi):
         for a in range(lo, hi, step):
@@ -127,6 +155,8 @@ def batch_norm_forward_nhwc(x, weight, bias, running_mean, running_var, training
             xh = xh_rows[a:b]
             if not training:
                 np.subtract(x_rows[a:b], mean_t, out=xh)
+            else:
+                xh -= residual_t
             xh *= inv_t                                           # x_hat = (x - mean) inv_std
             o = out_rows[a:b]
             if w_t is not None:
@@ -220,4 +250,4 @@ def batch_norm_backward_nhwc(grad, x_hat, inv_std, weight, training: bool, out=N
     return (grad_x, sum_gx if needs_weight_grad else None, sum_g if needs_bias_grad else None)
 
 
-__all__ = ["applies", "batch_norm_forward_nhwc", "batch_norm_backward_nhwc"]
+__all__ = ["applies", "set_fast_paths", "fast_paths_enabled", "batch_norm_forward_nhwc", "batch_norm_backward_nhwc"]

@@ -99,3 +99,32 @@ def test_batch_of_resnet_shape_float32(rng):
     out, x_hat, inv_std = FU.batch_norm_forward_nhwc(x, weight, bias, rm, rv, True, 0.1, 1e-5)
     ref = NK.batch_norm_forward_cpu(x, weight, bias, rm.copy(), rv.copy(), True, 0.1, 1e-5)
     np.testing.assert_allclose(out, ref[0], rtol=1e-4, atol=1e-4)
+
+
+def test_switch_turns_the_fast_path_off():
+    a = channels_last(np.zeros((2, 3, 4, 5), np.float32))
+    assert FU.applies(a)
+    FU.set_fast_paths(False)
+    try:
+        assert not FU.fast_paths_enabled() and not FU.applies(a)
+    finally:
+        FU.set_fast_paths(True)
+    assert FU.applies(a)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_torch_parity_with_a_large_mean(dtype, rng):
+    # |mean| >> std: the residual-mean correction keeps float32 at PyTorch's accuracy
+    torch = pytest.importorskip("torch")
+    x = channels_last((1000 + rng.standard_normal((8, 4, 6, 6))).astype(dtype))
+    weight, bias = rng.standard_normal(4).astype(dtype), rng.standard_normal(4).astype(dtype)
+    rm, rv = np.zeros(4, dtype), np.ones(4, dtype)
+    out, x_hat, inv_std = FU.batch_norm_forward_nhwc(x, weight, bias, rm, rv, True, 0.1, 1e-5)
+    t_rm, t_rv = torch.zeros(4, dtype=torch.float64), torch.ones(4, dtype=torch.float64)
+    ref = torch.nn.functional.batch_norm(torch.from_numpy(np.ascontiguousarray(x).astype(np.float64)), t_rm, t_rv,
+                                         torch.from_numpy(weight.astype(np.float64)),
+                                         torch.from_numpy(bias.astype(np.float64)), training=True).numpy()
+    tol = 2e-4 if dtype == np.float32 else 1e-9
+    np.testing.assert_allclose(out, ref, rtol=tol, atol=tol)
+    np.testing.assert_allclose(rm, t_rm.numpy(), rtol=tol)
+    np.testing.assert_allclose(rv, t_rv.numpy(), rtol=tol * 10)

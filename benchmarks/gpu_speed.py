@@ -412,16 +412,23 @@ def launch_counter_selftest(sync) -> dict:
 # --- CUDA graphs -----------------------------------------------------------------------------------
 
 def _graph_nodes(graph) -> dict:
-    """Node counts by type from the graph's debug DOT text (a second, independent launch count)."""
+    """Node counts from the graph's DOT dump (verbose): ``total`` node definitions and counts by type.
+
+    A second, independent launch count: every kernel the captured step launches is one
+    ``KERNEL`` node (memcpy/memset nodes are counted separately).
+    """
     try:
-        text = graph.debug_dot_str()
+        try:
+            text = graph.debug_dot_str(1)  # cudaGraphDebugDotFlagsVerbose
+        except TypeError:
+            text = graph.debug_dot_str()
     except Exception as exc:  # noqa: BLE001
         return {"error": f"{type(exc).__name__}: {exc}"}
     if isinstance(text, bytes):
         text = text.decode(errors="replace")
-    kinds: dict = {}
+    kinds: dict = {"total": len(re.findall(r'^\s*"?[A-Za-z0-9_]*node[A-Za-z0-9_]*"?\s*\[', text, flags=re.M))}
     for match in re.finditer(r'label="\{?\s*(KERNEL|MEMCPY|MEMSET|HOST|EVENT_RECORD|WAIT_EVENT|MEM_ALLOC|MEM_FREE|'
-                             r'EMPTY|GRAPH|[A-Z_]+)', text):
+                             r'EMPTY|GRAPH)', text):
         kinds[match.group(1)] = kinds.get(match.group(1), 0) + 1
     return kinds
 
@@ -669,13 +676,16 @@ def markdown(report: dict) -> str:
     for r in report["models"]:
         graphs = r.get("graphs")
         if isinstance(graphs, dict) and "error" not in graphs:
-            lines += ["", f"CUDA graph capture, {r['model']}:", "",
-                      "| segment | captured | eager ms | replay ms | speedup | graph nodes | check |",
-                      "| --- | --- | --- | --- | --- | --- | --- |"]
+            lines += ["", f"CUDA graph capture, {r['model']} (replay / torch: the replayed segment against PyTorch's "
+                          "eager train step or inference):", "",
+                      "| segment | captured | eager ms | replay ms | speedup | replay / torch | graph nodes | check |",
+                      "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+            torch_ms = {"train_step": r.get("train", {}).get("torch_ms"), "inference": r.get("infer", {}).get("torch_ms")}
             for seg, g in graphs.items():
                 check = g.get("max_loss_diff", g.get("max_output_diff"))
+                vs_torch = (g["replay_ms"] / torch_ms[seg]) if (g.get("replay_ms") and torch_ms.get(seg)) else None
                 lines.append(f"| {seg} | {g.get('captured')} | {_fmt(g.get('eager_ms'))} | {_fmt(g.get('replay_ms'))} "
-                             f"| {_fmt(g.get('speedup'))} | {g.get('graph_nodes', '-')} | "
+                             f"| {_fmt(g.get('speedup'))} | {_fmt(vs_torch)} | {g.get('graph_nodes', '-')} | "
                              f"{'-' if check is None else f'max diff {check:.3g}'}"
                              f"{'' if g.get('captured') else ' ' + g.get('error', '')[:160]} |")
     for r in report["models"]:

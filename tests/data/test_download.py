@@ -6,6 +6,7 @@ import os
 import socket
 import threading
 
+import numpy as np
 import pytest
 
 from minires.data import DownloadError, download
@@ -74,3 +75,42 @@ def test_offline_error(tmp_path):
     with pytest.raises(DownloadError, match="could not reach .*Are you offline"):
         download(f"http://127.0.0.1:{port}/file.bin", tmp_path / "x", progress=False, timeout=5)
     assert os.listdir(tmp_path) == []
+
+
+def test_download_cifar_then_load(tmp_path, monkeypatch, rng):
+    """`--download`: the official archive name in the cache, md5-checked, then read in place."""
+    import dataclasses
+    import functools
+
+    from minires.data import CIFAR10, load_dataset, md5_of
+    from minires.data import sources
+
+    from .cifar_fixtures import write_cifar10_python
+
+    served = tmp_path / "served"
+    train, _ = write_cifar10_python(served, rng, tar=True)
+    archive = served / "cifar-10-python.tar.gz"
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    handler.log_message = lambda *a: None
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}/cifar-10-python.tar.gz"
+        local = dataclasses.replace(CIFAR10, url=url, archive_md5=md5_of(archive))
+        monkeypatch.setattr(sources, "get_layout", lambda name: local)
+        monkeypatch.setenv("HOME", str(tmp_path / "home"))
+        monkeypatch.delenv("MINIRES_DATA", raising=False)
+        monkeypatch.chdir(tmp_path)
+        path = sources.download_cifar("cifar10", progress=False)
+        assert path == str(tmp_path / "home" / ".cache" / "minires" / "cifar-10-python.tar.gz")
+        tr, _ = load_dataset(None, "cifar10")
+        np.testing.assert_array_equal(tr.images, train[0])
+        # a server with different bytes: refused, nothing kept
+        bad = dataclasses.replace(local, archive_md5="0" * 32)
+        monkeypatch.setattr(sources, "get_layout", lambda name: bad)
+        with pytest.raises(DownloadError, match="checksum mismatch"):
+            sources.download_cifar("cifar10", root=tmp_path / "other", progress=False)
+        assert not (tmp_path / "other" / "cifar-10-python.tar.gz").exists()
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

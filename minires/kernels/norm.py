@@ -253,12 +253,27 @@ def _backward_kernel(relu: bool):
         "gx = scale * (g - mean_g - x_hat * mean_gx)")
 
 
+def _backward_stats_kernel(relu: bool, affine: bool):
+    """Training backward in one pass, the per-channel ``scale`` and means computed in the kernel.
+
+    Same arithmetic as :func:`_backward_kernel` fed with ``weight * inv_std``,
+    ``sum_g / count`` and ``sum_gx / count`` (which would be three more launches).
+    """
+    params = "T g, " + ("T y, " if relu else "") + "T x_hat, T inv_std, " + ("T weight, " if affine else "") + \
+        "T sum_g, T sum_gx, T count"
+    body = ("const T scale = " + ("weight * inv_std" if affine else "inv_std") + "; "
+            "const T mean_g = sum_g / count; const T mean_gx = sum_gx / count; " +
+            ("const T g_used = (y <= (T)0) ? (T)0 : g; " if relu else "const T g_used = g; ") +
+            "gx = scale * (g_used - mean_g - x_hat * mean_gx)")
+    name = "minires_bn" + ("_relu" if relu else "") + "_backward_stats" + ("_affine" if affine else "")
+    return backend.elementwise_kernel(name, params, "T gx", body)
+
+
 def batch_norm_backward_gpu(grad, x_hat, inv_std, weight, training: bool, out=None,
                             needs_weight_grad: bool = True, needs_bias_grad: bool = True):
     """CuPy twin of :func:`batch_norm_backward_cpu` (two reductions and one pass in training)."""
     axes = channel_axes(grad.ndim)
     cshape = channel_shape(grad.shape)
-    scale = _grad_scale(inv_std, weight)
     if out is not None:
         sum_g_kernel, sum_gx_kernel = _masked_sum_kernels()
         sum_g = sum_g_kernel(grad, out, axis=axes) if (training or needs_bias_grad) else None
@@ -267,14 +282,14 @@ def batch_norm_backward_gpu(grad, x_hat, inv_std, weight, training: bool, out=No
         sum_g = grad.sum(axis=axes) if (training or needs_bias_grad) else None
         sum_gx = _sum_prod_kernel()(grad, x_hat, axis=axes) if (training or needs_weight_grad) else None
     if training:
-        count = grad.size // grad.shape[1]
-        mean_g = (sum_g / count).reshape(cshape)
-        mean_gx = (sum_gx / count).reshape(cshape)
-        if out is not None:
-            grad_x = _backward_kernel(True)(grad, out, x_hat, scale.reshape(cshape), mean_g, mean_gx)
-        else:
-            grad_x = _backward_kernel(False)(grad, x_hat, scale.reshape(cshape), mean_g, mean_gx)
-    elif out is not None:
+        count = grad.dtype.type(grad.size // grad.shape[1])
+        per_channel = [inv_std.reshape(cshape)] + ([] if weight is None else [weight.reshape(cshape)]) + \
+            [sum_g.reshape(cshape), sum_gx.reshape(cshape), count]
+        kernel = _backward_stats_kernel(out is not None, weight is not None)
+        grad_x = kernel(grad, out, x_hat, *per_channel) if out is not None else kernel(grad, x_hat, *per_channel)
+        return (grad_x, sum_gx if needs_weight_grad else None, sum_g if needs_bias_grad else None)
+    scale = _grad_scale(inv_std, weight)
+    if out is not None:
         from .activation import relu_backward_gpu  # noqa: PLC0415
 
         grad_x = relu_backward_gpu(grad, out) * scale.reshape(cshape)

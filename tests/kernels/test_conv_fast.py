@@ -164,3 +164,16 @@ def test_resnet_layer_shapes_float32_against_reference(rng):
                                    rtol=1e-4, atol=1e-4)
         np.testing.assert_allclose(CF.nhwc_backward_weight(grad, x, g), K.reference_backward_weight(grad, x, g),
                                    rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("M, K, N", [(1000, 144, 16), (300, 288, 32), (77, 576, 64), (5, 27, 16), (4096, 27, 16)])
+def test_blocked_products_equal_plain_ones(M, K, N, rng):
+    a = rng.standard_normal((M, K))
+    b = rng.standard_normal((K, N))
+    out = np.empty((M, N))
+    np.testing.assert_allclose(CF.matmul_rows(a, b, out), a @ b, rtol=1e-12, atol=1e-12)
+    g = rng.standard_normal((M, N))
+    acc = np.ones((K, N))
+    CF.add_matmul_tn(a, g, acc)
+    np.testing.assert_allclose(acc, 1 + a.T @ g, rtol=1e-12, atol=1e-11)
+    assert CF._row_block(K, N) * K * N <= max(CF._SMALL_GEMM_MNK, 16 * K * N)

@@ -75,7 +75,7 @@ def test_resnet20_step_gpu_matches_cpu(dtype, rtol):
     _close(gpu[4], cpu[4], rtol, "eval logits")
 
 
-SYNC_CALL = re.compile(r"Synchronize|^cudaMemcpy$|^cudaMemcpy2D$|^cuMemcpyDtoH|^cuMemcpy$")
+SYNC_CALL = re.compile(r"Synchronize|^cudaMemcpy$|^cudaMemcpy2D$|^cuMemcpyDtoH(_v2)?$|^cuMemcpy$")
 
 
 def _sync_calls(fn):

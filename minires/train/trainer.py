@@ -410,7 +410,7 @@ class Trainer:
             if self._stop_requested:
                 path = self.save_checkpoint()
                 self.log(f"interrupted at epoch {self.epoch + 1}, step {self.step}: checkpoint saved to {path}; "
-                         f"continue with: minires train --out {self.config.out} --resume (and the same flags)")
+                         f"continue with: minires train --out {self.config.out} --resume")
                 return "interrupted"
             self._finish_epoch(time.time() - epoch_start)
         return "done"

@@ -59,6 +59,8 @@ from minires import backend  # noqa: E402
 
 DEPTHS = {"resnet20": 3, "resnet32": 5, "resnet44": 7, "resnet56": 9, "resnet110": 18}
 LOG = print
+#: CUDA API calls that block the host (what a training step must not issue)
+SYNC_CALL = re.compile(r"Synchronize|^cudaMemcpy$|^cudaMemcpy2D$|^cuMemcpyDtoH(_v2)?$|^cuMemcpy$")
 
 
 # --- the PyTorch reference model -------------------------------------------------------------
@@ -279,9 +281,12 @@ def count_launches(fn, sync, top: int = 12) -> dict:
     import torch  # noqa: PLC0415
     from torch.profiler import ProfilerActivity, profile  # noqa: PLC0415
 
+    from torch.profiler import record_function  # noqa: PLC0415
+
     sync()
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-        fn()
+        with record_function("minires_measured_region"):
+            fn()
         sync()
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "trace.json")
@@ -290,6 +295,13 @@ def count_launches(fn, sync, top: int = 12) -> dict:
             trace = json.load(f)
     events = trace["traceEvents"] if isinstance(trace, dict) else trace
     counts = {"kernels": 0, "memcpy": 0, "memset": 0}
+    region = [e for e in events if e.get("name") == "minires_measured_region" and e.get("ph") == "X"]
+    if region:
+        start, end = float(region[0]["ts"]), float(region[0]["ts"]) + float(region[0].get("dur", 0))
+        counts["host_syncs"] = sorted(
+            str(e.get("name")) for e in events
+            if str(e.get("cat", "")).lower() in ("cuda_runtime", "cuda_driver") and SYNC_CALL.search(str(e.get("name", "")))
+            and start <= float(e.get("ts", 0)) <= end)
     per_name: dict = {}
     for e in events:
         cat = str(e.get("cat", "")).lower()
@@ -641,13 +653,14 @@ def markdown(report: dict) -> str:
         f"{report['args']['rounds']} alternated rounds x {report['args']['steps']} steps, median ratios.",
         "",
         "| model | train minires ms | train torch ms | train ratio | infer minires ms | infer torch ms | infer ratio "
-        "| launches/train step (minires / torch) | loss check (minires vs torch, 2 steps) |",
+        "| launches/train step (minires / torch; minires syncs) | loss check (minires vs torch, 2 steps) |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in report["models"]:
         tr, inf = r.get("train", {}), r.get("infer", {})
         launches = r.get("launches", {})
         ml = launches.get("minires_train_step", {}).get("total")
+        syncs = launches.get("minires_train_step", {}).get("host_syncs")
         tl = launches.get("torch_train_step", {}).get("total")
         check = r.get("check", {})
         if "minires_losses" in check:
@@ -659,7 +672,8 @@ def markdown(report: dict) -> str:
         lines.append(
             f"| {r['model']} | {_fmt(tr.get('minires_ms'))} | {_fmt(tr.get('torch_ms'))} | "
             f"{_fmt(tr.get('ratio_median'))} | {_fmt(inf.get('minires_ms'))} | {_fmt(inf.get('torch_ms'))} | "
-            f"{_fmt(inf.get('ratio_median'))} | {ml if ml is not None else '-'} / {tl if tl is not None else '-'} | "
+            f"{_fmt(inf.get('ratio_median'))} | {ml if ml is not None else '-'} / {tl if tl is not None else '-'}"
+            f"{'' if syncs is None else f' ({len(syncs)} host syncs)'} | "
             f"{chk} |")
     errors = []
     for r in report["models"]:

@@ -236,7 +236,8 @@ class PreActBasicBlock(_PreActivation):
                  skip: bool = True):
         super().__init__(in_planes, planes, stride, shortcut, groups, base_width, shortcut_scale, se_reduction, skip)
         if groups != 1 or base_width != 64:
-            raise ValueError(f"PreActBasicBlock only supports groups=1 and base_width=64, got {groups} and {base_width}")
+            raise ValueError(f"PreActBasicBlock only supports groups=1 and base_width=64, "
+                             f"got {groups} and {base_width}")
         self.bn1 = nn.BatchNorm2d(in_planes)
         self.conv1 = conv3x3(in_planes, planes, stride)
         self.bn2 = nn.BatchNorm2d(planes)

@@ -87,7 +87,8 @@ class ResNet(nn.Module):
             raise ValueError(f"stem must be 'imagenet' or 'cifar', got {stem!r}")
         layers = list(layers)
         if widths is None:
-            widths = [64 * 2**i for i in range(len(layers))] if stem == "imagenet" else [16 * 2**i for i in range(len(layers))]
+            base = 64 if stem == "imagenet" else 16
+            widths = [base * 2**i for i in range(len(layers))]
         widths = list(widths)
         if not layers or len(widths) != len(layers) or any(not isinstance(n, int) or n < 1 for n in layers):
             raise ValueError(f"layers must be positive ints, one per stage width; got layers={layers}, widths={widths}")

@@ -59,6 +59,22 @@ def compare_state(mine, ref, rtol, rename=lambda k: k, what="after", ref64=None)
             check(f"{what} {name}", mr.backend.as_numpy(got), value.detach().numpy(), rtol, exact)
 
 
+def global_grad_error(mine, ref, rename=lambda k: k) -> float:
+    """``||g_mine - g_ref|| / ||g_ref||`` over all parameters' gradients concatenated.
+
+    ``mine`` may be a minires or a torch module (to measure torch float32 against float64).
+    """
+    mine_params = dict(mine.named_parameters())
+    diff = total = 0.0
+    for name, p in ref.named_parameters():
+        g = p.grad.numpy().astype(np.float64)
+        other = mine_params[rename(name)].grad
+        other = other.numpy() if isinstance(other, torch.Tensor) else mr.backend.as_numpy(other)
+        diff += float(np.square(other - g).sum())
+        total += float(np.square(g).sum())
+    return (diff / total) ** 0.5
+
+
 def compare_grads(mine, ref, rtol, rename=lambda k: k, ref64=None):
     mine_params = dict(mine.named_parameters())
     truth = dict(ref64.named_parameters()) if ref64 is not None else {}
@@ -78,10 +94,16 @@ def _set_mode(mine, ref, mode):
     ref.train(mode == "train")
 
 
-def model_step_parity(mine, ref, x, y, modes=("train", "eval"), lr=0.05, rename=lambda k: k, rtol=None):
+def model_step_parity(mine, ref, x, y, modes=("train", "eval"), lr=0.05, rename=lambda k: k, rtol=None,
+                      global_grad_rtol=None):
     """One SGD step per mode on classifiers: logits, loss, every grad, stats, then the updated model.
 
     ``x`` is an NCHW float array, ``y`` int64 class labels. Returns the worst gradient error.
+    ``global_grad_rtol`` replaces the per-tensor gradient check by one on all gradients
+    together (for deep float32 nets, where a pre-activation within float32 rounding of zero
+    can take the other ReLU branch in one of the two libraries: a real, local difference
+    that says nothing about correctness; float64 runs check those nets exactly). In that
+    mode no SGD step is taken; both modes start from the same weights.
     """
     rtol = RTOL[np.dtype(x.dtype)] if rtol is None else rtol
     load_from_torch(mine, ref, rename)
@@ -105,8 +127,21 @@ def model_step_parity(mine, ref, x, y, modes=("train", "eval"), lr=0.05, rename=
         truth = outs[1] if ref64 is not None else (None, None)
         check(f"{mode} logits", logits.numpy(), outs[0][0], rtol, truth[0])
         check(f"{mode} loss", loss.numpy(), outs[0][1], rtol, truth[1])
-        worst = max(worst, compare_grads(mine, ref, rtol, rename, ref64))
+        if global_grad_rtol is None:
+            worst = max(worst, compare_grads(mine, ref, rtol, rename, ref64))
+        else:
+            err = global_grad_error(mine, ref, rename)
+            if err > global_grad_rtol and ref64 is not None:  # as good as torch float32 is, against float64
+                torch_err = global_grad_error(ref, ref64)
+                assert global_grad_error(mine, ref64, rename) <= 2 * torch_err, (
+                    f"{mode}: global gradient error {err:.3e} > {global_grad_rtol:.1e} and more than twice "
+                    f"torch float32's own error {torch_err:.3e}")
+            else:
+                assert err <= global_grad_rtol, f"{mode}: global gradient error {err:.3e} > {global_grad_rtol:.1e}"
+            worst = max(worst, err)
         compare_state(mine, ref, rtol, rename, what=f"{mode} stats", ref64=ref64)
+        if global_grad_rtol is not None:
+            continue  # no step: float32 trajectories of deep nets legitimately drift apart (see above)
         with torch.no_grad():  # the training step, identical on every side
             for model in torch_models:
                 for p in model.parameters():

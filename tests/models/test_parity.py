@@ -5,6 +5,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+import minires as mr  # noqa: E402
 import minires.models as models  # noqa: E402
 from minires.models.layers import SEModule, ShortcutA  # noqa: E402
 from tests.models import torch_reference as ref  # noqa: E402
@@ -108,7 +109,7 @@ def test_block_parity(rng, name, make_mine, make_ref, shape, dtype):
 
 def test_shortcut_a_matches_the_reference_lambda(rng):
     x = data(rng, (2, 16, 7, 7))
-    got = ShortcutA(16, 32, 2)(models.ResNet.__mro__[0] and __import__("minires").tensor(x)).numpy()
+    got = ShortcutA(16, 32, 2)(mr.tensor(x)).numpy()
     expected = torch.nn.functional.pad(torch.tensor(x)[:, :, ::2, ::2], (0, 0, 0, 0, 8, 8)).numpy()
     np.testing.assert_array_equal(got, expected)
 
@@ -117,65 +118,80 @@ def _xy(rng, n, size, classes, dtype=np.float32):
     return data(rng, (n, 3, size, size), dtype), rng.integers(0, classes, n).astype(np.int64)
 
 
+def both_precisions(make_mine, make_ref, x, y, rename=lambda k: k, global_grad_rtol=1e-3):
+    """Whole-model parity: float64 strictly (every tensor to 1e-9, incl. one SGD step), float32
+    per tensor for logits, loss and BN statistics and globally for the gradients.
+
+    Per-tensor float32 gradients of a whole network are not a sound test: a pre-activation
+    within float32 rounding of zero takes the other ReLU branch in one library, and the
+    gradients of every earlier layer move by up to ~1e-2 (measured; float64 agrees to 1e-13).
+    """
+    model_step_parity(make_mine().double(), make_ref().double(), x.astype(np.float64), y, rename=rename)
+    return model_step_parity(make_mine(), make_ref(), x.astype(np.float32), y, rename=rename,
+                             global_grad_rtol=global_grad_rtol)
+
+
 @pytest.mark.parametrize("name, option, skip, make_mine", [
     ("resnet20_A", "A", True, lambda: models.resnet20(num_classes=7)),
     ("resnet20_B", "B", True, lambda: models.resnet20(num_classes=7, shortcut="B")),
     ("plain20", "A", False, lambda: models.plain20(num_classes=7)),
 ])
 def test_cifar_resnet20_matches_akamaster(rng, name, option, skip, make_mine):
-    torch_model = ref.CifarResNet([3, 3, 3], num_classes=7, option=option, skip=skip)
     x, y = _xy(rng, 4, 12, 7)
-    model_step_parity(make_mine(), torch_model, x, y, rename=lambda k: k.replace(".shortcut.", ".downsample."))
+    both_precisions(make_mine, lambda: ref.CifarResNet([3, 3, 3], num_classes=7, option=option, skip=skip), x, y,
+                    rename=lambda k: k.replace(".shortcut.", ".downsample."))
 
 
+# Deep nets at realistic sizes (slow). ResNet-50 at 4 x 64 x 64 is so ill-conditioned that torch
+# float32 itself is 1.6e-2 away from float64, so its float32 check is "no worse than twice torch's".
 @pytest.mark.slow
 def test_cifar_resnet56_matches_akamaster(rng):
     x, y = _xy(rng, 8, 32, 10)
-    model_step_parity(models.resnet56(), ref.CifarResNet([9, 9, 9]), x, y)
+    worst = both_precisions(models.resnet56, lambda: ref.CifarResNet([9, 9, 9]), x, y, global_grad_rtol=1e-2)
+    print(f"resnet56 float32 global gradient error vs torch: {worst:.2e}")
 
 
 def test_preact_resnets_match_reference(rng):
     x, y = _xy(rng, 3, 12, 5)
-    model_step_parity(models.preact_resnet20(num_classes=5), ref.PreActResNet(ref.PreActBlock, [3, 3, 3], 5), x, y)
-    model_step_parity(models.cifar_resnet(20, models.PreActBottleneck, num_classes=5, shortcut="B"),
-                      ref.PreActResNet(ref.PreActBottleneck, [2, 2, 2], 5), x, y)
+    both_precisions(lambda: models.preact_resnet20(num_classes=5),
+                    lambda: ref.PreActResNet(ref.PreActBlock, [3, 3, 3], 5), x, y)
+    both_precisions(lambda: models.cifar_resnet(20, models.PreActBottleneck, num_classes=5, shortcut="B"),
+                    lambda: ref.PreActResNet(ref.PreActBottleneck, [2, 2, 2], 5), x, y)
 
 
 def test_resnet18_matches_torchvision_layout(rng):
-    x, y = _xy(rng, 2, 32, 11)
-    model_step_parity(models.resnet18(num_classes=11), ref.TVResNet(ref.TVBasicBlock, [2, 2, 2, 2], 11), x, y)
+    # 40 x 40 leaves layer4 at 2 x 2; at 32 x 32 its BN would normalise 2 values per channel
+    x, y = _xy(rng, 2, 40, 11)
+    both_precisions(lambda: models.resnet18(num_classes=11),
+                    lambda: ref.TVResNet(ref.TVBasicBlock, [2, 2, 2, 2], 11), x, y)
 
 
 @pytest.mark.slow
 def test_resnet50_matches_torchvision_layout(rng):
-    x, y = _xy(rng, 2, 64, 1000)
-    model_step_parity(models.resnet50(), ref.TVResNet(ref.TVBottleneck, [3, 4, 6, 3]), x, y)
+    x, y = _xy(rng, 4, 64, 1000)
+    worst = both_precisions(models.resnet50, lambda: ref.TVResNet(ref.TVBottleneck, [3, 4, 6, 3]), x, y,
+                            global_grad_rtol=1e-2)
+    print(f"resnet50 float32 global gradient error vs torch: {worst:.2e}")
 
 
-def _double(mine, theirs):
-    return mine.double(), theirs.double()
-
-
-# Float64 for these: their float32 gradients include BN scales that cancel to ~1e-6 of their
-# terms (torch's own float32 error is then ~1e-2); float64 at 1e-9 is the stricter check.
-def test_small_bottleneck_resnext_and_se_nets_match_in_float64(rng):
-    x, y = _xy(rng, 3, 12, 6, np.float64)
+def test_small_bottleneck_resnext_and_se_nets_match(rng):
+    x, y = _xy(rng, 3, 12, 6)
     cifar = dict(stem="cifar", widths=[8, 16, 32], num_classes=6)
-    model_step_parity(*_double(models.ResNet(models.Bottleneck, [1, 2, 1], groups=4, width_per_group=8, **cifar),
-                               ref.TVResNet(ref.TVBottleneck, [1, 2, 1], 6, groups=4, width_per_group=8,
-                                            stem="cifar", widths=[8, 16, 32])), x, y)
-    model_step_parity(*_double(models.se_resnet20(num_classes=6, shortcut="B"),
-                               ref.TVResNet(ref.TVBasicBlock, [3, 3, 3], 6, se=16, stem="cifar",
-                                            widths=[16, 32, 64])), x, y)
+    both_precisions(lambda: models.ResNet(models.Bottleneck, [1, 2, 1], groups=4, width_per_group=8, **cifar),
+                    lambda: ref.TVResNet(ref.TVBottleneck, [1, 2, 1], 6, groups=4, width_per_group=8, stem="cifar",
+                                         widths=[8, 16, 32]), x, y)
+    both_precisions(lambda: models.se_resnet20(num_classes=6, shortcut="B"),
+                    lambda: ref.TVResNet(ref.TVBasicBlock, [3, 3, 3], 6, se=16, stem="cifar", widths=[16, 32, 64]),
+                    x, y)
 
 
-def test_small_densenets_match_torchvision_layout_in_float64(rng):
-    x, y = _xy(rng, 3, 12, 4, np.float64)
-    mine = models.DenseNet(growth_rate=4, block_config=(2, 3, 2), num_init_features=8, num_classes=4, stem="cifar")
-    model_step_parity(*_double(mine, ref.TVDenseNet(4, (2, 3, 2), 8, num_classes=4, stem="cifar")), x, y)
-    x, y = _xy(rng, 2, 32, 4, np.float64)
-    mine = models.DenseNet(growth_rate=4, block_config=(2, 2), num_init_features=8, num_classes=4)
-    model_step_parity(*_double(mine, ref.TVDenseNet(4, (2, 2), 8, num_classes=4)), x, y)
+def test_small_densenets_match_torchvision_layout(rng):
+    x, y = _xy(rng, 3, 12, 4)
+    both_precisions(lambda: models.DenseNet(4, (2, 3, 2), 8, num_classes=4, stem="cifar"),
+                    lambda: ref.TVDenseNet(4, (2, 3, 2), 8, num_classes=4, stem="cifar"), x, y)
+    x, y = _xy(rng, 2, 32, 4)
+    both_precisions(lambda: models.DenseNet(4, (2, 2), 8, num_classes=4),
+                    lambda: ref.TVDenseNet(4, (2, 2), 8, num_classes=4), x, y)
 
 
 def _keys_and_shapes(state):

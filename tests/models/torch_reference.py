@@ -277,7 +277,8 @@ class _DenseBlock(tnn.ModuleDict):
     def __init__(self, num_layers, num_input_features, bn_size, growth_rate):
         super().__init__()
         for i in range(num_layers):
-            self.add_module(f"denselayer{i + 1}", _DenseLayer(num_input_features + i * growth_rate, growth_rate, bn_size))
+            layer = _DenseLayer(num_input_features + i * growth_rate, growth_rate, bn_size)
+            self.add_module(f"denselayer{i + 1}", layer)
 
     def forward(self, x):
         features = [x]
@@ -305,7 +306,8 @@ class TVDenseNet(tnn.Module):
                 ("norm0", tnn.BatchNorm2d(num_init_features)), ("relu0", tnn.ReLU(inplace=True)),
                 ("pool0", tnn.MaxPool2d(3, 2, 1))]))
         else:
-            self.features = tnn.Sequential(OrderedDict([("conv0", tnn.Conv2d(3, num_init_features, 3, 1, 1, bias=False))]))
+            stem_conv = tnn.Conv2d(3, num_init_features, 3, 1, 1, bias=False)
+            self.features = tnn.Sequential(OrderedDict([("conv0", stem_conv)]))
         num_features = num_init_features
         for i, num_layers in enumerate(block_config):
             self.features.add_module(f"denseblock{i + 1}", _DenseBlock(num_layers, num_features, bn_size, growth_rate))

@@ -33,7 +33,10 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from .conv import ConvAlgorithm, ConvGeometry, register_conv_algorithm
+from .memory import tune_malloc_by_default
 from .parallel import parallel_for
+
+tune_malloc_by_default()  # reuse freed activation memory across steps (see minires/kernels/memory.py)
 
 #: target size of one chunk's column matrix; small enough to stay in the 32 MiB L3 cache
 _CHUNK_BYTES = 6 << 20

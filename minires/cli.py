@@ -154,6 +154,10 @@ def _train_config(args, demo: bool):
                 raise CLIError(f"cannot resume from {ckpt}: {exc}") from None
             values = {k: v for k, v in saved.items() if k not in ("out", "progress", "plot")}
     values.update(explicit)
+    if "device" not in values:
+        from .backend import default_device  # noqa: PLC0415
+
+        values["device"] = default_device()
     if "out" not in values:
         values["out"] = os.path.join("runs", f"{'demo' if demo else values['model']}-{time.strftime('%Y%m%d-%H%M%S')}")
     values["progress"] = not args.no_progress

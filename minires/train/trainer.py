@@ -215,6 +215,7 @@ class Trainer:
 
     @property
     def metrics_path(self) -> str:
+        """``OUT/metrics.jsonl``."""
         return os.path.join(self.out, "metrics.jsonl")
 
     def read_metrics(self) -> list[dict]:
@@ -240,6 +241,7 @@ class Trainer:
 
     @property
     def lr(self) -> float:
+        """The learning rate of the next update (first parameter group)."""
         return float(self.optimizer.param_groups[0]["lr"])
 
     def _train_step(self, x, y) -> tuple[float, int]:

@@ -48,6 +48,25 @@ record() { STATUS_LINES+=("- $*"); note "$*"; }
 
 note "repo $(pwd), out $OUT_DIR, budget ${BUDGET_S}s, python $(command -v "$PY")"
 
+# --- 0. CIFAR-10 for stage 5: found, or rebuilt from the JPEG archive in the background ---------
+CIFAR_READY=""
+CIFAR_PID=""
+for c in "${CIFAR_DIR:-}" gpu_data/cifar-10-batches-py gpu_data/cifar-10-python.tar.gz data/cifar-10-batches-py \
+         ../shared/data/cifar10/cifar-10-batches-py; do
+    if [ -n "$c" ] && [ -e "$c" ]; then CIFAR_READY="$c"; break; fi
+done
+if [ -z "$CIFAR_READY" ]; then
+    for d in gpu_data ../shared/data/cifar10 /work/shared/data/cifar10; do
+        if [ -f "$d/make_cifar10.py" ] && [ -f "$d/cifar10-jpeg.tar.gz" ]; then
+            rm -rf /tmp/minires_cifar
+            timeout 200 "$PY" "$d/make_cifar10.py" /tmp/minires_cifar >/tmp/minires_make_cifar.log 2>&1 &
+            CIFAR_PID=$!
+            note "rebuilding CIFAR-10 from $d/cifar10-jpeg.tar.gz in the background (pid $CIFAR_PID)"
+            break
+        fi
+    done
+fi
+
 # --- 1. install ---------------------------------------------------------------------------
 if timeout 90 "$PY" -m pip install -q --no-deps --no-build-isolation --no-index -e . >"/tmp/minires_pip.log" 2>&1 \
    && (cd /tmp && timeout 30 "$PY" -c "import minires, os, sys; sys.exit(0 if os.path.dirname(minires.__file__).startswith('$REPO') else 1)"); then
@@ -81,7 +100,7 @@ print("minires", minires.__version__, minires.__file__, "cuda_available", minire
 EOF
 
 # --- 3. GPU tests ---------------------------------------------------------------------------
-PYTEST_OPTS=(-m gpu -v -rA --tb=short -p no:cacheprovider)
+PYTEST_OPTS=(-m gpu -v -rA --tb=short --durations=15 -p no:cacheprovider)
 if "$PY" -c "import pytest_timeout" 2>/dev/null; then PYTEST_OPTS+=(--timeout 90); fi
 if "$PY" -c "import xdist" 2>/dev/null; then PYTEST_OPTS+=(-n 4); fi
 note "pytest ${PYTEST_OPTS[*]} (limit ${PYTEST_S}s)"
@@ -105,27 +124,16 @@ else
 fi
 
 # --- 5. train ResNet-20 on CIFAR-10 ------------------------------------------------------------
-find_cifar() {
-    if [ -n "${CIFAR_DIR:-}" ] && [ -e "$CIFAR_DIR" ]; then echo "$CIFAR_DIR"; return; fi
-    for c in gpu_data/cifar-10-batches-py gpu_data/cifar-10-python.tar.gz data/cifar-10-batches-py \
-             ../shared/data/cifar10/cifar-10-batches-py; do
-        if [ -e "$c" ]; then echo "$c"; return; fi
-    done
-    for d in gpu_data ../shared/data/cifar10 /work/shared/data/cifar10; do
-        if [ -f "$d/make_cifar10.py" ] && [ -f "$d/cifar10-jpeg.tar.gz" ]; then
-            if timeout 120 "$PY" "$d/make_cifar10.py" /tmp/minires_cifar >/tmp/minires_make_cifar.log 2>&1 \
-               && [ -d /tmp/minires_cifar/cifar-10-batches-py ]; then
-                echo /tmp/minires_cifar/cifar-10-batches-py; return
-            fi
-        fi
-    done
-}
-
 TRAIN_LEFT=$(( $(remaining) - 15 ))
 if [ "$TRAIN_LEFT" -lt 60 ]; then
     record "training: skipped, only $(remaining)s left"
 else
-    DATA="$(find_cifar)"
+    DATA="$CIFAR_READY"
+    if [ -z "$DATA" ] && [ -n "$CIFAR_PID" ]; then
+        wait "$CIFAR_PID"
+        [ -d /tmp/minires_cifar/cifar-10-batches-py ] && DATA=/tmp/minires_cifar/cifar-10-batches-py \
+            || tail -5 /tmp/minires_make_cifar.log
+    fi
     TRAIN_LEFT=$(( $(remaining) - 15 ))
     if [ -z "$DATA" ]; then
         record "training: no CIFAR-10 found (gpu_data/cifar-10-batches-py, gpu_data/*.tar.gz, ../shared/data/cifar10)"

@@ -457,16 +457,40 @@ def _restore(snapshot) -> None:
         a[...] = c
 
 
+def _micro_segments(case: MiniresCase):
+    """Single library calls and short kernel chains at the first stage's shapes, each captured alone.
+
+    They show which pieces a CUDA graph can hold when a whole step cannot (a cuBLAS GEMM, the
+    im2col gather, a fused batch norm + ReLU, the fused SGD update) and what replaying each saves.
+    """
+    import cupy as cp  # noqa: PLC0415
+
+    from minires.kernels import im2col as im2col_kernels  # noqa: PLC0415
+    from minires.kernels import norm as norm_kernels  # noqa: PLC0415
+
+    n = case.x.shape[0]
+    x = cp.random.standard_normal((n, 16, 32, 32), dtype=cp.float32)
+    w = cp.random.standard_normal((16, 16 * 9), dtype=cp.float32)
+    cols = im2col_kernels.im2col(x, 3, 3, 1, 1, 1, 1).reshape(n, 16 * 9, 32 * 32)
+    gamma, beta = cp.ones(16, cp.float32), cp.zeros(16, cp.float32)
+    running = [cp.zeros(16, cp.float32), cp.ones(16, cp.float32)]
+    yield "cublas_matmul", lambda: cp.matmul(w, cols)
+    yield "im2col_kernel", lambda: im2col_kernels.im2col(x, 3, 3, 1, 1, 1, 1)
+    yield "batch_norm_relu_forward", lambda: norm_kernels.batch_norm_relu(x, gamma, beta, *running, True, 0.1, 1e-5)[0]
+
+
 def graph_experiment(case: MiniresCase, steps: int, sync) -> dict:
     """Try to capture each segment of a training step into a CUDA graph; replay and time what captures."""
     import cupy as cp  # noqa: PLC0415
 
-    segments = {
+    segments = dict(_micro_segments(case))
+    segments.update({
         "inference": case.infer,
         "forward_loss": case.forward_loss,
         "forward_backward": case.forward_backward,
+        "sgd_step": case.opt.step,  # the gradients left by forward_backward
         "train_step": case.step,
-    }
+    })
     results = {}
     for name, fn in segments.items():
         entry = results[name] = {}
@@ -527,11 +551,14 @@ def graph_experiment(case: MiniresCase, steps: int, sync) -> dict:
                     entry["replay_losses"] = graph_losses
                     entry["max_loss_diff"] = max(abs(a - b) for a, b in zip(eager_losses, graph_losses))
                     _restore(snap)
-                elif name == "inference":
-                    eager = backend.as_numpy(fn().data)
+                elif name == "inference" or backend.is_cupy_array(captured_out):
+                    def host(a):
+                        return backend.as_numpy(a.data if isinstance(a, mr.Tensor) else a)
+
+                    eager = host(fn())
                     graph.launch(stream)
                     stream.synchronize()
-                    entry["max_output_diff"] = float(np.max(np.abs(backend.as_numpy(captured_out.data) - eager)))
+                    entry["max_output_diff"] = float(np.max(np.abs(host(captured_out) - eager)))
         except Exception as exc:  # noqa: BLE001
             entry.setdefault("captured", False)
             entry.update(_error(exc))

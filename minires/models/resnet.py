@@ -15,7 +15,7 @@ import minires.functional as F
 from minires import nn
 from minires.autograd import Tensor
 
-from .blocks import BasicBlock, Bottleneck, ResidualBlock
+from .blocks import BasicBlock, Bottleneck, PlainBasicBlock, PreActBasicBlock, PreActBottleneck, ResidualBlock
 
 
 def init_weights(model: nn.Module, zero_init_residual: bool = False) -> None:
@@ -273,8 +273,6 @@ def _named(builder, name):
     builder.__name__ = builder.__qualname__ = name
     return builder
 
-
-from .blocks import PlainBasicBlock, PreActBasicBlock, PreActBottleneck  # noqa: E402
 
 resnet20 = _named(_cifar_builder(20, BasicBlock), "resnet20")
 resnet32 = _named(_cifar_builder(32, BasicBlock), "resnet32")

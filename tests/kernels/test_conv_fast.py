@@ -39,6 +39,13 @@ def small_chunks(monkeypatch):
     CF.clear_buffers()
 
 
+@pytest.fixture(params=[True, False], ids=["row-unfold", "full-unfold"])
+def unfold(request, monkeypatch):
+    """Run with the width-only row unfold (stride 1 in height) and with the full unfold."""
+    monkeypatch.setattr(CF, "_ROW_UNFOLD", request.param)
+    return request.param
+
+
 @pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
 def threads(request):
     previous = parallel.get_num_threads()
@@ -62,7 +69,7 @@ def _arrays(case, dtype, rng, channels_last=False):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
 @pytest.mark.parametrize("case", CASES)
-def test_matches_reference_kernels(case, channels_last, dtype, rng, small_chunks, threads):
+def test_matches_reference_kernels(case, channels_last, dtype, rng, small_chunks, threads, unfold):
     x, w, b, grad, g = _arrays(case, dtype, rng, channels_last)
     out = CF.nhwc_forward(x, w, b, g)
     assert out.shape == g.out_shape and out.dtype == dtype
@@ -133,7 +140,7 @@ def test_reference_can_be_forced_for_the_op(rng):
 
 
 @pytest.mark.parametrize("case", [CASES[0], CASES[1], CASES[3], CASES[4]])
-def test_gradcheck_float64(case, rng, small_chunks):
+def test_gradcheck_float64(case, rng, small_chunks, unfold):
     N, C, H, W, C_out, KH, KW, stride, padding = case
     x = mr.tensor(rng.standard_normal((N, C, H, W)), requires_grad=True)
     w = mr.tensor(rng.standard_normal((C_out, C, KH, KW)), requires_grad=True)
@@ -154,7 +161,7 @@ def test_torch_parity(case, dtype, rng, threads):
                             stride=stride, padding=padding)
 
 
-def test_resnet_layer_shapes_float32_against_reference(rng):
+def test_resnet_layer_shapes_float32_against_reference(rng, unfold):
     # the ResNet-20 shapes at a small batch, default chunking, against the reference
     for C, C_out, H, stride in ((3, 16, 32, 1), (16, 16, 32, 1), (16, 32, 32, 2), (64, 64, 8, 1)):
         x, w, b, grad, g = _arrays((4, C, H, H, C_out, 3, 3, stride, 1), np.float32, rng)

@@ -21,7 +21,9 @@
 # ../shared/data/cifar10/ into /tmp; set CIFAR_DIR to override.
 #
 # Environment knobs: PYTHON (default python3), BUDGET_S (default 530), PYTEST_S (170),
-# SPEED_S (210), SPEED_ARGS (extra gpu_speed.py arguments), TRAIN_EPOCHS (force a count).
+# SPEED_S (210), SPEED_ARGS (extra gpu_speed.py arguments), TRAIN_EPOCHS (force a count),
+# TRAIN_GRAPH (auto: CUDA-graph training when this run's tests and benchmark showed it right and
+# faster; 1: always; 0: never).
 
 set -u
 OUT_DIR="${1:-${OUT:-./gpu_out}}"
@@ -138,22 +140,36 @@ else
     if [ -z "$DATA" ]; then
         record "training: no CIFAR-10 found (gpu_data/cifar-10-batches-py, gpu_data/*.tar.gz, ../shared/data/cifar10)"
     else
+        # CUDA-graph training (MINIRES_CUDA_GRAPH=1) only when this run showed it correct and faster:
+        # the graph-vs-eager trainer test passed and gpu_speed's captured ResNet-20 step matched eager
+        GRAPH_MODE=0
+        if [ "${TRAIN_GRAPH:-auto}" = 1 ]; then GRAPH_MODE=1
+        elif [ "${TRAIN_GRAPH:-auto}" = auto ] && grep -qE "PASSED .*test_trainer_cuda_graph_mode_matches_eager|test_trainer_cuda_graph_mode_matches_eager PASSED" "$OUT_DIR/pytest_gpu.txt" 2>/dev/null \
+             && "$PY" - "$OUT_DIR/gpu_speed.json" <<'EOF'
+import json, sys
+g = next(m for m in json.load(open(sys.argv[1]))["models"] if m["model"] == "resnet20")["graphs"]["train_step"]
+sys.exit(0 if g.get("captured") and g.get("max_loss_diff", 1) < 1e-3 and g.get("speedup", 0) > 1.15 else 1)
+EOF
+        then GRAPH_MODE=1
+        fi
         # epochs that fit: ResNet-20 step time from gpu_speed.json (x1.6 for loader, syncs and eval)
-        EPOCHS="${TRAIN_EPOCHS:-$("$PY" - "$OUT_DIR/gpu_speed.json" "$TRAIN_LEFT" <<'EOF'
+        EPOCHS="${TRAIN_EPOCHS:-$("$PY" - "$OUT_DIR/gpu_speed.json" "$TRAIN_LEFT" "$GRAPH_MODE" <<'EOF'
 import json, sys
 try:
-    report = json.load(open(sys.argv[1]))
-    ms = next(m["train"]["minires_ms"] for m in report["models"] if m["model"] == "resnet20")
+    model = next(m for m in json.load(open(sys.argv[1]))["models"] if m["model"] == "resnet20")
+    ms = model["train"]["minires_ms"]
+    if sys.argv[3] == "1":
+        ms = model["graphs"]["train_step"]["replay_ms"] + 2.0  # plus the loader's batch
 except Exception:
     ms = 60.0
-left = float(sys.argv[2]) - 40  # start-up, data load, kernel compilation
+left = float(sys.argv[2]) - 40  # start-up, data load, kernel compilation, captures
 epoch_s = 391 * ms / 1000 * 1.6 + 4
 print(max(1, min(164, int(left // epoch_s))))
 EOF
 )}"
         rm -rf /tmp/minires_train
-        note "training resnet20 on $DATA for $EPOCHS epochs (limit ${TRAIN_LEFT}s)"
-        timeout -k 10 "$TRAIN_LEFT" "$PY" -m minires.cli train --model resnet20 --data "$DATA" --device cuda \
+        note "training resnet20 on $DATA for $EPOCHS epochs, CUDA graph mode $GRAPH_MODE (limit ${TRAIN_LEFT}s)"
+        MINIRES_CUDA_GRAPH=$GRAPH_MODE timeout -k 10 "$TRAIN_LEFT" "$PY" -m minires.cli train --model resnet20 --data "$DATA" --device cuda \
             --epochs "$EPOCHS" --batch-size 128 --lr 0.1 --momentum 0.9 --weight-decay 1e-4 --schedule paper \
             --checkpoint-every 100000 --no-progress --no-plot --out /tmp/minires_train >"$OUT_DIR/train.log" 2>&1
         rc=$?
@@ -161,7 +177,7 @@ EOF
         [ -f /tmp/minires_train/metrics.jsonl ] && cp /tmp/minires_train/metrics.jsonl "$OUT_DIR/train_metrics.jsonl"
         [ -f /tmp/minires_train/config.json ] && cp /tmp/minires_train/config.json "$OUT_DIR/train_config.json"
         LAST="$(tail -1 /tmp/minires_train/metrics.jsonl 2>/dev/null)"
-        record "training resnet20, $EPOCHS epochs requested: rc=$rc$([ $rc = 124 ] && echo ' (TIMED OUT)'); last epoch: ${LAST:-none}"
+        record "training resnet20, $EPOCHS epochs requested, CUDA graph mode $GRAPH_MODE: rc=$rc$([ $rc = 124 ] && echo ' (TIMED OUT)'); last epoch: ${LAST:-none}"
     fi
 fi
 

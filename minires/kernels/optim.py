@@ -14,7 +14,8 @@ The GPU twin :func:`sgd_multi_tensor_gpu` is one ``RawKernel`` launch for a whol
 tensors (the "multi-tensor apply" layout): a small int64 device table holds the
 parameter, gradient and buffer pointers, the sizes, and for each thread block the tensor
 and chunk it updates. The table is cached by its contents, so a training loop whose
-gradients come back at the same pool addresses uploads nothing per step; the kernel is
+gradients come back at the same pool addresses uploads nothing per step (inside CUDA-graph
+capture the upload is recorded from a pinned host buffer kept for the process's life); the kernel is
 compiled with ``--fmad=false`` so that its float32/float64 results equal NumPy's bit for
 bit (no fused multiply-adds that NumPy would not do).
 """
@@ -98,6 +99,8 @@ extern "C" __global__ void minires_sgd_multi_f64(
 
 _KERNEL_NAMES = {np.dtype(np.float32): "minires_sgd_multi_f32", np.dtype(np.float64): "minires_sgd_multi_f64"}
 _table_cache: OrderedDict = OrderedDict()
+#: tables uploaded inside CUDA-graph capture, with their pinned sources: kept for the process's life
+_captured_tables: list = []
 
 
 def _check_lists(params, grads, buffers) -> None:
@@ -169,11 +172,19 @@ def _device_table(cp, params, grads, buffers):
     key = (cp.cuda.Device().id, host.tobytes())
     table = _table_cache.get(key)
     if table is None:
-        if cp.cuda.get_current_stream().is_capturing():
-            # a host-to-device copy recorded into a CUDA graph would replay a stale staging buffer
-            raise RuntimeError("sgd_multi_tensor_gpu: the parameter/gradient pointer table is not cached; run "
-                               "the same step once outside CUDA-graph capture (a warm-up) before capturing it")
-        table = cp.asarray(host)
+        stream = cp.cuda.get_current_stream()
+        if stream.is_capturing():
+            # captured as a copy node that every replay repeats: its source must be a pinned
+            # host buffer that lives (unchanged) as long as the process, never a staging buffer
+            import cupyx  # noqa: PLC0415
+
+            pinned = cupyx.empty_pinned(host.shape, dtype=host.dtype)
+            pinned[...] = host
+            table = cp.empty(host.shape, dtype=host.dtype)
+            table.set(pinned, stream=stream)
+            _captured_tables.append((table, pinned))
+        else:
+            table = cp.asarray(host)
         _table_cache[key] = table
         if len(_table_cache) > _TABLE_CACHE_SIZE:
             _table_cache.popitem(last=False)

@@ -375,7 +375,46 @@ class Trainer:
             if on_gpu:
                 set_gpu_target_checks(previous_checks)
 
+    def _graph_step(self, on_gpu: bool):
+        """A :class:`~minires.kernels.graph_gpu.GraphedStep` when ``MINIRES_CUDA_GRAPH=1`` on a GPU, else None.
+
+        Opt-in and experimental: the whole training step (forward, loss, backward, fused SGD
+        update) is captured once per learning-rate value and batch shape, then replayed,
+        which removes the per-launch host overhead. Only for piecewise-constant schedules
+        (``paper``); a capture failure falls back to eager steps with a logged reason.
+        """
+        if not on_gpu or os.environ.get("MINIRES_CUDA_GRAPH", "") != "1":
+            return None
+        if self.config.schedule != "paper":
+            self.log(f"MINIRES_CUDA_GRAPH=1 ignored: the {self.config.schedule} schedule changes the learning rate "
+                     "every step (graphs are captured per learning rate; use --schedule paper)")
+            return None
+        from ..kernels.graph_gpu import GraphedStep  # noqa: PLC0415
+
+        return GraphedStep(self._step_arrays, max_graphs=8, log=self.log)
+
+    def _step_arrays(self, x, y):
+        """Forward, loss, backward and update on device arrays; returns device scalars (loss, hits)."""
+        from .. import functional as F  # noqa: PLC0415
+
+        logits = self.model(Tensor(x))
+        loss = F.cross_entropy(logits, Tensor(y), label_smoothing=self.config.label_smoothing)
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.optimizer.step()
+        xp = get_array_module(logits.data)
+        return loss.data, xp.sum(xp.argmax(logits.data, axis=1) == y)
+
     def _epochs(self, cfg, on_gpu: bool) -> str:
+        graph_step = self._graph_step(on_gpu)
+        try:
+            return self._epoch_loop(cfg, on_gpu, graph_step)
+        finally:
+            if graph_step is not None:
+                self.log(f"CUDA graph: {graph_step.replays} replayed steps, {graph_step.eager_calls} eager steps"
+                         + (f"; capture failed: {graph_step.error}" if graph_step.error else ""))
+
+    def _epoch_loop(self, cfg, on_gpu: bool, graph_step) -> str:
         while self.epoch < cfg.epochs:
             epoch_start = time.time() - self.partial["seconds"]
             bar = tqdm(total=self.steps_per_epoch, initial=self.step, desc=f"epoch {self.epoch + 1}/{cfg.epochs}",
@@ -383,7 +422,12 @@ class Trainer:
             timer_start, timer_images = time.time(), 0
             with bar:
                 for step, x, y in self.train_loader.epoch(self.epoch, self.step):
-                    loss_value, correct = self._train_step(x, y)
+                    if graph_step is not None:
+                        lrs = tuple(float(g["lr"]) for g in self.optimizer.param_groups)
+                        loss_value, correct = graph_step(x, y, variant=lrs)
+                        self.scheduler.step()
+                    else:
+                        loss_value, correct = self._train_step(x, y)
                     n = len(y)
                     if on_gpu:
                         self._accumulate_device(loss_value, correct, n)

@@ -32,3 +32,17 @@ def test_trainer_gpu_matches_cpu(tmp_path):
         record = json.loads(f.readline())
     assert record["epoch"] == 1 and np.isfinite(record["train_loss"])
 
+
+
+@pytest.mark.gpu
+def test_trainer_cuda_graph_mode_matches_eager(tmp_path, monkeypatch):
+    quiet = lambda *a, **k: None  # noqa: E731
+    eager = Trainer(_config(tmp_path / "eager", "cuda"), log=quiet).fit()
+    messages = []
+    monkeypatch.setenv("MINIRES_CUDA_GRAPH", "1")
+    graph = Trainer(_config(tmp_path / "graph", "cuda"), log=messages.append).fit()
+    assert any("captured the step" in m for m in messages), messages
+    assert not any("capture failed" in m for m in messages), messages
+    np.testing.assert_allclose(graph["train_loss"], eager["train_loss"], rtol=1e-4)
+    np.testing.assert_allclose(graph["test_loss"], eager["test_loss"], rtol=1e-4)
+    assert graph["train_acc"] == eager["train_acc"]

@@ -95,7 +95,7 @@ def to_torch(array, dtype, grad):
 ARBITRATED = []  # float32 disagreements settled by float64 math in minires' favour (see run_parity)
 
 
-def run_parity(name, mine_fn, torch_fn, inputs, dtype, rng, grads=None):
+def run_parity(name, mine_fn, torch_fn, inputs, dtype, rng, grads=None, vjp_floor=False):
     """Call both functions on the same inputs and compare output and every input gradient.
 
     ``inputs`` holds NumPy arrays or None; ``grads`` says which floating inputs require a
@@ -109,6 +109,13 @@ def run_parity(name, mine_fn, torch_fn, inputs, dtype, rng, grads=None):
     batch-norm input gradient with two values per channel, where the true gradient is
     O(eps) and both libraries carry ~1e-8 absolute error). Where PyTorch is closer to the
     truth, the mismatch stands.
+
+    ``vjp_floor`` (softmax, log_softmax, cross_entropy only): their input gradient
+    ``p * (g - sum(g p))`` / ``g - p sum(g)`` cancels O(|g|) terms for a dominant class,
+    so any float implementation is off by a few ulps of ``max |g|`` there (PyTorch's own
+    float32 result was seen 15% off the true 6e-8 in such an entry). A gradient whose
+    error is within ``4 ulp * max |cotangent|`` (of exact math in float32, of PyTorch in
+    float64 where no better oracle exists) is accepted and recorded in ``ARBITRATED``.
     """
     grads = grads if grads is not None else [a is not None and a.dtype.kind == "f" for a in inputs]
     mt = [None if a is None else to_mr(a, dtype, g) for a, g in zip(inputs, grads)]
@@ -138,17 +145,26 @@ def run_parity(name, mine_fn, torch_fn, inputs, dtype, rng, grads=None):
         try:
             compare(label, mine, ref, dtype)
         except Mismatch as exc:
-            if dtype is not np.float32 or mine.shape != ref.shape or mine.dtype != ref.dtype:
+            if mine.shape != ref.shape or mine.dtype != ref.dtype:
                 raise
+            floor = (4 * float(np.finfo(dtype).eps) * float(np.abs(cot).max())
+                     if vjp_floor and k > 0 and cot is not None and cot.size else 0.0)
+            if dtype is not np.float32:
+                err = float(np.nanmax(np.abs(mine - ref)))
+                if not err <= floor:
+                    raise
+                ARBITRATED.append(f"{exc}; |mine - torch| {err:.3e} <= 4 ulp * max|cotangent| = {floor:.3e}")
+                continue
             if truth is None:
                 truth = _float64_truth(torch_fn, inputs, grads, cot)
             exact = truth[k]
             err_mine = float(np.nanmax(np.abs(mine.astype(np.float64) - exact)))
             err_torch = float(np.nanmax(np.abs(ref.astype(np.float64) - exact)))
-            if not err_mine <= err_torch:
+            if not (err_mine <= err_torch or err_mine <= floor):
                 raise Mismatch(f"{exc}; against float64 math minires is off by {err_mine:.3e}, "
                                f"torch float32 by {err_torch:.3e}") from None
-            ARBITRATED.append(f"{exc}; vs float64 math: minires {err_mine:.3e} <= torch {err_torch:.3e}")
+            ARBITRATED.append(f"{exc}; vs float64 math: minires {err_mine:.3e}, torch {err_torch:.3e}"
+                              + (f", 4 ulp * max|cotangent| = {floor:.3e}" if floor else ""))
 
 
 def _float64_truth(torch_fn, inputs, grads, cot):
@@ -216,10 +232,17 @@ def draw_conv2d(rng, dtype):
     x = randn(rng, xshape)
     w = randn(rng, (C_out, C // groups, KH, KW), 1.0 / np.sqrt(C // groups * KH * KW))
     b = randn(rng, (C_out,)) if use_bias else None
-    cfg = dict(x=xshape, w=w.shape, bias=use_bias, stride=stride, padding=padding, groups=groups)
+    algorithm = str(rng.choice(F.available_conv_algorithms()))
+    cfg = dict(x=xshape, w=w.shape, bias=use_bias, stride=stride, padding=padding, groups=groups,
+               algorithm=algorithm)
     grads = some_grads(rng, 3)
     grads[2] = grads[2] and use_bias
-    return cfg, (lambda x, w, b: F.conv2d(x, w, b, stride=stride, padding=padding, groups=groups),
+
+    def mine(x, w, b):
+        with F.conv_algorithm(algorithm):
+            return F.conv2d(x, w, b, stride=stride, padding=padding, groups=groups)
+
+    return cfg, (mine,
                  lambda x, w, b: TF.conv2d(x, w, b, stride=stride, padding=padding, groups=groups),
                  [x, w, b], grads)
 
@@ -417,21 +440,26 @@ def draw_arith(rng, dtype):
 
 
 def draw_reduce(rng, dtype):
-    kind = str(rng.choice(["sum", "mean"]))
+    kind = str(rng.choice(["sum", "mean", "max"]))
     ndim = int(rng.integers(1, 5))
     shape = rand_shape(rng, ndim)
     x = randn(rng, shape)
+    if kind == "max" and rng.random() < 0.5:  # ties share the gradient evenly, as torch.amax
+        x = rng.integers(-1, 2, size=shape).astype(np.float64)
     keep = bool(rng.random() < 0.5)
     r = rng.random()
     if r < 0.2:
-        return dict(kind=kind, x=shape), (lambda x: getattr(x, kind)(), lambda x: getattr(x, kind)(), [x], None)
+        tf = torch.amax if kind == "max" else getattr(torch, kind)
+        return dict(kind=kind, x=shape), (lambda x: getattr(x, kind)(),
+                                          lambda x: tf(x) if kind != "max" else tf(x, tuple(range(x.ndim))),
+                                          [x], None)
     if r < 0.6:
         axis = int(rng.integers(-ndim, ndim))
     else:
         k = int(rng.integers(1, ndim + 1))
         axis = tuple(int(a) for a in rng.choice(ndim, size=k, replace=False))
-    fm = F.sum if kind == "sum" else F.mean
-    ft = torch.sum if kind == "sum" else torch.mean
+    fm = {"sum": F.sum, "mean": F.mean, "max": F.max}[kind]
+    ft = {"sum": torch.sum, "mean": torch.mean, "max": torch.amax}[kind]
     return dict(kind=kind, x=shape, axis=axis, keepdims=keep), (
         lambda x: fm(x, axis, keep), lambda x: ft(x, dim=axis, keepdim=keep), [x], None)
 
@@ -561,8 +589,11 @@ def check_batch_norm(rng, dtype):
     rank = int(rng.choice([2, 3, 4, 4]))
     N = int(rng.integers(1, 5))
     spatial = rand_shape(rng, rank - 2, 1, 5)
-    if N * int(np.prod(spatial)) < 2:
-        N = 2
+    # float32 with 2 values per channel is ill-conditioned (see
+    # test_batch_norm_two_values_per_channel_float32): it gets its own test
+    minimum = 3 if dtype is np.float32 else 2
+    if N * int(np.prod(spatial)) < minimum:
+        N = minimum
     shape = (N, C) + spatial
     training = bool(rng.random() < 0.7)
     affine = bool(rng.random() < 0.7)
@@ -590,13 +621,65 @@ def check_batch_norm(rng, dtype):
     return cfg
 
 
+#: ops whose NaN propagation is checked (a NaN in the first input, both libraries must agree)
+NAN_OPS = {"conv2d", "relu", "sigmoid", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "linear",
+           "log_softmax", "softmax", "cat", "pad", "reduce", "matmul", "arith"}
+
+
+def with_layouts(rng, fm, ft, inputs):
+    """Feed some inputs in another memory layout: the leaf is stored permuted and permuted back.
+
+    A 4-D input may arrive channels-last (NHWC memory, NCHW shape, as a PyTorch
+    ``channels_last`` tensor or a minires NHWC convolution output), with H and W swapped in
+    memory, or in any other order; a 2-D input may arrive transposed. Only ``permute`` of
+    the public API is used, so the ops see strided views; gradients are compared on the
+    permuted leaves.
+    """
+    perms = []
+    for a in inputs:
+        if a is None or a.dtype.kind != "f" or a.ndim < 2 or rng.random() < 0.3:
+            perms.append(None)
+            continue
+        if a.ndim == 4:
+            choice = rng.integers(3)
+            perm = ((0, 2, 3, 1), (0, 1, 3, 2), tuple(int(p) for p in rng.permutation(4)))[choice]
+        else:
+            perm = tuple(int(p) for p in rng.permutation(a.ndim))
+        perms.append(perm if perm != tuple(range(a.ndim)) else None)
+    inverse = [None if p is None else tuple(int(i) for i in np.argsort(p)) for p in perms]
+    stored = [a if p is None else np.ascontiguousarray(a.transpose(p)) for a, p in zip(inputs, perms)]
+
+    def unpermute(args, contiguous=False):
+        out = [t if q is None or t is None else t.permute(*q) for t, q in zip(args, inverse)]
+        # the oracle gets contiguous copies: PyTorch 2.13 (CPU) computes a wrong weight
+        # gradient for some permuted weights (test_torch_grouped_conv_weight_grad_bug_is_not_ours)
+        return [t.contiguous() if contiguous and t is not None else t for t in out]
+
+    return (lambda *args: fm(*unpermute(args)), lambda *args: ft(*unpermute(args, True)), stored,
+            [None if p is None else list(p) for p in perms])
+
+
+#: ops whose input gradient cancels O(|cotangent|) terms (see run_parity's vjp_floor)
+CANCELLING_VJP = {"softmax", "log_softmax", "cross_entropy"}
+
+
 def check_op(op, rng, dtype):
     """Draw one configuration of ``op``, compare, and return its description."""
     if op == "batch_norm":
         return check_batch_norm(rng, dtype)
     cfg, (fm, ft, inputs, grads) = OPS[op](rng, dtype)
+    if op in NAN_OPS and rng.random() < 0.15:
+        inputs = [a.copy() if a is not None and a.dtype.kind == "f" else a for a in inputs]
+        x = inputs[0]
+        if x.size:
+            x.reshape(-1)[rng.integers(x.size, size=int(rng.integers(1, 3)))] = np.nan
+            cfg["nan"] = True
+    if rng.random() < 0.35:
+        fm, ft, inputs, perms = with_layouts(rng, fm, ft, inputs)
+        if any(perms):
+            cfg["layouts"] = perms
     try:
-        run_parity(op, fm, ft, inputs, dtype, rng, grads)
+        run_parity(op, fm, ft, inputs, dtype, rng, grads, vjp_floor=op in CANCELLING_VJP)
     except Exception as exc:
         raise type(exc)(f"{exc} [config {cfg}]") if isinstance(exc, AssertionError) else exc
     return cfg
@@ -810,3 +893,65 @@ def test_cross_entropy_label_smoothing_single_class_gradient_is_zero(dtype):
     x = mr.tensor(np.linspace(-1e3, 1e3, 7).reshape(7, 1).astype(dtype), requires_grad=True)
     F.cross_entropy(x, mr.tensor(np.zeros(7, dtype=np.int64)), label_smoothing=0.1).backward()
     assert np.array_equal(x.grad, np.zeros((7, 1), dtype=dtype))
+
+
+def test_torch_grouped_conv_weight_grad_bug_is_not_ours():
+    """A PyTorch 2.13 CPU bug found by the sweep; minires gives the exact weight gradient.
+
+    Grouped 1x1 convolution, stride (3, 1), input stored (H, W, C, N) and permuted to NCHW,
+    weight stored (O, KH, KW, I) contiguous (strides (2, 2, 2, 1), PyTorch's own default)
+    and permuted to OIHW: PyTorch's weight gradient is off by O(10) (with the equally
+    contiguous strides (2, 1, 1, 1) it is right). Reproduce with::
+
+        x = torch.randn(1, 8, 8, 6).permute(2, 3, 1, 0).contiguous().permute(3, 2, 0, 1)
+        w = torch.randn(8, 1, 1, 2, requires_grad=True)
+        torch.nn.functional.conv2d(x, w.permute(0, 3, 1, 2), stride=(3, 1), groups=4).sum().backward()
+
+    The sweep therefore hands the oracle contiguous copies of permuted inputs
+    (``with_layouts``); here minires is checked against the gradient written out by hand.
+    """
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1, 8, 8, 6))
+    w = rng.standard_normal((8, 2, 1, 1))
+    cot = rng.standard_normal((1, 8, 3, 6))
+    xm = mr.tensor(np.ascontiguousarray(x.transpose(2, 3, 1, 0)), requires_grad=True)
+    wm = mr.tensor(w.transpose(0, 2, 3, 1).astype(np.float64), requires_grad=True)  # strides (2,2,2,1)
+    for algorithm in F.available_conv_algorithms():
+        xm.grad = wm.grad = None
+        with F.conv_algorithm(algorithm):
+            out = F.conv2d(xm.permute(3, 2, 0, 1), wm.permute(0, 3, 1, 2), stride=(3, 1), groups=4)
+        out.backward(mr.tensor(cot))
+        rows = x[0, :, ::3, :]  # the rows a stride-3 1x1 kernel reads
+        exact = np.array([[np.sum(cot[0, o] * rows[(o // 2) * 2 + c]) for c in range(2)] for o in range(8)])
+        np.testing.assert_allclose(np.asarray(wm.grad).transpose(0, 3, 1, 2).reshape(8, 2), exact,
+                                   rtol=1e-12, atol=1e-12)
+
+
+def test_batch_norm_two_values_per_channel_float32():
+    """Two values per channel: the input gradient is a cancellation, judged against float64 math.
+
+    With ``M = 2`` the normalised values are ``+-d / sqrt(d^2 + eps)``, so the output hardly
+    depends on ``x`` and ``dx = w inv_std (g - mean g - x_hat mean(g x_hat))`` cancels O(1)
+    terms down to O(eps / d^2). Float32 rounding of those terms (~1e-7 of
+    ``|w| inv_std max|g|``) then dominates the result in both libraries: the sweep found
+    draws where PyTorch's float32 gradient was closer to the truth and draws where minires'
+    was, each off by more than 2e-4 relative. So this case is checked against float64
+    math with a bound at the rounding level of the cancelled terms, not against PyTorch.
+    """
+    rng = np.random.default_rng(3)
+    eps32 = float(np.finfo(np.float32).eps)
+    for _ in range(50):
+        C = int(rng.integers(1, 4))
+        x = (rng.standard_normal((2, C)) * rng.choice([0.1, 1.0, 3.0]) + rng.choice([0.0, 5.0, -30.0]))
+        w, b, cot = rng.standard_normal(C), rng.standard_normal(C), rng.standard_normal((2, C))
+        x, w, b, cot = (a.astype(np.float32) for a in (x, w, b, cot))
+        eps = float(rng.choice([1e-5, 1e-3, 0.1]))
+        xm = mr.tensor(x, requires_grad=True)
+        F.batch_norm(xm, None, None, mr.tensor(w), mr.tensor(b), training=True, eps=eps).backward(mr.tensor(cot))
+        xt = torch.tensor(x.astype(np.float64), requires_grad=True)
+        TF.batch_norm(xt, None, None, torch.tensor(w.astype(np.float64)), torch.tensor(b.astype(np.float64)),
+                      training=True, eps=eps).backward(torch.tensor(cot.astype(np.float64)))
+        inv_std = 1 / np.sqrt(x.astype(np.float64).var(axis=0) + eps)
+        term = np.abs(w) * inv_std * np.abs(cot).max(axis=0)  # size of the cancelled terms per channel
+        err = np.abs(np.asarray(xm.grad, dtype=np.float64) - xt.grad.numpy())
+        assert (err <= 8 * eps32 * term).all(), (err, term)

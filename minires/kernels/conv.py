@@ -245,7 +245,9 @@ def set_conv_algorithm(name: str) -> None:
     Args:
         name: ``'auto'`` (default: the first registered algorithm that supports the
             problem, else ``'reference'``), ``'reference'`` (im2col + GEMM), or any name
-            added with :func:`register_conv_algorithm`.
+            added with :func:`register_conv_algorithm`. A named algorithm is used for
+            the problems it supports (its ``supports``); the others (say grouped
+            convolutions under ``'nhwc'``) run on ``'reference'``.
 
     Raises:
         ValueError: an unknown name (the message lists the known ones).
@@ -281,7 +283,10 @@ def select_conv_algorithm(geometry: ConvGeometry, device: str = "cpu", algorithm
     name = _current if algorithm is None else algorithm
     _check_name(name)
     if name != "auto":
-        return _ALGORITHMS[name]
+        chosen = _ALGORITHMS[name]
+        # a named algorithm that cannot do this problem (e.g. 'nhwc' with groups > 1 or on
+        # a GPU) leaves it to the reference instead of failing inside its GEMM
+        return chosen if chosen.supports(geometry, device) else _ALGORITHMS["reference"]
     for candidate in _AUTO_ORDER:
         algo = _ALGORITHMS[candidate]
         if algo.supports(geometry, device):

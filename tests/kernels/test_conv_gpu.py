@@ -24,12 +24,18 @@ def _arrays(rng, case, dtype=np.float64):
 
 
 def _run(x, w, b, options, algorithm, rng_seed=5):
+    """Forward, input and weight gradients through the algorithm's own functions (any device)."""
+    g = K.conv_geometry(x.shape, w.shape, options["stride"], options["padding"], options["groups"],
+                        None if b is None else b.shape)
+    algo = {"reference": K.ConvAlgorithm("reference", K.reference_forward, K.reference_backward_input,
+                                         K.reference_backward_weight),
+            "gpu_gemm": conv_gpu.GPU_GEMM}[algorithm]
     ws = {}
-    out = K.conv2d_forward(x, w, b, algorithm=algorithm, workspace=ws, **options)
+    out = algo.forward(x, w, b, g, ws)
     grad = np.random.default_rng(rng_seed).standard_normal(out.shape).astype(out.dtype)
     grad = backend.to_device(grad, backend.array_device(x))
-    dx = K.conv2d_backward_input(grad, w, x.shape, workspace=ws, **options)
-    dw = K.conv2d_backward_weight(grad, x, w.shape, workspace=ws, **options)
+    dx = algo.backward_input(grad, w, g, ws)
+    dw = algo.backward_weight(grad, x, g, ws)
     return out, dx, dw, ws
 
 
@@ -41,17 +47,18 @@ def test_gpu_gemm_equals_reference_on_numpy(rng, case):
     for r, g in zip(ref[:3], got[:3]):
         # the same GEMMs on the same columns (BLAS may round differently with memory alignment)
         np.testing.assert_allclose(g, r, rtol=1e-13, atol=1e-13)
-    assert got[3]["algorithm"] == "gpu_gemm" and "cols" not in got[3]  # the columns were used and dropped
+    assert "cols" not in got[3]  # the forward's columns were used by the weight gradient and dropped
 
 
 def test_gpu_gemm_keeps_columns_only_below_the_limit(rng, monkeypatch):
     x, w, b, options = _arrays(rng, CASES[0])
+    g = K.conv_geometry(x.shape, w.shape, 1, 1, 1)
     ws = {}
-    K.conv2d_forward(x, w, b, algorithm="gpu_gemm", workspace=ws, **options)
+    conv_gpu.gemm_forward(x, w, b, g, ws)
     assert ws["cols"].shape == (2, 1, 27, 64)
     monkeypatch.setattr(conv_gpu, "KEEP_COLS_BYTES", 0)
     ws = {}
-    K.conv2d_forward(x, w, b, algorithm="gpu_gemm", workspace=ws, **options)
+    conv_gpu.gemm_forward(x, w, b, g, ws)
     assert "cols" not in ws
     ref = _run(x, w, b, options, "reference")
     got = _run(x, w, b, options, "gpu_gemm")  # recomputes the columns in backward
@@ -77,6 +84,9 @@ def test_gpu_gemm_on_gpu_matches_cpu_reference(rng, case, dtype):
         return None if a is None else backend.to_device(a, "cuda")
 
     gpu = _run(dev(x), dev(w), dev(b), options, "gpu_gemm")
+    ws = {}
+    K.conv2d_forward(dev(x), dev(w), dev(b), workspace=ws, **options)  # 'auto' on the GPU
+    assert ws["algorithm"] == ("gpu_gemm" if options["groups"] == 1 else "reference")
     gpu_ref = _run(dev(x), dev(w), dev(b), options, "reference")
     tol = dict(rtol=1e-4, atol=1e-4) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-10)
     same = dict(rtol=1e-6, atol=1e-6) if dtype == np.float32 else dict(rtol=1e-13, atol=1e-13)

@@ -45,4 +45,5 @@ def test_trainer_cuda_graph_mode_matches_eager(tmp_path, monkeypatch):
     assert not any("capture failed" in m for m in messages), messages
     np.testing.assert_allclose(graph["train_loss"], eager["train_loss"], rtol=1e-4)
     np.testing.assert_allclose(graph["test_loss"], eager["test_loss"], rtol=1e-4)
-    assert graph["train_acc"] == eager["train_acc"]
+    # cuBLAS may pick another GEMM algorithm under capture: round-off, rarely a flipped argmax
+    assert abs(graph["train_acc"] - eager["train_acc"]) <= 2 / 128

@@ -247,7 +247,11 @@ class Tensor:
     def _operand(self, other):
         if isinstance(other, Tensor):
             return other
-        if isinstance(other, (numbers.Number, np.number)) or np.ndim(other) == 0:
+        if other is None or isinstance(other, (str, bytes)):
+            raise TypeError(f"unsupported operand type {type(other).__name__} for Tensor arithmetic; "
+                            "expected a Tensor, a real number or an array")
+        if isinstance(other, (numbers.Real, np.number)) or (
+                (isinstance(other, np.ndarray) or backend.is_cupy_array(other)) and other.ndim == 0):
             dtype = self.dtype if self.dtype.kind == "f" else np.result_type(other)
             if backend.is_cupy_array(other):
                 other = other.get()
@@ -428,9 +432,15 @@ def tensor(data, requires_grad: bool = False, dtype=None, device=None) -> Tensor
     if isinstance(data, np.ndarray) or backend.is_cupy_array(data):
         array = data.astype(dtype) if dtype is not None else data.copy()
     else:
-        array = np.asarray(data)
+        try:
+            array = np.asarray(data)
+        except ValueError:  # NumPy 2 refuses ragged nested sequences outright
+            array = np.empty(0, dtype=object)
         if array.dtype == object:
             raise TypeError(f"cannot make a tensor from {type(data).__name__} with ragged or non-numeric items")
+        if array.dtype.kind not in "biuf":
+            raise TypeError(f"cannot make a tensor from {type(data).__name__} of dtype {array.dtype}; "
+                            "expected numbers (bool, int or float)")
         if dtype is not None:
             array = array.astype(dtype)
         elif array.dtype.kind == "f":
@@ -444,6 +454,11 @@ def tensor(data, requires_grad: bool = False, dtype=None, device=None) -> Tensor
 def _factory(fill, shape, dtype, device, requires_grad):
     if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
         shape = tuple(shape[0])
+    for size in shape:
+        if isinstance(size, (bool, np.bool_)) or not isinstance(size, (numbers.Integral, np.integer)):
+            raise TypeError(f"expected a shape of ints, got {shape!r}")
+        if size < 0:
+            raise ValueError(f"expected a shape of non-negative sizes, got {shape!r}")
     device = backend.parse_device(device)
     dtype = _resolve_dtype(dtype) or np.dtype(np.float32)
     xp = backend.xp_for(device)

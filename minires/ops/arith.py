@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numbers
 
+import numpy as np
+
 from ..autograd import Function, Tensor
 from ..backend import get_array_module
 
@@ -159,32 +161,50 @@ class Matmul(Function):
         return ga, gb
 
 
-def _check_pair(name, a, b):
+def _check_pair(name, a, b, broadcast=True):
+    """Validate two operands; an integer/bool one joins a floating one in its dtype (PyTorch's promotion)."""
     if not isinstance(a, Tensor) or not isinstance(b, Tensor):
         raise TypeError(f"{name}: expected Tensors, got {type(a).__name__} and {type(b).__name__}")
+    if broadcast:
+        try:
+            np.broadcast_shapes(a.shape, b.shape)
+        except ValueError:
+            raise ValueError(f"{name}: shapes {a.shape} and {b.shape} cannot be broadcast together "
+                             "(trailing sizes must match or be 1)") from None
+    if a.dtype.kind == "f" and b.dtype.kind in "biu":
+        b = _cast(b, a.dtype)
+    elif b.dtype.kind == "f" and a.dtype.kind in "biu":
+        a = _cast(a, b.dtype)
+    return a, b
+
+
+def _cast(t, dtype):
+    from .shape import cast  # noqa: PLC0415  (shape imports nothing from here)
+
+    return cast(t, dtype)
 
 
 def add(a: Tensor, b: Tensor) -> Tensor:
     """Elementwise ``a + b`` with broadcasting."""
-    _check_pair("add", a, b)
+    a, b = _check_pair("add", a, b)
     return Add.apply(a, b)
 
 
 def sub(a: Tensor, b: Tensor) -> Tensor:
     """Elementwise ``a - b`` with broadcasting."""
-    _check_pair("sub", a, b)
+    a, b = _check_pair("sub", a, b)
     return Sub.apply(a, b)
 
 
 def mul(a: Tensor, b: Tensor) -> Tensor:
     """Elementwise ``a * b`` with broadcasting."""
-    _check_pair("mul", a, b)
+    a, b = _check_pair("mul", a, b)
     return Mul.apply(a, b)
 
 
 def div(a: Tensor, b: Tensor) -> Tensor:
     """Elementwise ``a / b`` with broadcasting."""
-    _check_pair("div", a, b)
+    a, b = _check_pair("div", a, b)
     return Div.apply(a, b)
 
 
@@ -202,7 +222,21 @@ def pow(a: Tensor, exponent) -> Tensor:  # noqa: A001
 
 def matmul(a: Tensor, b: Tensor) -> Tensor:
     """Matrix product with NumPy's ``@`` semantics (batched, 1-d promotion)."""
-    _check_pair("matmul", a, b)
+    a, b = _check_pair("matmul", a, b, broadcast=False)
+    if a.ndim < 1 or b.ndim < 1:
+        raise ValueError(f"matmul: both operands need at least one dimension, got shapes {a.shape} and {b.shape}")
+    k_a = a.shape[-1]
+    k_b = b.shape[0] if b.ndim == 1 else b.shape[-2]
+    if k_a != k_b:
+        raise ValueError(f"matmul: shapes {a.shape} and {b.shape} are not aligned: the last axis of the "
+                         f"first ({k_a}) must equal the {'only' if b.ndim == 1 else 'second-to-last'} axis "
+                         f"of the second ({k_b})")
+    if a.ndim > 2 and b.ndim > 2:
+        try:
+            np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+        except ValueError:
+            raise ValueError(f"matmul: batch shapes {a.shape[:-2]} and {b.shape[:-2]} of operands {a.shape} and "
+                             f"{b.shape} cannot be broadcast together") from None
     return Matmul.apply(a, b)
 
 

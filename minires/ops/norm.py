@@ -83,6 +83,8 @@ def _batch_norm(name, x, running_mean, running_var, weight, bias, training, mome
         raise TypeError(f"{name}: expected a floating-point input, got dtype {x.dtype}")
     if x.ndim < 2:
         raise ValueError(f"{name}: expected input of shape (N, C) or (N, C, *spatial), got shape {x.shape}")
+    if x.shape[1] == 0:
+        raise ValueError(f"{name}: expected at least one channel (axis 1), got input of shape {x.shape}")
     if not isinstance(training, (bool, np.bool_)):
         raise TypeError(f"{name}: training must be a bool, got {type(training).__name__}")
     for label, value in (("momentum", momentum), ("eps", eps)):

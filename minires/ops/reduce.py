@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 
 from ..autograd import Function, Tensor
@@ -14,11 +16,19 @@ def _axes(axis, ndim: int, name: str):
     items = axis if isinstance(axis, (tuple, list)) else (axis,)
     out = []
     for ax in items:
+        if isinstance(ax, (bool, np.bool_)) or not isinstance(ax, (numbers.Integral, np.integer)):
+            raise TypeError(f"{name}: axis must be None, an int or a tuple of ints, got {axis!r}")
         ax = int(ax)
         if not -ndim <= ax < ndim:
             raise ValueError(f"{name}: axis {ax} out of range for a tensor with {ndim} dimensions")
         out.append(ax % ndim)
     return tuple(sorted(set(out)))
+
+
+def _keepdims(keepdims, name: str) -> bool:
+    if not isinstance(keepdims, (bool, np.bool_)):
+        raise TypeError(f"{name}: keepdims must be a bool, got {keepdims!r}")
+    return bool(keepdims)
 
 
 def _expand(grad, in_shape, axes, keepdims):
@@ -75,18 +85,18 @@ class Max(Function):
 
 def sum(a: Tensor, axis=None, keepdims: bool = False) -> Tensor:  # noqa: A001
     """Sum over ``axis`` (an int, a tuple, or None for all)."""
-    return Sum.apply(a, axis=_axes(axis, a.ndim, "sum"), keepdims=keepdims)
+    return Sum.apply(a, axis=_axes(axis, a.ndim, "sum"), keepdims=_keepdims(keepdims, "sum"))
 
 
 def mean(a: Tensor, axis=None, keepdims: bool = False) -> Tensor:
     """Mean over ``axis`` (an int, a tuple, or None for all)."""
     if a.dtype.kind != "f":
         raise TypeError(f"mean: expected a floating tensor, got dtype {a.dtype}")
-    return Mean.apply(a, axis=_axes(axis, a.ndim, "mean"), keepdims=keepdims)
+    return Mean.apply(a, axis=_axes(axis, a.ndim, "mean"), keepdims=_keepdims(keepdims, "mean"))
 
 
 def max(a: Tensor, axis=None, keepdims: bool = False) -> Tensor:  # noqa: A001
     """Maximum over ``axis``; the gradient is shared evenly between tied maxima."""
     if a.numel() == 0:
         raise ValueError("max: empty tensor")
-    return Max.apply(a, axis=_axes(axis, a.ndim, "max"), keepdims=keepdims)
+    return Max.apply(a, axis=_axes(axis, a.ndim, "max"), keepdims=_keepdims(keepdims, "max"))

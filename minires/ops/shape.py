@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 
 from .. import backend
@@ -135,7 +137,18 @@ class Cast(Function):
         return result
 
 
+class TensorIndexError(IndexError, ValueError):
+    """An invalid index: an ``IndexError`` (as in NumPy/PyTorch, so iteration stops) that is also a ``ValueError``."""
+
+
+def _check_int(value, what: str, name: str) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Integral, np.integer)):
+        raise TypeError(f"{name}: {what} must be an int, got {value!r}")
+    return int(value)
+
+
 def _normalize_axis(axis: int, ndim: int, name: str) -> int:
+    axis = _check_int(axis, "axis", name)
     if not -ndim <= axis < ndim:
         raise ValueError(f"{name}: axis {axis} out of range for a tensor with {ndim} dimensions")
     return axis % ndim
@@ -143,7 +156,9 @@ def _normalize_axis(axis: int, ndim: int, name: str) -> int:
 
 def reshape(a: Tensor, shape) -> Tensor:
     """``a`` with a new shape of the same size (one entry may be -1)."""
-    shape = tuple(int(s) for s in shape)
+    shape = tuple(_check_int(s, "each size", "reshape") for s in shape)
+    if any(s < -1 for s in shape):
+        raise ValueError(f"reshape: sizes must be >= 0 (or one -1), got {shape}")
     known = int(np.prod([s for s in shape if s != -1]))
     if shape.count(-1) > 1 or (-1 not in shape and known != a.numel()) or (
             -1 in shape and (known == 0 or a.numel() % known)):
@@ -165,7 +180,7 @@ def flatten(a: Tensor, start_dim: int = 1, end_dim: int = -1) -> Tensor:
 
 def permute(a: Tensor, axes) -> Tensor:
     """Reorder the axes of ``a``."""
-    axes = tuple(_normalize_axis(int(ax), a.ndim, "permute") for ax in axes)
+    axes = tuple(_normalize_axis(ax, a.ndim, "permute") for ax in axes)
     if sorted(axes) != list(range(a.ndim)):
         raise ValueError(f"permute: {axes} is not a permutation of the {a.ndim} axes")
     return Permute.apply(a, axes=axes)
@@ -179,7 +194,7 @@ def transpose(a: Tensor, *axes) -> Tensor:
         return permute(a, axes[0])
     if len(axes) == 2:
         order = list(range(a.ndim))
-        i, j = (_normalize_axis(int(ax), a.ndim, "transpose") for ax in axes)
+        i, j = (_normalize_axis(ax, a.ndim, "transpose") for ax in axes)
         order[i], order[j] = order[j], order[i]
         return permute(a, order)
     return permute(a, axes)
@@ -195,10 +210,15 @@ def getitem(a: Tensor, index) -> Tensor:
         return i
 
     index = tuple(unwrap(i) for i in index) if isinstance(index, tuple) else unwrap(index)
-    return GetItem.apply(a, index=index)
+    try:
+        return GetItem.apply(a, index=index)
+    except IndexError as exc:  # NumPy's message, with what was indexed and how
+        raise TensorIndexError(f"getitem: invalid index {index!r} for a tensor of shape {a.shape}: {exc}") from None
 
 
 def _check_sequence(name, tensors, axis):
+    if isinstance(tensors, Tensor) or not isinstance(tensors, (list, tuple)):
+        raise TypeError(f"{name}: expected a list or tuple of Tensors, got {type(tensors).__name__}")
     tensors = list(tensors)
     if not tensors:
         raise ValueError(f"{name}: expected a non-empty sequence of tensors")
@@ -210,6 +230,11 @@ def _check_sequence(name, tensors, axis):
         if t.ndim != ndim:
             raise ValueError(f"{name}: all tensors need {ndim} dimensions, got shapes "
                              f"{tensors[0].shape} and {t.shape}")
+    floats = {t.dtype for t in tensors if t.dtype.kind == "f"}
+    if floats and any(t.dtype.kind != "f" for t in tensors) and len(floats) == 1:
+        # integer/bool pieces join a floating result in its dtype (PyTorch's promotion), not float64
+        dtype = floats.pop()
+        tensors = [t if t.dtype.kind == "f" else cast(t, dtype) for t in tensors]
     return tensors
 
 
@@ -243,7 +268,11 @@ def pad(a: Tensor, pad, value: float = 0.0) -> Tensor:
             before, and so on: ``(PW_left, PW_right, PH_top, PH_bottom)`` for NCHW.
         value: the fill value.
     """
-    pad = tuple(int(p) for p in pad)
+    if not isinstance(pad, (list, tuple)):
+        raise TypeError(f"pad: expected a tuple of ints (left, right, top, bottom, ...), got {pad!r}")
+    pad = tuple(_check_int(p, "each padding size", "pad") for p in pad)
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Real, np.number)):
+        raise TypeError(f"pad: value must be a real number, got {value!r}")
     if len(pad) % 2 or len(pad) // 2 > a.ndim:
         raise ValueError(f"pad: expected an even number of at most {2 * a.ndim} values, got {pad}")
     if any(p < 0 for p in pad):

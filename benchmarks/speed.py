@@ -32,7 +32,7 @@ Usage::
     python benchmarks/speed.py --model resnet20 --batch-size 128 --rounds 3
     python benchmarks/speed.py --model resnet56 --rounds 3 --layers --out benchmarks/results/speed_resnet56.json
 
-Environment: ``--threads`` sets ``OPENBLAS_NUM_THREADS``/``OMP_NUM_THREADS`` and
+Environment: ``--threads`` sets ``OPENBLAS_NUM_THREADS``/``OMP_NUM_THREADS``/``MINIRES_NUM_THREADS`` and
 ``torch.set_num_threads`` in the workers. ``--unset-openblas-coretype`` removes
 ``OPENBLAS_CORETYPE`` and ``OPENBLAS_L2_SIZE`` from the workers' environment (benchmarking
 only; the OpenBLAS kernel in use is recorded either way).
@@ -70,14 +70,21 @@ def _current_rss_mib() -> float:
     return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
+_cpu_times: list = []
+
+
 def _median_time(fn, steps: int, warmup: int) -> tuple[float, list]:
+    """Median wall time of ``fn`` over ``steps`` calls after ``warmup``; the median process
+    CPU time (all threads, user + system) of the same calls is left in ``_cpu_times[-1]``."""
     for _ in range(warmup):
         fn()
-    times = []
+    times, cpu = [], []
     for _ in range(steps):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         fn()
         times.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
+    _cpu_times.append(statistics.median(cpu))
     return statistics.median(times), times
 
 
@@ -321,6 +328,7 @@ def worker_minires(args, weights_path: str) -> dict:
         losses.append(float(loss.item()))
 
     result["train_step_s"], result["train_times"] = _median_time(step, args.steps, args.warmup)
+    result["train_step_cpu_s"] = _cpu_times[-1]
     result["first_loss"] = losses[0]
     result["peak_rss_train_mib"] = _rss_mib()
     model.eval()
@@ -330,6 +338,7 @@ def worker_minires(args, weights_path: str) -> dict:
             return model(images)
 
     result["infer_s"], result["infer_times"] = _median_time(infer, args.steps, args.warmup)
+    result["infer_cpu_s"] = _cpu_times[-1]
     if args.layers:
         result["layers"] = minires_layers(args)
     result.update(base_rss_mib=base, peak_rss_mib=_rss_mib())
@@ -426,6 +435,7 @@ def worker_torch(args, weights_path: str) -> dict:
         losses.append(float(loss.item()))
 
     result["train_step_s"], result["train_times"] = _median_time(step, args.steps, args.warmup)
+    result["train_step_cpu_s"] = _cpu_times[-1]
     result["first_loss"] = losses[0]
     result["peak_rss_train_mib"] = _rss_mib()
     model.eval()
@@ -435,6 +445,7 @@ def worker_torch(args, weights_path: str) -> dict:
             return model(images)
 
     result["infer_s"], result["infer_times"] = _median_time(infer, args.steps, args.warmup)
+    result["infer_cpu_s"] = _cpu_times[-1]
     if args.layers:
         result["layers"] = torch_layers(args)
     result.update(base_rss_mib=base, peak_rss_mib=_rss_mib())
@@ -482,7 +493,7 @@ def torch_layers(args) -> dict:
 
 def _worker_env(args) -> dict:
     env = dict(os.environ)
-    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "MINIRES_NUM_THREADS"):
         env[var] = str(args.threads)
     if args.unset_openblas_coretype:
         env.pop("OPENBLAS_CORETYPE", None)
@@ -526,6 +537,7 @@ def _summarise(rounds: list) -> dict:
 
     summary = {}
     for key, name in (("train_step_s", "train_step_ratio"), ("infer_s", "infer_ratio"),
+                      ("train_step_cpu_s", "train_step_cpu_ratio"), ("infer_cpu_s", "infer_cpu_ratio"),
                       ("peak_rss_mib", "peak_rss_ratio")):
         values = ratios(key)
         summary[name] = {"median": statistics.median(values), "per_round": values}
@@ -536,6 +548,8 @@ def _summarise(rounds: list) -> dict:
         summary[fw] = {
             "train_step_s": statistics.median(r[fw]["train_step_s"] for r in rounds),
             "infer_s": statistics.median(r[fw]["infer_s"] for r in rounds),
+            "train_step_cpu_s": statistics.median(r[fw]["train_step_cpu_s"] for r in rounds),
+            "infer_cpu_s": statistics.median(r[fw]["infer_cpu_s"] for r in rounds),
             "peak_rss_mib": statistics.median(r[fw]["peak_rss_mib"] for r in rounds),
             "base_rss_mib": statistics.median(r[fw]["base_rss_mib"] for r in rounds),
             "first_loss": rounds[0][fw]["first_loss"],
@@ -564,6 +578,10 @@ def _print_summary(summary: dict, args) -> None:
         print(f"  {fw:8s} train step {s['train_step_s'] * 1e3:8.1f} ms   inference {s['infer_s'] * 1e3:7.1f} ms "
               f"({b / s['infer_s']:6.0f} img/s)   peak RSS {s['peak_rss_mib']:7.1f} MiB "
               f"(+{s['peak_rss_mib'] - s['base_rss_mib']:.1f} over base)   first loss {s['first_loss']:.5f}")
+    print(f"  CPU time per step (all threads): minires train {summary['minires']['train_step_cpu_s'] * 1e3:.0f} ms, "
+          f"infer {summary['minires']['infer_cpu_s'] * 1e3:.0f} ms; torch train {summary['torch']['train_step_cpu_s'] * 1e3:.0f} ms, "
+          f"infer {summary['torch']['infer_cpu_s'] * 1e3:.0f} ms; ratios train {summary['train_step_cpu_ratio']['median']:.2f}x "
+          f"infer {summary['infer_cpu_ratio']['median']:.2f}x")
     print(f"  ratio    train {summary['train_step_ratio']['median']:.2f}x   infer {summary['infer_ratio']['median']:.2f}x"
           f"   peak RSS {summary['peak_rss_ratio']['median']:.2f}x   peak over base {summary['peak_delta_ratio']['median']:.2f}x")
     if "layers" in summary:
@@ -571,6 +589,49 @@ def _print_summary(summary: dict, args) -> None:
         for name, e in summary["layers"].items():
             print(f"  {name:24s} {e['minires_forward_ms']:8.2f} {e['torch_forward_ms']:8.2f} {e['ratio_forward']:6.2f} "
                   f"{e['minires_backward_ms']:8.2f} {e['torch_backward_ms']:8.2f} {e['ratio_backward']:6.2f}")
+
+
+def markdown(record: dict) -> str:
+    """A short Markdown report of one ``speed.py`` record (the JSON this script writes)."""
+    s = record["summary"]
+    b = record["batch_size"]
+    lines = [
+        f"### {record['model']}, batch {b}, float32, {record['threads']} threads",
+        "",
+        f"{record['date_utc']}; {record['machine']['cpu']} ({record['machine']['cores']} cores); "
+        f"NumPy {record['blas'].get('numpy')} with OpenBLAS core {record['blas'].get('openblas_core')}; "
+        f"PyTorch {record['torch']}; minires conv algorithm `{record['conv_algorithm']}`.",
+        f"Command: `{record['command']}`",
+        "",
+        "| | minires | PyTorch | ratio (median of per-round ratios) |",
+        "| --- | ---: | ---: | ---: |",
+        f"| training step (ms) | {s['minires']['train_step_s'] * 1e3:.0f} | {s['torch']['train_step_s'] * 1e3:.0f} "
+        f"| {s['train_step_ratio']['median']:.2f}x (rounds: "
+        + ", ".join(f"{r:.2f}" for r in s["train_step_ratio"]["per_round"]) + ") |",
+        f"| inference (ms per batch) | {s['minires']['infer_s'] * 1e3:.0f} | {s['torch']['infer_s'] * 1e3:.0f} "
+        f"| {s['infer_ratio']['median']:.2f}x (rounds: "
+        + ", ".join(f"{r:.2f}" for r in s["infer_ratio"]["per_round"]) + ") |",
+        f"| CPU time per training step, all threads (ms) | {s['minires']['train_step_cpu_s'] * 1e3:.0f} "
+        f"| {s['torch']['train_step_cpu_s'] * 1e3:.0f} | {s['train_step_cpu_ratio']['median']:.2f}x |",
+        f"| CPU time per inference batch, all threads (ms) | {s['minires']['infer_cpu_s'] * 1e3:.0f} "
+        f"| {s['torch']['infer_cpu_s'] * 1e3:.0f} | {s['infer_cpu_ratio']['median']:.2f}x |",
+        f"| inference (images/s) | {b / s['minires']['infer_s']:.0f} | {b / s['torch']['infer_s']:.0f} | |",
+        f"| peak RSS (MiB) | {s['minires']['peak_rss_mib']:.0f} | {s['torch']['peak_rss_mib']:.0f} "
+        f"| {s['peak_rss_ratio']['median']:.2f}x |",
+        f"| peak RSS over the post-import base (MiB) | {s['minires']['peak_rss_mib'] - s['minires']['base_rss_mib']:.0f} "
+        f"| {s['torch']['peak_rss_mib'] - s['torch']['base_rss_mib']:.0f} | {s['peak_delta_ratio']['median']:.2f}x |",
+        f"| first training loss (same weights, same batch) | {s['minires']['first_loss']:.5f} "
+        f"| {s['torch']['first_loss']:.5f} | |",
+    ]
+    if "layers" in s:
+        lines += ["", "| layer (batch %d) | minires fwd | PyTorch fwd | ratio | minires bwd | PyTorch bwd | ratio |" % b,
+                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        for name, e in s["layers"].items():
+            lines.append(f"| {name} | {e['minires_forward_ms']:.2f} | {e['torch_forward_ms']:.2f} | {e['ratio_forward']:.2f} "
+                         f"| {e['minires_backward_ms']:.2f} | {e['torch_backward_ms']:.2f} | {e['ratio_backward']:.2f} |")
+        lines.append("")
+        lines.append("(times in ms, medians; backward = forward+backward minus forward)")
+    return "\n".join(lines) + "\n"
 
 
 def main(argv=None) -> int:
@@ -586,12 +647,22 @@ def main(argv=None) -> int:
     parser.add_argument("--conv-algorithm", default="auto", help="minires conv algorithm ('auto', 'reference', ...)")
     parser.add_argument("--unset-openblas-coretype", action="store_true")
     parser.add_argument("--out", default=os.path.join(HERE, "results", "speed.json"))
+    parser.add_argument("--markdown", help="also write a Markdown summary to this path")
+    parser.add_argument("--from-json", help="only turn an existing result JSON into Markdown (with --markdown)")
     parser.add_argument("--worker", choices=("minires", "torch"), help=argparse.SUPPRESS)
     parser.add_argument("--weights", help=argparse.SUPPRESS)
     parser.add_argument("--worker-out", help=argparse.SUPPRESS)
     parser.add_argument("--prepare", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
+    if args.from_json:
+        with open(args.from_json) as f:
+            text = markdown(json.load(f))
+        if args.markdown:
+            with open(args.markdown, "w") as f:
+                f.write(text)
+        print(text)
+        return 0
     if args.prepare:
         prepare_weights(args.model, args.prepare)
         return 0
@@ -638,6 +709,10 @@ def main(argv=None) -> int:
     with open(args.out, "w") as f:
         json.dump(record, f, indent=1)
     print(f"\nwrote {args.out}")
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(markdown(record))
+        print(f"wrote {args.markdown}")
     return 0
 
 

@@ -305,6 +305,8 @@ def draw_adaptive_avg_pool2d(rng, dtype):
     N, C = int(rng.integers(1, 3)), int(rng.integers(1, 4))
     H, W = int(rng.integers(1, 13)), int(rng.integers(1, 13))
     OH, OW = int(rng.choice(_divisors(H))), int(rng.choice(_divisors(W)))
+    if rng.random() < 0.3:  # sizes that do not divide the input (overlapping windows), even larger ones
+        OH, OW = int(rng.integers(1, H + 3)), int(rng.integers(1, W + 3))
     r = rng.random()
     out = 1 if r < 0.25 else ((OH, OW) if r < 0.85 else (OH if H == W else (OH, OW)))
     shape = (C, H, W) if rng.random() < 0.1 else (N, C, H, W)
@@ -573,13 +575,73 @@ def draw_pow(rng, dtype):
     return dict(x=shape, exponent=p), (lambda x: x ** p, lambda x: x ** p, [x], None)
 
 
+def draw_conv2d_large(rng, dtype):
+    """A larger convolution: several threads and several cache-sized column chunks."""
+    N, C, C_out = int(rng.integers(8, 17)), int(rng.integers(8, 17)), int(rng.integers(4, 17))
+    K = int(rng.choice([1, 3, 5]))
+    stride, padding = int(rng.integers(1, 3)), int(rng.integers(0, K // 2 + 1))
+    H, W = int(rng.integers(16, 33)), int(rng.integers(16, 33))
+    x = randn(rng, (N, C, H, W))
+    w = randn(rng, (C_out, C, K, K), 1 / np.sqrt(C * K * K))
+    b = randn(rng, (C_out,))
+    algorithm = str(rng.choice(F.available_conv_algorithms()))
+
+    def mine(x, w, b):
+        with F.conv_algorithm(algorithm):
+            return F.conv2d(x, w, b, stride=stride, padding=padding)
+
+    cfg = dict(x=x.shape, w=w.shape, stride=stride, padding=padding, algorithm=algorithm)
+    return cfg, (mine, lambda x, w, b: TF.conv2d(x, w, b, stride=stride, padding=padding), [x, w, b], None)
+
+
+def draw_chain(rng, dtype):
+    """A small residual network end to end: every parameter gradient through the whole graph.
+
+    conv -> batch_norm(train) -> relu -> conv -> batch_norm -> + shortcut (identity or
+    strided 1x1 conv) -> relu -> max or avg pool -> adaptive pool -> flatten -> linear ->
+    cross_entropy (label smoothing). Intermediate tensors arrive in whatever memory
+    layout the kernels produce (channels-last conv outputs into batch norm, ...).
+    """
+    N, C, H, W = int(rng.integers(2, 5)), int(rng.integers(1, 5)), int(rng.integers(5, 11)), int(rng.integers(5, 11))
+    C2, classes = int(rng.integers(2, 7)), int(rng.integers(2, 6))
+    stride = int(rng.integers(1, 3))
+    project = stride != 1 or C != C2 or rng.random() < 0.3
+    pool = str(rng.choice(["max", "avg"]))
+    ls = float(rng.choice([0.0, 0.1]))
+    algorithm = str(rng.choice(F.available_conv_algorithms()))
+    arrays = [randn(rng, (N, C, H, W)),
+              randn(rng, (C2, C, 3, 3), 1 / np.sqrt(9 * C)), randn(rng, (C2,)), randn(rng, (C2,)),
+              randn(rng, (C2, C2, 3, 3), 1 / np.sqrt(9 * C2)), randn(rng, (C2,)), randn(rng, (C2,)),
+              randn(rng, (C2, C, 1, 1), 1 / np.sqrt(C)) if project else None,
+              randn(rng, (classes, C2), 1 / np.sqrt(C2)), randn(rng, (classes,)),
+              rng.integers(0, classes, size=N).astype(np.int64)]
+
+    def net(lib, x, w1, g1, b1, w2, g2, b2, ws, wf, bf, t):
+        conv, bn, relu = (F.conv2d, F.batch_norm, F.relu) if lib is F else (TF.conv2d, TF.batch_norm, torch.relu)
+        h = relu(bn(conv(x, w1, stride=stride, padding=1), None, None, g1, b1, True))
+        h = bn(conv(h, w2, padding=1), None, None, g2, b2, True)
+        h = relu(h + (conv(x, ws, stride=stride) if ws is not None else x))
+        h = (lib.max_pool2d if pool == "max" else lib.avg_pool2d)(h, 2, 1, 1)
+        h = lib.adaptive_avg_pool2d(h, 1)
+        h = lib.linear(h.reshape(h.shape[0], -1), wf, bf)
+        return lib.cross_entropy(h, t, label_smoothing=ls)
+
+    def mine(*args):
+        with F.conv_algorithm(algorithm):
+            return net(F, *args)
+
+    cfg = dict(x=(N, C, H, W), C2=C2, stride=stride, project=project, pool=pool, label_smoothing=ls,
+               algorithm=algorithm)
+    return cfg, (mine, lambda *args: net(TF, *args), arrays, None)
+
+
 OPS = {
     "conv2d": draw_conv2d, "relu": draw_relu, "sigmoid": draw_sigmoid, "max_pool2d": draw_max_pool2d,
     "avg_pool2d": draw_avg_pool2d, "adaptive_avg_pool2d": draw_adaptive_avg_pool2d, "linear": draw_linear,
     "log_softmax": draw_log_softmax, "softmax": draw_softmax, "cross_entropy": draw_cross_entropy,
     "cat": draw_cat, "flatten": draw_flatten, "pad": draw_pad, "arith": draw_arith, "reduce": draw_reduce,
     "reshape": draw_reshape, "transpose": draw_transpose, "indexing": draw_indexing, "matmul": draw_matmul,
-    "pow": draw_pow,
+    "pow": draw_pow, "conv2d_large": draw_conv2d_large, "chain": draw_chain,
 }
 
 
@@ -707,20 +769,31 @@ def _assert_sweep(op, dtype, draws, seed):
         f"draw {k}: {msg}" for k, msg in failures[:5])
 
 
-DEFAULT_DRAWS = {"conv2d": 8, "batch_norm": 8, "max_pool2d": 8}
+DEFAULT_DRAWS = {"conv2d": 8, "batch_norm": 8, "max_pool2d": 8, "conv2d_large": 1, "chain": 3}
+SLOW_DRAWS = {"conv2d": 150, "conv2d_large": 10, "chain": 40}
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
-@pytest.mark.parametrize("op", ALL_OPS)
+#: (op, dtype) pairs the pytest sweep leaves out. The composite ``chain`` is checked in
+#: float64 only: in float32 the gradient of an early batch-norm weight is a sum that
+#: cancels to ~1e-5 while the upstream gradients carry float32 rounding from ten ops, so
+#: minires and PyTorch can differ by more than 2e-4 of that tiny result while both are
+#: within ~1e-8 of exact math (seen in 1 of 40 draws: minires 6.5e-9 off, PyTorch 2.4e-9;
+#: accumulating batch norm's sums in float64 did not change it). Every op of the chain is
+#: checked in float32 on its own above. The script mode still runs and reports it.
+SKIP = {("chain", np.float32)}
+PAIRS = [(op, dt) for op in ALL_OPS for dt in DTYPES if (op, dt) not in SKIP]
+PAIR_IDS = [f"{op}-{np.dtype(dt).name}" for op, dt in PAIRS]
+
+
+@pytest.mark.parametrize("op, dtype", PAIRS, ids=PAIR_IDS)
 def test_random_parity(op, dtype):
     _assert_sweep(op, dtype, DEFAULT_DRAWS.get(op, 6), seed=0)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
-@pytest.mark.parametrize("op", ALL_OPS)
+@pytest.mark.parametrize("op, dtype", PAIRS, ids=PAIR_IDS)
 def test_random_parity_many(op, dtype):
-    _assert_sweep(op, dtype, 150 if op == "conv2d" else 100, seed=1)
+    _assert_sweep(op, dtype, SLOW_DRAWS.get(op, 100), seed=1)
 
 
 # --- nn layers: shapes, keys and default initialisation ---------------------------------

@@ -572,6 +572,8 @@ def draw_pow(rng, dtype):
     x = randn(rng, shape)
     if not isinstance(p, int) or p < 0:
         x = 0.3 + np.abs(x)  # real results and no division by zero
+    elif rng.random() < 0.5:
+        x[rng.random(shape) < 0.3] = 0.0  # exact zeros: x**0 has gradient 0 there, x**1 gradient 1
     return dict(x=shape, exponent=p), (lambda x: x ** p, lambda x: x ** p, [x], None)
 
 
@@ -1028,3 +1030,11 @@ def test_batch_norm_two_values_per_channel_float32():
         term = np.abs(w) * inv_std * np.abs(cot).max(axis=0)  # size of the cancelled terms per channel
         err = np.abs(np.asarray(xm.grad, dtype=np.float64) - xt.grad.numpy())
         assert (err <= 8 * eps32 * term).all(), (err, term)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+def test_pow_zero_exponent_gradient_at_zero(dtype):
+    """``x ** 0`` has gradient 0 everywhere; at x = 0 minires computed 0 * 0**-1 = NaN (PyTorch: 0)."""
+    x = mr.tensor(np.array([0.0, 2.0, -1.0], dtype=dtype), requires_grad=True)
+    (x ** 0).sum().backward()
+    assert np.array_equal(x.grad, np.zeros(3, dtype=dtype))

@@ -86,7 +86,9 @@ class Pow(Function):
         return a ** exponent
 
     def backward(self, grad):
-        # d(a^p)/da = p a^(p-1)
+        # d(a^p)/da = p a^(p-1); for p = 0 it is 0 everywhere (also at a = 0, where 0 * 0^-1 would be NaN)
+        if self.exponent == 0:
+            return get_array_module(grad).zeros_like(grad)
         return grad * (self.exponent * self.a ** (self.exponent - 1))
 
 

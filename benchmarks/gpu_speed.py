@@ -640,11 +640,12 @@ def run_model(name: str, args) -> dict:
             result["cupy_pool_total_mib"] = cp.get_default_memory_pool().total_bytes() / 2**20
         except Exception as exc:  # noqa: BLE001
             result["memory"] = _error(exc)
-        if not args.skip_launches:
+        if not args.skip_launches and name in args.by_op_models:
             try:
                 result["launches_by_op"] = launches_by_op(mcase, sync)
             except Exception as exc:  # noqa: BLE001
                 result["launches_by_op"] = _error(exc)
+        if not args.skip_launches:
             for label, fn in (("minires_train_step", mcase.step), ("minires_inference", mcase.infer)) + (
                     (("torch_train_step", tcase.step), ("torch_inference", tcase.infer)) if tcase else ()):
                 try:
@@ -760,7 +761,8 @@ def main(argv=None) -> int:
     parser.add_argument("--graphs", dest="graphs", action="store_true", default=True,
                         help="run the CUDA graph capture experiment (default on)")
     parser.add_argument("--no-graphs", dest="graphs", action="store_false")
-    parser.add_argument("--graph-models", default="resnet20,resnet56", help="models for the graph experiment")
+    parser.add_argument("--graph-models", default="resnet20", help="models for the graph experiment")
+    parser.add_argument("--by-op-models", default="resnet20", help="models whose launches are attributed to ops")
     parser.add_argument("--dry-run", action="store_true",
                         help="tiny smoke run: resnet20, batch 8, 1 round of 1 step, no warm-up")
     args = parser.parse_args(argv)
@@ -768,6 +770,7 @@ def main(argv=None) -> int:
     if args.dry_run:
         args.models, args.batch_size, args.rounds, args.steps, args.warmup = "resnet20", 8, 1, 1, 0
     args.graph_models = [m.strip() for m in args.graph_models.split(",") if m.strip()]
+    args.by_op_models = [m.strip() for m in args.by_op_models.split(",") if m.strip()]
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     os.makedirs(args.out, exist_ok=True)
     if args.skip_torch is False:

@@ -188,11 +188,19 @@ EOF
         note "training resnet20 on $DATA for $EPOCHS epochs, CUDA graph mode $GRAPH_MODE (limit ${TRAIN_LEFT}s)"
         MINIRES_CUDA_GRAPH=$GRAPH_MODE timeout -k 10 "$TRAIN_LEFT" "$PY" -m minires.cli train --model resnet20 --data "$DATA" --device cuda \
             --epochs "$EPOCHS" --batch-size 128 --lr 0.1 --momentum 0.9 --weight-decay 1e-4 --schedule paper \
-            --checkpoint-every 100000 --no-progress --no-plot --out /tmp/minires_train >"$OUT_DIR/train.log" 2>&1
+            --checkpoint-every 100000 --no-progress --no-plot --out /tmp/minires_train </dev/null >"$OUT_DIR/train.log" 2>&1 &
+        TRAIN_PID=$!
+        copy_train_files() {
+            [ -f /tmp/minires_train/metrics.jsonl ] && cp /tmp/minires_train/metrics.jsonl "$OUT_DIR/train_metrics.jsonl"
+            [ -f /tmp/minires_train/config.json ] && cp /tmp/minires_train/config.json "$OUT_DIR/train_config.json"
+            return 0
+        }
+        # copy the epoch records as they appear, so a run cut off from outside keeps them
+        while kill -0 "$TRAIN_PID" 2>/dev/null; do copy_train_files; sleep 3; done
+        wait "$TRAIN_PID"
         rc=$?
+        copy_train_files
         tail -30 "$OUT_DIR/train.log"
-        [ -f /tmp/minires_train/metrics.jsonl ] && cp /tmp/minires_train/metrics.jsonl "$OUT_DIR/train_metrics.jsonl"
-        [ -f /tmp/minires_train/config.json ] && cp /tmp/minires_train/config.json "$OUT_DIR/train_config.json"
         LAST="$(tail -1 /tmp/minires_train/metrics.jsonl 2>/dev/null)"
         record "training resnet20, $EPOCHS epochs requested, CUDA graph mode $GRAPH_MODE: rc=$rc$([ $rc = 124 ] && echo ' (TIMED OUT)'); last epoch: ${LAST:-none}"
     fi

@@ -300,6 +300,22 @@ def batch_norm_backward_gpu(grad, x_hat, inv_std, weight, training: bool, out=No
 
 # --- dispatchers -------------------------------------------------------------------------
 
+def _forward_impl(x):
+    """The GPU twin, the channels-last CPU fast path when it applies, or the CPU reference."""
+    if backend.is_cupy_array(x):
+        return batch_norm_forward_gpu
+    from . import fused  # noqa: PLC0415 - fused imports this module; see minires/kernels/fused.py
+    return fused.batch_norm_forward_nhwc if fused.applies(x) else batch_norm_forward_cpu
+
+
+def _backward_impl(grad, x_hat, out):
+    """Backward twin of :func:`_forward_impl` (the fast path needs channels-last ``x_hat``/``out``)."""
+    if backend.is_cupy_array(grad):
+        return batch_norm_backward_gpu
+    from . import fused  # noqa: PLC0415
+    return fused.batch_norm_backward_nhwc if fused.applies(x_hat, out) else batch_norm_backward_cpu
+
+
 def batch_norm_forward(x, weight, bias, running_mean, running_var, training: bool,
                        momentum: float = 0.1, eps: float = 1e-5):
     """Batch normalisation of an ``(N, C, *spatial)`` array (no autograd).
@@ -319,7 +335,7 @@ def batch_norm_forward(x, weight, bias, running_mean, running_var, training: boo
         ``(out, x_hat, inv_std)``: ``out = weight * x_hat + bias`` with
         ``x_hat = (x - mean) * inv_std``, and the ``(C,)`` ``inv_std = 1/sqrt(var + eps)``.
     """
-    impl = batch_norm_forward_gpu if backend.is_cupy_array(x) else batch_norm_forward_cpu
+    impl = _forward_impl(x)
     return impl(x, weight, bias, running_mean, running_var, training, momentum, eps, relu=False)
 
 
@@ -339,7 +355,7 @@ def batch_norm_backward(grad, x_hat, inv_std, weight, training: bool,
     Returns:
         ``(grad_x, grad_weight or None, grad_bias or None)``.
     """
-    impl = batch_norm_backward_gpu if backend.is_cupy_array(grad) else batch_norm_backward_cpu
+    impl = _backward_impl(grad, x_hat, None)
     return impl(grad, x_hat, inv_std, weight, training, None, needs_weight_grad, needs_bias_grad)
 
 
@@ -351,7 +367,7 @@ def batch_norm_relu(x, weight, bias, running_mean, running_var, training: bool,
         ``(out, x_hat, inv_std)`` where ``out = max(weight * x_hat + bias, 0)``. Keep ``out``
         for :func:`batch_norm_relu_backward`: it carries the ReLU mask.
     """
-    impl = batch_norm_forward_gpu if backend.is_cupy_array(x) else batch_norm_forward_cpu
+    impl = _forward_impl(x)
     return impl(x, weight, bias, running_mean, running_var, training, momentum, eps, relu=True)
 
 
@@ -368,7 +384,7 @@ def batch_norm_relu_backward(grad, out, x_hat, inv_std, weight, training: bool,
     Returns:
         ``(grad_x, grad_weight or None, grad_bias or None)``.
     """
-    impl = batch_norm_backward_gpu if backend.is_cupy_array(grad) else batch_norm_backward_cpu
+    impl = _backward_impl(grad, x_hat, out)
     return impl(grad, x_hat, inv_std, weight, training, out, needs_weight_grad, needs_bias_grad)
 
 

@@ -128,3 +128,28 @@ def test_torch_parity_with_a_large_mean(dtype, rng):
     np.testing.assert_allclose(out, ref, rtol=tol, atol=tol)
     np.testing.assert_allclose(rm, t_rm.numpy(), rtol=tol)
     np.testing.assert_allclose(rv, t_rv.numpy(), rtol=tol * 10)
+
+
+def test_norm_dispatchers_route_channels_last_arrays_to_the_fast_path(rng, monkeypatch):
+    x, weight, bias, (rm, rv), grad = _case(rng, np.float64)
+    calls = []
+    real_forward, real_backward = FU.batch_norm_forward_nhwc, FU.batch_norm_backward_nhwc
+    monkeypatch.setattr(FU, "batch_norm_forward_nhwc", lambda *a, **k: calls.append("f") or real_forward(*a, **k))
+    monkeypatch.setattr(FU, "batch_norm_backward_nhwc", lambda *a, **k: calls.append("b") or real_backward(*a, **k))
+    out, x_hat, inv_std = NK.batch_norm_forward(x, weight, bias, rm, rv, True)
+    NK.batch_norm_backward(grad, x_hat, inv_std, weight, True)
+    out_r, x_hat_r, inv_std_r = NK.batch_norm_relu(x, weight, bias, rm, rv, True)
+    NK.batch_norm_relu_backward(grad, out_r, x_hat_r, inv_std_r, weight, True)
+    assert calls == ["f", "b", "f", "b"]
+    calls.clear()
+    nchw = np.ascontiguousarray(x)
+    ref = NK.batch_norm_forward(nchw, weight, bias, rm.copy(), rv.copy(), True)
+    NK.batch_norm_backward(grad, ref[1], ref[2], weight, True)
+    assert calls == []
+    np.testing.assert_allclose(out, ref[0], rtol=1e-12, atol=1e-12)
+    FU.set_fast_paths(False)
+    try:
+        NK.batch_norm_forward(x, weight, bias, rm, rv, True)
+        assert calls == []
+    finally:
+        FU.set_fast_paths(True)

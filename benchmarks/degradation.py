@@ -80,63 +80,70 @@ def evaluate(model, loader):
     return loss_sum / count, wrong / count
 
 
-def train_one(name, train_set, test_set, args, writer, deadline):
-    create = _registry()[1]
-    mr.manual_seed(args.seed)
-    model = create(name)
-    if args.device != "cpu":
-        model.to(args.device)
-    model.train()
-    mean, std = channel_stats(train_set.images)
-    train_loader = Loader(train_set, args.batch_size, mean, std, train=not args.no_augment, device=args.device,
-                          seed=args.seed, drop_last=True)
-    test_loader = Loader(test_set, 500, mean, std, train=False, device=args.device)
-    opt = SGD(model.parameters(), lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
-    steps_per_epoch = len(train_loader)
-    total = steps_per_epoch * args.epochs
-    log_every = max(1, steps_per_epoch // args.logs_per_epoch)
-    start = time.perf_counter()
-    step = 0
-    rows = []
-    for epoch in range(args.epochs):
+class ModelRun:
+    """One model's training state, advanced an epoch at a time (so the models can take turns)."""
+
+    def __init__(self, name, train_set, test_set, args, writer):
+        create = _registry()[1]
+        mr.manual_seed(args.seed)
+        self.name, self.args, self.writer = name, args, writer
+        self.model = create(name)
+        if args.device != "cpu":
+            self.model.to(args.device)
+        self.model.train()
+        mean, std = channel_stats(train_set.images)
+        self.train_loader = Loader(train_set, args.batch_size, mean, std, train=not args.no_augment,
+                                   device=args.device, seed=args.seed, drop_last=True)
+        self.test_loader = Loader(test_set, 500, mean, std, train=False, device=args.device)
+        self.opt = SGD(self.model.parameters(), lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
+        self.steps_per_epoch = len(self.train_loader)
+        self.total = self.steps_per_epoch * args.epochs
+        self.log_every = max(1, self.steps_per_epoch // args.logs_per_epoch)
+        self.step, self.seconds, self.rows, self.failed = 0, 0.0, [], False
+
+    def run_epoch(self, epoch):
+        """Train one epoch, log, evaluate at its end; returns the seconds it took."""
+        args, model = self.args, self.model
+        start = time.perf_counter()
         loss_acc, wrong_acc, seen = 0.0, 0, 0
-        for i, x, y in train_loader.epoch(epoch):
-            lr = lr_at(step, total, args.lr, args.schedule, args.warmup_steps)
-            for group in opt.param_groups:
+        for i, x, y in self.train_loader.epoch(epoch):
+            lr = lr_at(self.step, self.total, args.lr, args.schedule, args.warmup_steps)
+            for group in self.opt.param_groups:
                 group["lr"] = lr
             logits = model(mr.Tensor(x))
             loss = F.cross_entropy(logits, mr.Tensor(y))
-            opt.zero_grad()
+            self.opt.zero_grad()
             loss.backward()
-            opt.step()
-            step += 1
+            self.opt.step()
+            self.step += 1
             value = float(loss.item())
             if not math.isfinite(value):
-                print(f"{name}: non-finite loss at step {step}; stopping this model", flush=True)
-                return rows
+                print(f"{self.name}: non-finite loss at step {self.step}; stopping this model", flush=True)
+                self.failed = True
+                break
             loss_acc += value * len(y)
             wrong_acc += int((as_numpy(logits.data).argmax(1) != as_numpy(y)).sum())
             seen += len(y)
-            last_of_epoch = i == steps_per_epoch - 1
-            if (i + 1) % log_every == 0 or last_of_epoch:
+            last_of_epoch = i == self.steps_per_epoch - 1
+            if (i + 1) % self.log_every == 0 or last_of_epoch:
                 test_loss = test_err = float("nan")
                 if last_of_epoch:
-                    test_loss, test_err = evaluate(model, test_loader)
+                    test_loss, test_err = evaluate(model, self.test_loader)
                 synchronize(args.device)
-                row = {"model": name, "epoch": epoch + (i + 1) / steps_per_epoch, "step": step,
-                       "images": step * args.batch_size, "lr": lr, "train_loss": loss_acc / seen,
+                elapsed = self.seconds + time.perf_counter() - start
+                row = {"model": self.name, "epoch": epoch + (i + 1) / self.steps_per_epoch, "step": self.step,
+                       "images": self.step * args.batch_size, "lr": lr, "train_loss": loss_acc / seen,
                        "train_err": wrong_acc / seen, "test_loss": test_loss, "test_err": test_err,
-                       "seconds": time.perf_counter() - start}
-                writer(row)
-                rows.append(row)
-                print(f"{name} epoch {row['epoch']:.2f} step {step}/{total}: train err {row['train_err']:.3f} "
-                      f"loss {row['train_loss']:.3f}" + (f", test err {test_err:.3f}" if last_of_epoch else "")
-                      + f" ({row['seconds']:.0f} s)", flush=True)
+                       "seconds": elapsed}
+                self.writer(row)
+                self.rows.append(row)
+                print(f"{self.name} epoch {row['epoch']:.2f} step {self.step}/{self.total}: train err "
+                      f"{row['train_err']:.3f} loss {row['train_loss']:.3f}"
+                      + (f", test err {test_err:.3f}" if last_of_epoch else "") + f" ({elapsed:.0f} s)", flush=True)
                 loss_acc, wrong_acc, seen = 0.0, 0, 0
-            if time.perf_counter() > deadline:
-                print(f"{name}: time budget spent at step {step}; stopping this model", flush=True)
-                return rows
-    return rows
+        took = time.perf_counter() - start
+        self.seconds += took
+        return took
 
 
 def plot(rows, path, title):
@@ -181,7 +188,8 @@ def main(argv=None):
     p.add_argument("--logs-per-epoch", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--time-budget", type=float, default=float("inf"), help="seconds per model at most")
+    p.add_argument("--time-budget", type=float, default=float("inf"),
+                   help="total seconds: start no epoch round that would end past it (the schedule keeps --epochs)")
     p.add_argument("--out", default=os.path.join(HERE, "results"))
     p.add_argument("--tag", default="degradation", help="file name stem of the outputs")
     args = p.parse_args(argv)
@@ -202,10 +210,21 @@ def main(argv=None):
                f"{args.warmup_steps} warm-up steps), momentum {args.momentum}, wd {args.weight_decay}, "
                f"{'no augmentation' if args.no_augment else 'crop+flip'}, seed {args.seed}, device {args.device}")
     print(setting, flush=True)
-    all_rows = []
-    for name in args.models:
-        deadline = time.perf_counter() + args.time_budget
-        all_rows += train_one(name, train_set, test_set, args, writer, deadline)
+    runs = [ModelRun(name, train_set, test_set, args, writer) for name in args.models]
+    start, epochs_done = time.perf_counter(), 0
+    for epoch in range(args.epochs):  # the models take turns, one epoch each, so all get as many epochs
+        round_start = time.perf_counter()
+        for run in runs:
+            if not run.failed:
+                run.run_epoch(epoch)
+        epochs_done = epoch + 1
+        round_time = time.perf_counter() - round_start
+        if time.perf_counter() - start + round_time > args.time_budget and epoch + 1 < args.epochs:
+            print(f"time budget of {args.time_budget:.0f} s: stopping after {epoch + 1} of {args.epochs} epochs",
+                  flush=True)
+            break
+    all_rows = [row for run in runs for row in run.rows]
+    setting += f" (ran {epochs_done} epochs in {(time.perf_counter() - start) / 60:.1f} min)"
     plot(all_rows, os.path.join(args.out, f"{args.tag}.png"), "degradation: " + setting[:90])
     table = []
     for model in dict.fromkeys(r["model"] for r in all_rows):

@@ -38,7 +38,7 @@ else
       --time-budget 140 --out "$OUT/res" || echo "gradnorm failed"
   if [ ! -d /tmp/c10/cifar-10-batches-py ]; then timeout 90 $PY data/make_cifar10.py /tmp/c10 || echo "cifar build failed"; fi
   timeout 200 $PY benchmarks/degradation_gpu.py --device $DEV --data /tmp/c10/cifar-10-batches-py \
-      --time-budget 40 --epochs 30 --out "$OUT/res" || echo "degradation failed"
+      --time-budget 160 --epochs 30 --out "$OUT/res" || echo "degradation failed"
 fi
 date
 tar -czf "$OUT/results.tar.gz" -C "$OUT" res

@@ -209,8 +209,11 @@ plt.xlabel("block l"); plt.ylabel("||dL/dx_l||"); plt.legend(); plt.title("ResNe
     ("md", """## Path lengths (Veit et al. 2016)
 
 Sample $k$ of the $n$ branches, pass the gradient through those branches and through the shortcut elsewhere,
-and measure it at the input of the first block. Short paths are few, long paths carry little gradient: most of
-the gradient comes from paths of intermediate length."""),
+and measure it at the input of the first block. There are $\\binom{n}{k}$ paths of length $k$, so the total
+contribution of a length is the count times the per-path magnitude. Veit et al. found, for a *trained*
+ResNet-110, that the per-path magnitude falls fast with $k$ and the total is carried by short paths. At
+initialisation (below) the per-path magnitude need not fall: each BN-normalised branch has a Jacobian norm above
+1 (see the last figure), and the binomial count makes paths of intermediate length dominate."""),
     ("code", """res = analysis.path_length_distribution(build("resnet20"), x[:8], y[:8], samples=2, seed=0)
 fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
 axes[0].bar(res.lengths, res.path_fraction); axes[0].set_title("share of paths of length k")

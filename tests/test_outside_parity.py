@@ -36,6 +36,8 @@ from minires import nn
 from minires.optim import SGD
 
 torch = pytest.importorskip("torch")
+# NaN/inf draws make NumPy (not PyTorch) warn about invalid values; the values are compared
+pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
 torch.set_num_threads(1)
 TF = torch.nn.functional
 
@@ -736,8 +738,9 @@ def check_op(op, rng, dtype):
         inputs = [a.copy() if a is not None and a.dtype.kind == "f" else a for a in inputs]
         x = inputs[0]
         if x.size:
-            x.reshape(-1)[rng.integers(x.size, size=int(rng.integers(1, 3)))] = np.nan
-            cfg["nan"] = True
+            special = float(rng.choice([np.nan, np.nan, np.inf, -np.inf]))
+            x.reshape(-1)[rng.integers(x.size, size=int(rng.integers(1, 3)))] = special
+            cfg["special"] = special
     if rng.random() < 0.35:
         fm, ft, inputs, perms = with_layouts(rng, fm, ft, inputs)
         if any(perms):
@@ -858,6 +861,26 @@ def test_layer_state_dicts_and_init_match_torch(seed):
                                        err_msg=f"{desc} buffer {name} after a training forward")
 
 
+@pytest.mark.parametrize("momentum", [0.1, None, 0.7])
+def test_batchnorm2d_layer_steps_match_torch(momentum):
+    """Several training steps (running statistics, num_batches_tracked, momentum=None averaging), then eval."""
+    rng = np.random.default_rng(11)
+    mine, ref = nn.BatchNorm2d(3, momentum=momentum), torch.nn.BatchNorm2d(3, momentum=momentum)
+    for step in range(4):
+        x = (rng.standard_normal((4, 3, 5, 5)) * (step + 1) + step).astype(np.float32)
+        compare(f"step {step} output", mine(mr.tensor(x)).numpy(), ref(torch.tensor(x)).detach().numpy(),
+                np.float32)
+        for (name, b_m), (_, b_t) in zip(mine.named_buffers(), ref.named_buffers()):
+            if name == "num_batches_tracked":
+                assert int(b_m.item()) == int(b_t.item()) == step + 1
+            else:
+                compare(f"step {step} {name}", b_m.numpy(), b_t.numpy(), np.float32)
+    mine.eval()
+    ref.eval()
+    x = rng.standard_normal((2, 3, 4, 4)).astype(np.float32)
+    compare("eval output", mine(mr.tensor(x)).numpy(), ref(torch.tensor(x)).detach().numpy(), np.float32)
+
+
 def test_init_distribution_matches_torch():
     """Default Conv2d/Linear init is uniform on +-1/sqrt(fan_in): moments match torch's."""
     mr.manual_seed(0)
@@ -878,7 +901,13 @@ def _sgd_options(rng):
     nesterov = bool(momentum > 0 and rng.random() < 0.5)
     wd = float(rng.choice([0.0, 5e-4, 0.1]))
     lr = float(rng.choice([0.1, 0.01, 1.0]))
-    return dict(lr=lr, momentum=momentum, weight_decay=wd, nesterov=nesterov)
+    opts = dict(lr=lr, momentum=momentum, weight_decay=wd, nesterov=nesterov)
+    # PyTorch's extra options, which minires' SGD takes too (dampening needs nesterov off)
+    if not nesterov and momentum > 0 and rng.random() < 0.3:
+        opts["dampening"] = float(rng.choice([0.1, 0.5]))
+    if rng.random() < 0.2:
+        opts["maximize"] = True
+    return opts
 
 
 def check_sgd(rng, dtype, steps=10):

@@ -188,15 +188,21 @@ def _unfold_rows_chunk(xh, start: int, n: int, g: ConvGeometry, C: int, n_chunk:
     ``KW`` (not ``KH*KW``) copies of the input.
     """
     H, W = xh.shape[1], xh.shape[2]
-    HP, WP = H + 2 * g.PH, W + 2 * g.PW
-    padded = _buffer(f"pad{g.PH},{g.PW}", (n_chunk, HP, WP, C), xh.dtype, zero=True)
-    rows = _buffer("rows", (n_chunk, HP * g.OW, g.KW * C), xh.dtype)
-    p = padded[:n]
-    p[:, g.PH:g.PH + H, g.PW:g.PW + W, :] = xh[start:start + n]   # the border stays zero
-    s0, s1, s2, s3 = p.strides
-    view = as_strided(p, (n, HP, g.OW, g.KW, C), (s0, s1, s2 * g.SW, s2, s3), writeable=False)
+    HP = H + 2 * g.PH
+    # entries that read the zero padding are never written, so the buffer (one per
+    # geometry) keeps the zeros it was created with; each kernel column j is one slice copy
+    rows = _buffer(f"rows{g.PH},{g.PW},{g.KW},{g.SW},{H},{W}", (n_chunk, HP * g.OW, g.KW * C), xh.dtype, zero=True)
     r = rows[:n]
-    np.copyto(r.reshape(n, HP, g.OW, g.KW, C), view)
+    r5 = r.reshape(n, HP, g.OW, g.KW, C)
+    src = xh[start:start + n]
+    for j in range(g.KW):
+        # output column q reads input column q*SW + j - PW; keep the q that land inside
+        q_lo = max(0, -(-(g.PW - j) // g.SW))
+        q_hi = min(g.OW - 1, (W - 1 + g.PW - j) // g.SW)
+        if q_hi < q_lo:
+            continue
+        first = q_lo * g.SW + j - g.PW
+        r5[:, g.PH:g.PH + H, q_lo:q_hi + 1, j, :] = src[:, :, first:first + (q_hi - q_lo) * g.SW + 1:g.SW, :]
     return r
 
 

@@ -85,18 +85,23 @@ def _per_channel_sums(fn, N: int, C: int, dtype) -> np.ndarray:
 
 
 def batch_norm_forward_nhwc(x, weight, bias, running_mean, running_var, training: bool,
-                            momentum: float, eps: float, relu: bool = False):
+                            momentum: float, eps: float, relu: bool = False, need_x_hat: bool = True):
     """Batch norm (optionally + ReLU) of a channels-last ``x (N, C, H, W)``.
 
-    Same contract as :func:`minires.kernels.norm.batch_norm_forward_cpu`.
+    Same contract as :func:`minires.kernels.norm.batch_norm_forward_cpu`, plus
+    ``need_x_hat``: when False (no backward will run, e.g. inference under ``no_grad``),
+    evaluation mode skips ``x_hat`` and computes ``out = x * scale + shift`` in two passes.
 
     Returns:
-        ``(out, x_hat, inv_std)``; ``out`` and ``x_hat`` are channels-last.
+        ``(out, x_hat, inv_std)``; ``out`` and ``x_hat`` are channels-last; ``x_hat`` is
+        ``None`` when it was not needed in evaluation mode.
     """
     N, C, H, W = x.shape
     dtype = x.dtype
     count = N * H * W
     x_rows = _rows(x)
+    if not training and not need_x_hat:
+        return _affine_eval(x, x_rows, weight, bias, running_mean, running_var, eps, relu)
     x_hat, xh_rows = _new_like(x)
     out, out_rows = _new_like(x)
     step = _chunk(x)
@@ -170,6 +175,34 @@ def batch_norm_forward_nhwc(x, weight, bias, running_mean, running_var, training
 
     parallel_for(normalise, N)
     return out, x_hat, inv_std
+
+
+def _affine_eval(x, x_rows, weight, bias, running_mean, running_var, eps: float, relu: bool):
+    """Evaluation-mode batch norm without ``x_hat``: ``out = x * scale + shift`` (+ ReLU)."""
+    N, C, H, W = x.shape
+    dtype = x.dtype
+    reps = H * W
+    inv_std = 1 / np.sqrt(running_var.astype(dtype, copy=False) + dtype.type(eps))
+    scale = inv_std if weight is None else weight * inv_std
+    shift = -running_mean.astype(dtype, copy=False) * scale      # weight (x - mean) inv_std + bias
+    if bias is not None:
+        shift = shift + bias
+    scale_t, shift_t = np.tile(scale, reps), np.tile(shift, reps)
+    out, out_rows = _new_like(x)
+    step = _chunk(x)
+    zero = dtype.type(0)
+
+    def affine(lo, hi):
+        for a in range(lo, hi, step):
+            b = min(a + step, hi)
+            o = out_rows[a:b]
+            np.multiply(x_rows[a:b], scale_t, out=o)
+            o += shift_t
+            if relu:
+                np.maximum(o, zero, out=o)
+
+    parallel_for(affine, N)
+    return out, None, inv_std
 
 
 def batch_norm_backward_nhwc(grad, x_hat, inv_std, weight, training: bool, out=None,

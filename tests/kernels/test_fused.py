@@ -153,3 +153,18 @@ def test_norm_dispatchers_route_channels_last_arrays_to_the_fast_path(rng, monke
         assert calls == []
     finally:
         FU.set_fast_paths(True)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("affine", [(True, True), (False, False)])
+def test_eval_without_x_hat_matches_reference(dtype, relu, affine, rng, threads):
+    x, weight, bias, (rm, rv), _ = _case(rng, dtype, affine=affine)
+    out, x_hat, inv_std = FU.batch_norm_forward_nhwc(x, weight, bias, rm, rv, False, 0.1, 1e-5, relu,
+                                                     need_x_hat=False)
+    ref = NK.batch_norm_forward_cpu(x, weight, bias, rm, rv, False, 0.1, 1e-5, relu)
+    assert x_hat is None and FU.is_channels_last(out) and out.dtype == dtype
+    np.testing.assert_allclose(out, ref[0], **TOL[dtype])
+    np.testing.assert_allclose(inv_std, ref[2], **TOL[dtype])
+    # training mode ignores the flag: the batch statistics' gradient needs x_hat
+    assert FU.batch_norm_forward_nhwc(x, weight, bias, rm, rv, True, 0.1, 1e-5, need_x_hat=False)[1] is not None

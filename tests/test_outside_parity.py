@@ -357,12 +357,25 @@ def draw_softmax(rng, dtype):
 
 def draw_cross_entropy(rng, dtype):
     N, C = int(rng.integers(1, 17)), int(rng.integers(1, 12))
-    x, scale = _logits(rng, (N, C))
-    t = rng.integers(0, C, size=N).astype(np.int64)
+    r = rng.random()
+    # (N, C) mostly; also (N, C, d1, ...) and a single unbatched row (C,)
+    shape = (N, C) if r < 0.7 else ((N, C) + rand_shape(rng, int(rng.integers(1, 3)), 1, 4) if r < 0.9 else (C,))
+    x, scale = _logits(rng, shape)
+    tshape = () if len(shape) == 1 else (shape[0],) + shape[2:]
+    t = rng.integers(0, C, size=tshape).astype(np.int64)
     ls = float(rng.choice([0.0, 0.0, 0.1, float(rng.random())]))
-    return dict(x=(N, C), scale=scale, label_smoothing=ls), (
-        lambda x, t: F.cross_entropy(x, t, label_smoothing=ls),
-        lambda x, t: TF.cross_entropy(x, t, label_smoothing=ls), [x, t], None)
+    extra = {}
+    if rng.random() < 0.3:  # PyTorch's keyword extras, which minires takes too
+        extra["reduction"] = str(rng.choice(["mean", "sum", "none"]))
+    if rng.random() < 0.3 and t.size:
+        extra["ignore_index"] = int(rng.choice([-100, 0, C - 1]))
+        if extra["ignore_index"] == -100:
+            t.reshape(-1)[rng.random(t.size) < 0.3] = -100
+    if extra.get("reduction", "mean") == "mean" and "ignore_index" in extra and np.all(t == extra["ignore_index"]):
+        extra.pop("ignore_index")  # all rows ignored: 0/0 in both, NaN, not a useful draw
+    return dict(x=shape, scale=scale, label_smoothing=ls, **extra), (
+        lambda x, t: F.cross_entropy(x, t, label_smoothing=ls, **extra),
+        lambda x, t: TF.cross_entropy(x, t, label_smoothing=ls, **extra), [x, t], None)
 
 
 def draw_cat(rng, dtype):

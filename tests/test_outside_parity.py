@@ -688,12 +688,28 @@ def check_batch_norm(rng, dtype):
     grads = some_grads(rng, 3) if affine else [True, False, False]
     rm_m, rv_m = mr.tensor(rm.astype(dtype)), mr.tensor(rv.astype(dtype))
     rm_t, rv_t = torch.tensor(rm.astype(dtype)), torch.tensor(rv.astype(dtype))
+    fused = bool(rng.random() < 0.3)  # F.batch_norm_relu, minires' fused relu(batch_norm(...))
+    cfg["fused_relu"] = fused
+    fm = F.batch_norm_relu if fused else F.batch_norm
+
+    def ft(x, w, b):
+        # .to(x.dtype) is the same tensor except for the float64 arbitration pass
+        y = TF.batch_norm(x, rm_t.to(x.dtype), rv_t.to(x.dtype), w, b, training, momentum, eps)
+        return torch.relu(y) if fused else y
+
+    inputs = [x, w, b]
+    if rng.random() < 0.1:
+        # NaN only: an inf makes the channels-last fast path's running mean NaN where
+        # PyTorch's is inf (test_batch_norm_inf_running_mean_channels_last, xfail)
+        x = x.copy()
+        x.reshape(-1)[rng.integers(x.size)] = np.nan
+        inputs[0], cfg["special"] = x, True
+    mine = lambda x, w, b: fm(x, rm_m, rv_m, w, b, training, momentum, eps)  # noqa: E731
+    if rng.random() < 0.4:  # channels-last and other layouts (the fast NHWC kernels)
+        mine, ft, inputs, perms = with_layouts(rng, mine, ft, inputs)
+        cfg["layouts"] = perms
     try:
-        run_parity("batch_norm", lambda x, w, b: F.batch_norm(x, rm_m, rv_m, w, b, training, momentum, eps),
-                   # .to(x.dtype) is the same tensor except for the float64 arbitration pass
-                   lambda x, w, b: TF.batch_norm(x, rm_t.to(x.dtype), rv_t.to(x.dtype), w, b, training,
-                                                 momentum, eps),
-                   [x, w, b], dtype, rng, grads)
+        run_parity("batch_norm", mine, ft, inputs, dtype, rng, grads)
     except AssertionError as exc:
         raise type(exc)(f"{exc} [config {cfg}]") from None
     compare(f"batch_norm running_mean [config {cfg}]", rm_m.numpy(), rm_t.numpy(), dtype)
@@ -1085,3 +1101,28 @@ def test_pow_zero_exponent_gradient_at_zero(dtype):
     x = mr.tensor(np.array([0.0, 2.0, -1.0], dtype=dtype), requires_grad=True)
     (x ** 0).sum().backward()
     assert np.array_equal(x.grad, np.zeros(3, dtype=dtype))
+
+
+@pytest.mark.parametrize("channels_last", [
+    False,
+    pytest.param(True, marks=pytest.mark.xfail(
+        strict=True, reason="minires/kernels/fused.py adds the NaN residual to an infinite mean (reported)")),
+], ids=["nchw", "channels_last"])
+def test_batch_norm_inf_running_mean(channels_last):
+    """An inf in a channel makes its batch mean, and so PyTorch's running mean, inf.
+
+    minires' reference kernel corrected the mean by the mean of the centred data,
+    ``inf - inf = NaN``, and stored NaN (fixed: the correction is skipped for a
+    non-finite mean). The channels-last fast path (minires/kernels/fused.py) still does.
+    """
+    x = np.random.default_rng(0).standard_normal((2, 3, 2, 2))
+    x[1, 1, 0, 1] = np.inf
+    rm_m, rv_m = mr.zeros(3, dtype="float64"), mr.ones(3, dtype="float64")
+    rm_t, rv_t = torch.zeros(3, dtype=torch.float64), torch.ones(3, dtype=torch.float64)
+    xm = mr.tensor(np.ascontiguousarray(x.transpose(0, 2, 3, 1))).permute(0, 3, 1, 2) if channels_last \
+        else mr.tensor(x)
+    out_m = F.batch_norm(xm, rm_m, rv_m, training=True)
+    out_t = TF.batch_norm(torch.tensor(x), rm_t, rv_t, training=True)
+    compare("output", out_m.numpy(), out_t.numpy(), np.float64)
+    compare("running_mean", rm_m.numpy(), rm_t.numpy(), np.float64)
+    compare("running_var", rv_m.numpy(), rv_t.numpy(), np.float64)

@@ -96,7 +96,8 @@ def batch_norm_forward_cpu(x, weight, bias, running_mean, running_var, training:
         # which matters in float32 when |mean| >> std (PyTorch accumulates in float64 on CPU)
         residual = x_hat.mean(axis=axes)
         x_hat -= residual.reshape(cshape)
-        mean += residual
+        # an infinite mean stays infinite (inf - inf made the residual NaN), as in PyTorch
+        mean = np.where(np.isfinite(mean), mean + residual, mean)
         var = np.square(x_hat).mean(axis=axes)
         update_running_stats(running_mean, running_var, mean, var, count, momentum)
     else:
@@ -191,7 +192,8 @@ def _batch_stats_gpu(sum_sq, mean, residual, running_mean, running_var, count: i
             "minires_bn_stats_update",
             "T sum_sq, T mean, T residual, T count, T eps, T momentum, T keep, T unbias",
             "T inv_std, T running_mean, T running_var",
-            "const T var = sum_sq / count - residual * residual; const T batch_mean = mean + residual; "
+            "const T var = sum_sq / count - residual * residual; "
+            "const T batch_mean = isfinite(mean) ? mean + residual : mean; "
             "inv_std = (T)1 / sqrt(var + eps); "
             "running_mean = momentum * batch_mean + keep * running_mean; "
             "running_var = momentum * (var * unbias) + keep * running_var")(
@@ -199,7 +201,8 @@ def _batch_stats_gpu(sum_sq, mean, residual, running_mean, running_var, count: i
             inv_std, running_mean, running_var)
         return inv_std
     var = sum_sq / count - residual * residual
-    update_running_stats(running_mean, running_var, mean + residual, var, count, momentum)
+    update_running_stats(running_mean, running_var, cp.where(cp.isfinite(mean), mean + residual, mean), var,
+                         count, momentum)
     return 1 / cp.sqrt(var + t(eps))
 
 

@@ -140,7 +140,8 @@ def batch_norm_forward_nhwc(x, weight, bias, running_mean, running_var, training
         # both statistics by it (float32 parity when |mean| >> std, as the reference)
         residual = sums2[0] / dtype.type(count)
         var = sums2[1] / dtype.type(count) - residual * residual
-        mean = mean + residual
+        # an infinite mean stays infinite (inf - inf made the residual NaN), as in PyTorch
+        mean = np.where(np.isfinite(mean), mean + residual, mean)
         update_running_stats(running_mean, running_var, mean, var, count, momentum)
     else:
         mean, var = running_mean, running_var

@@ -1153,3 +1153,10 @@ def test_batch_norm_inf_running_mean(channels_last):
     compare("output", out_m.numpy(), out_t.numpy(), np.float64)
     compare("running_mean", rm_m.numpy(), rm_t.numpy(), np.float64)
     compare("running_var", rv_m.numpy(), rv_t.numpy(), np.float64)
+
+
+def test_abs_gradient_at_nan_and_zero_is_zero():
+    """PyTorch's d|x|/dx is 0 at 0 and at NaN; minires used NumPy's sign, NaN at NaN."""
+    x = mr.tensor(np.array([np.nan, -2.0, 0.0, 3.0]), requires_grad=True)
+    F.abs(x).sum().backward()
+    np.testing.assert_array_equal(x.grad, [0.0, -1.0, 0.0, 1.0])

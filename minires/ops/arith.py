@@ -124,7 +124,8 @@ class Sqrt(Function):
 
 class Abs(Function):
     def forward(self, a):
-        self.sign = get_array_module(a).sign(a)
+        # (a > 0) - (a < 0): 0 at 0 and at NaN, as PyTorch's gradient (NumPy's sign(NaN) is NaN)
+        self.sign = (a > 0).astype(a.dtype) - (a < 0).astype(a.dtype)
         return get_array_module(a).abs(a)
 
     def backward(self, grad):

@@ -268,8 +268,8 @@ def summarise(rows, args):
     """Markdown tables and plots from all rows in the CSV."""
     lines = ["# Gradient norms at initialisation (benchmarks/gradnorm.py)\n",
              "Ratio r = ||dL/dW conv1|| / ||dL/dW last conv|| (the last block's conv2), mean cross-entropy, "
-             "Kaiming normal (fan_out) init, BN in train mode, one batch of the embedded CIFAR-10 subset "
-             "(normalised). `torch` is the same definition in an equivalent PyTorch model loaded with "
+             "Kaiming normal (fan_out) init, BN in train mode, one batch of 128: the embedded CIFAR-10 subset "
+             "(normalised), unless a table says gaussian. `torch` is the same definition in an equivalent PyTorch model loaded with "
              "minires' initial weights and fed the same batch. Values are log10 r, mean (std) over seeds.\n"]
 
     def stats(vals):
@@ -340,12 +340,14 @@ def summarise(rows, args):
                   "The skip-only path multiplies the gradient by lambda once per block, so the input-side "
                   "gradient moves by about n log10(lambda) decades against lambda = 1.\n", markdown_table(table)]
         _plot_scale(scale_rows, os.path.join(args.out, "gradnorm_scale.png"))
-    if depth_rows:
-        _plot_depth(depth_rows, os.path.join(args.out, "gradnorm_depth.png"))
+    for data in dict.fromkeys(r["data"] for r in all_depth_rows):
+        stem = "gradnorm_depth" if data == args.data else f"gradnorm_depth_{data}"
+        _plot_depth([r for r in all_depth_rows if r["data"] == data], os.path.join(args.out, f"{stem}.png"),
+                    f"gradient ratio at initialisation ({data} data)")
     return "\n".join(lines)
 
 
-def _plot_depth(rows, path):
+def _plot_depth(rows, path, title="gradient ratio at initialisation"):
     plt = pyplot()
     if plt is None:
         return
@@ -367,7 +369,7 @@ def _plot_depth(rows, path):
         ax.plot(depths, ref, "s:", color=color, alpha=0.5, mfc="none", label=f"{family} (issue's reference)")
     ax.set_xlabel("depth")
     ax.set_ylabel("log10 ||dL/dW conv1|| / ||dL/dW last conv||")
-    ax.set_title("gradient ratio at initialisation")
+    ax.set_title(title)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()

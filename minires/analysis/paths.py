@@ -13,7 +13,7 @@ length ``k`` is ``C(n, k)`` times the mean magnitude.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from math import comb, lgamma, log
+from math import lgamma, log
 
 import numpy as np
 
@@ -119,4 +119,4 @@ def path_length_distribution(model, x, target, loss=None, lengths=None, samples:
                             full_gradient_norm=full)
 
 
-__all__ = ["PathLengthResult", "path_length_distribution", "comb"]
+__all__ = ["PathLengthResult", "path_length_distribution"]

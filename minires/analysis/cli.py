@@ -12,7 +12,10 @@ Writes to ``--out``:
 - ``summary.csv`` and ``summary.md``: ``||dL/dW conv1|| / ||dL/dW last conv||`` per model
   and seed, with the mean log10 per model;
 - ``gradnorm_depth.png`` (activation gradient against depth, log scale, one line per
-  model), ``gradnorm_params.png`` (per weight layer), ``skip_branch.png``.
+  model), ``gradnorm_params.png`` (per weight layer), ``skip_branch.png``;
+- with ``--jacobian-iters N``: ``jacobian.csv``, per block the spectral norms
+  ``||dF/dx||``, ``||dS/dx + dF/dx||`` (``||I + dF/dx||`` for identity shortcuts) and of the
+  whole block, by power iteration (forward-mode JVP and VJP).
 """
 
 from __future__ import annotations
@@ -51,6 +54,11 @@ def add_gradflow_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--num-classes", type=int, default=10, help="classes (default 10)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.add_argument("--out", default="gradflow", help="output directory (default ./gradflow)")
+    p.add_argument("--jacobian-iters", type=int, default=0,
+                   help="also estimate each block's ||dF/dx||, ||dS/dx + dF/dx|| and whole-block spectral norms "
+                        "by this many power iterations (JVP + VJP) into jacobian.csv (default 0: off)")
+    p.add_argument("--jacobian-batch", type=int, default=16,
+                   help="images of the batch used for the Jacobian probes (default 16)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.set_defaults(func=run_gradflow)
     return p
@@ -147,7 +155,10 @@ def run_gradflow(args) -> int:
     except (OSError, ValueError) as exc:
         return _fail(f"--data {args.data}: {exc}")
     out = ensure_dir(args.out)
-    norm_rows, block_rows, summary_rows = [], [], []
+    if args.jacobian_iters < 0 or args.jacobian_batch < 2:
+        return _fail(f"--jacobian-iters must be >= 0 and --jacobian-batch >= 2, got {args.jacobian_iters} and "
+                     f"{args.jacobian_batch}")
+    norm_rows, block_rows, summary_rows, jacobian_rows = [], [], [], []
     for name in args.model:
         for seed, (images, labels) in batches.items():
             start = time.perf_counter()
@@ -170,6 +181,13 @@ def run_gradflow(args) -> int:
                                  "log10_ratio": conv["log10_ratio"], "blocks": len(profile["blocks"]),
                                  "max_identity_error": max(r.identity_error for r in profile["blocks"]),
                                  "seconds": time.perf_counter() - start})
+            if args.jacobian_iters:
+                from .jacobian import block_jacobian_norms  # noqa: PLC0415
+
+                for j in block_jacobian_norms(model, Tensor(x[:args.jacobian_batch]), iters=args.jacobian_iters):
+                    jacobian_rows.append({"model": name, "seed": seed, "name": j.name, "kind": j.kind,
+                                          "branch": j.branch, "residual": j.residual, "block": j.block,
+                                          "iterations": max(j.iterations)})
             print(f"{name} seed {seed}: loss {profile['loss']:.4f}, log10 ||dL/dW {conv['first']}|| / "
                   f"||dL/dW {conv['last']}|| = {conv['log10_ratio']:.3f} ({time.perf_counter() - start:.1f} s)")
     write_csv(os.path.join(out, "gradnorms.csv"), norm_rows, ["model", "seed", "name", "kind", "depth", "norm"])
@@ -200,6 +218,9 @@ def run_gradflow(args) -> int:
         f.write(markdown_table(summary_rows, ["model", "seed", "first_norm", "last_norm", "log10_ratio",
                                               "max_identity_error"]))
     written = ["gradnorms.csv", "blocks.csv", "blocks.md", "summary.csv", "summary.md"]
+    if jacobian_rows:
+        write_csv(os.path.join(out, "jacobian.csv"), jacobian_rows)
+        written.append("jacobian.csv")
     if not args.no_plots:
         for fn, fname, extra in ((plot_depth_profile, "gradnorm_depth.png", {"kind": "activation"}),
                                  (plot_depth_profile, "gradnorm_params.png", {"kind": "param"}),

@@ -59,8 +59,11 @@ def test_minires_cli_has_the_gradflow_subcommand(tmp_path):
 
     out = tmp_path / "g"
     assert main_cli.main(["gradflow", "--model", "resnet20", "--batch-size", "4", "--no-plots",
-                          "--data", "embedded", "--out", str(out)]) == 0
+                          "--data", "embedded", "--jacobian-iters", "2", "--jacobian-batch", "2",
+                          "--out", str(out)]) == 0
     assert (out / "gradnorms.csv").exists() and (out / "blocks.md").exists()
+    jac = _rows(out / "jacobian.csv")
+    assert len(jac) == 9 and all(float(r["residual"]) > 0 and float(r["branch"]) > 0 for r in jac)
     assert not (out / "skip_branch.png").exists()
 
 

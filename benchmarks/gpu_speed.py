@@ -56,6 +56,7 @@ if ROOT not in sys.path:
 import minires as mr  # noqa: E402
 import minires.functional as F  # noqa: E402
 from minires import backend  # noqa: E402
+from minires.kernels.graph_gpu import CUBLAS_CAPTURE_REFUSAL  # noqa: E402
 
 DEPTHS = {"resnet20": 3, "resnet32": 5, "resnet44": 7, "resnet56": 9, "resnet110": 18}
 LOG = print
@@ -730,6 +731,10 @@ def markdown(report: dict) -> str:
                              f"| {_fmt(g.get('speedup'))} | {_fmt(vs_torch)} | {g.get('graph_nodes', '-')} | "
                              f"{'-' if check is None else f'max diff {check:.3g}'}"
                              f"{'' if g.get('captured') else ' ' + g.get('error', '')[:160]} |")
+            if any(str(g.get("error", "")).endswith(CUBLAS_CAPTURE_REFUSAL) for g in graphs.values()):
+                lines += ["", "Segments that run a GEMM are not captured: this CuPy refuses cuBLAS calls during "
+                              "stream capture (NotImplementedError above), a limitation of CuPy's cuBLAS binding; "
+                              "minires' GraphedStep then runs such steps eagerly. Segments without GEMMs replay."]
     for r in report["models"]:
         top = r.get("launches", {}).get("minires_train_step", {}).get("top_kernels_by_time")
         if top:

@@ -23,6 +23,15 @@ If capture fails (an operation that cannot be captured, or a host synchronisatio
 ``fn``), the failure is recorded in :attr:`GraphedStep.error` and every call runs ``fn``
 eagerly from then on.
 
+Known limitation (verified with CuPy 14.2.0 on an H200): CuPy refuses any cuBLAS call made
+while a stream is capturing (``NotImplementedError: calling cuBLAS API during stream capture
+is currently unsupported``). Every convolution and linear layer of minires runs its GEMM
+through cuBLAS (``cupy.matmul``), so a training or inference step of a real model cannot
+be captured with such a CuPy: :class:`GraphedStep` recognises exactly that refusal, sets
+:attr:`GraphedStep.unsupported` and reports it as "unsupported by CuPy's cuBLAS binding";
+the step then runs eagerly (same results, no speed-up). Steps without GEMMs (im2col, batch
+norm, the fused SGD update) do capture and replay (see ``benchmarks/gpu_speed.py``).
+
 Requirements on ``fn``: it reads its inputs only from its arguments, keeps its state in
 device arrays updated in place (parameters, optimizer buffers, running statistics), and
 performs no host synchronisation; Python-side values it depends on must be part of the
@@ -32,6 +41,41 @@ performs no host synchronisation; Python-side values it depends on must be part 
 from __future__ import annotations
 
 from .. import backend
+
+#: The exact message of CuPy's ``NotImplementedError`` for a cuBLAS call during stream capture.
+CUBLAS_CAPTURE_REFUSAL = "calling cuBLAS API during stream capture is currently unsupported"
+#: How :attr:`GraphedStep.error` starts when capture failed on exactly that refusal.
+CUBLAS_UNSUPPORTED = "unsupported by CuPy's cuBLAS binding"
+
+
+def is_cublas_capture_refusal(error: BaseException) -> bool:
+    """Whether ``error`` is exactly CuPy's refusal of a cuBLAS call during stream capture.
+
+    Args:
+        error: the exception raised while capturing.
+
+    Returns:
+        True only for a ``NotImplementedError`` whose message is :data:`CUBLAS_CAPTURE_REFUSAL`
+        (any other failure is a real capture problem, not this known limitation).
+    """
+    return isinstance(error, NotImplementedError) and str(error).strip() == CUBLAS_CAPTURE_REFUSAL
+
+
+def describe_capture_error(error: BaseException) -> str:
+    """The text stored in :attr:`GraphedStep.error` for a capture failure ``error``.
+
+    Args:
+        error: the exception raised while capturing (or ending the capture).
+
+    Returns:
+        ``"<Type>: <message>"``, prefixed with :data:`CUBLAS_UNSUPPORTED` and an explanation
+        when :func:`is_cublas_capture_refusal` holds.
+    """
+    text = f"{type(error).__name__}: {error}"
+    if is_cublas_capture_refusal(error):
+        return (f"{CUBLAS_UNSUPPORTED} (this CuPy refuses cuBLAS calls during CUDA-graph capture and every "
+                f"convolution/linear GEMM is a cuBLAS call, so the step runs eagerly): {text}")
+    return text
 
 
 class _Entry:
@@ -50,7 +94,10 @@ class GraphedStep:
         log: optional callable for one-line messages (capture, failure).
 
     Attributes:
-        error: why capturing failed (then every call runs eagerly), or ``None``.
+        error: why capturing failed (then every call runs eagerly), or ``None``; starts with
+            :data:`CUBLAS_UNSUPPORTED` when the failure is CuPy's refusal of cuBLAS during capture.
+        unsupported: True when capture failed on exactly that known CuPy limitation
+            (:func:`is_cublas_capture_refusal`), False otherwise.
         replays: number of calls served by a replay.
         eager_calls: number of calls run eagerly (first call per key included).
 
@@ -64,9 +111,13 @@ class GraphedStep:
         self.max_graphs = int(max_graphs)
         self.log = log
         self.error: str | None = None
+        self.unsupported = False
         self.replays = 0
         self.eager_calls = 0
         self._entries: dict = {}
+        # private pools of failed captures: arrays made by their eager step (momentum buffers,
+        # for example) live on, so their pool must too
+        self._kept_pools: list = []
         self._stream = None
 
     def _key(self, arrays, variant):
@@ -125,7 +176,9 @@ class GraphedStep:
         caller.wait_event(stream.record())
         self.eager_calls += 1
         if error is not None or graph is None:
-            self.error = f"{type(error).__name__}: {error}" if error is not None else "end_capture returned no graph"
+            self.error = describe_capture_error(error) if error is not None else "end_capture returned no graph"
+            self.unsupported = error is not None and is_cublas_capture_refusal(error)
+            self._kept_pools.append(pool)
             if self.log:
                 self.log(f"CUDA graph capture failed, running the step eagerly from now on ({self.error})")
             return eager
@@ -135,4 +188,5 @@ class GraphedStep:
         return eager
 
 
-__all__ = ["GraphedStep"]
+__all__ = ["CUBLAS_CAPTURE_REFUSAL", "CUBLAS_UNSUPPORTED", "GraphedStep", "describe_capture_error",
+           "is_cublas_capture_refusal"]

@@ -382,6 +382,11 @@ class Trainer:
         update) is captured once per learning-rate value and batch shape, then replayed,
         which removes the per-launch host overhead. Only for piecewise-constant schedules
         (``paper``); a capture failure falls back to eager steps with a logged reason.
+
+        Known limitation (verified with CuPy 14.2.0): CuPy refuses cuBLAS calls during stream
+        capture, and every convolution/linear GEMM is one, so with such a CuPy the capture
+        fails at the first GEMM; the log then says "unsupported by CuPy's cuBLAS binding" and
+        training continues eagerly (same results, no speed-up).
         """
         if not on_gpu or os.environ.get("MINIRES_CUDA_GRAPH", "") != "1":
             return None
@@ -391,6 +396,8 @@ class Trainer:
             return None
         from ..kernels.graph_gpu import GraphedStep  # noqa: PLC0415
 
+        self.log("MINIRES_CUDA_GRAPH=1: experimental; CuPy versions that refuse cuBLAS during stream capture "
+                 "(14.2.0 verified) cannot capture the step and it runs eagerly")
         return GraphedStep(self._step_arrays, max_graphs=8, log=self.log)
 
     def _step_arrays(self, x, y):

@@ -6,7 +6,7 @@ import pytest
 import minires as mr
 import minires.functional as F
 from minires import backend, models, optim
-from minires.kernels.graph_gpu import GraphedStep
+from minires.kernels.graph_gpu import CUBLAS_CAPTURE_REFUSAL, CUBLAS_UNSUPPORTED, GraphedStep
 
 pytestmark = pytest.mark.gpu
 
@@ -50,6 +50,16 @@ def test_graphed_step_falls_back_when_capture_fails():
     assert step.error is not None and step.replays == 0 and step.eager_calls == 3
 
 
+def skip_if_cublas_refused(error):
+    """Skip (after the caller's fallback checks) when capture failed on exactly CuPy's refusal of
+    cuBLAS during stream capture (verified with CuPy 14.2.0): a known limitation of the binding,
+    not a minires bug. Any other capture error is left to fail the test."""
+    if (error is not None and error.startswith(CUBLAS_UNSUPPORTED)
+            and error.endswith(f"NotImplementedError: {CUBLAS_CAPTURE_REFUSAL}")):
+        pytest.skip(f"CUDA-graph capture of a step with GEMMs is unsupported by CuPy's cuBLAS binding "
+                    f"(CuPy raised NotImplementedError: {CUBLAS_CAPTURE_REFUSAL}); the eager fallback was checked")
+
+
 def test_graphed_resnet20_steps_equal_eager_steps():
     from minires.ops.loss import set_gpu_target_checks
 
@@ -81,11 +91,17 @@ def test_graphed_resnet20_steps_equal_eager_steps():
                 out = step(*args, variant=opt.param_groups[0]["lr"]) if mode == "graph" else step(*args)
                 losses.append(float(out[0]))
             if mode == "graph":
-                assert step.error is None, step.error
-                assert step.replays == 3 and step.eager_calls == 2
+                graphed = step
             runs[mode] = (losses, {k: backend.as_numpy(v) for k, v in model.state_dict().items()})
     finally:
         set_gpu_target_checks(previous)
+    # replayed or (after a failed capture) eager: the same training run either way
     np.testing.assert_allclose(runs["graph"][0], runs["eager"][0], rtol=1e-5)
     for k, v in runs["eager"][1].items():
         np.testing.assert_allclose(runs["graph"][1][k], v, rtol=1e-4, atol=1e-5, err_msg=k)
+    if graphed.error is not None:
+        assert graphed.replays == 0 and graphed.eager_calls == 5
+        assert graphed.unsupported == graphed.error.startswith(CUBLAS_UNSUPPORTED)
+    skip_if_cublas_refused(graphed.error)
+    assert graphed.error is None, graphed.error
+    assert graphed.replays == 3 and graphed.eager_calls == 2

@@ -296,7 +296,8 @@ def count_launches(fn, sync, top: int = 12) -> dict:
             trace = json.load(f)
     events = trace["traceEvents"] if isinstance(trace, dict) else trace
     counts = {"kernels": 0, "memcpy": 0, "memset": 0}
-    region = [e for e in events if e.get("name") == "minires_measured_region" and e.get("ph") == "X"]
+    region = [e for e in events if e.get("name") == "minires_measured_region" and e.get("ph") == "X"
+              and "gpu" not in str(e.get("cat", "")).lower()]  # the host span, not its GPU-timeline twin
     if region:
         start, end = float(region[0]["ts"]), float(region[0]["ts"]) + float(region[0].get("dur", 0))
         counts["host_syncs"] = sorted(

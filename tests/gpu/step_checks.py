@@ -77,7 +77,7 @@ def arbitrated_close(candidate, baseline, reference, what: str, factor: float = 
 
 
 def region_api_calls(events, region: str) -> list:
-    """The CUDA runtime/driver API events that start inside the first ``region`` span.
+    """The CUDA runtime/driver API events that start inside the first host-side ``region`` span.
 
     Args:
         events: ``traceEvents`` of a ``torch.profiler`` chrome trace.
@@ -89,7 +89,10 @@ def region_api_calls(events, region: str) -> list:
     Raises:
         LookupError: when the trace has no complete (``"ph": "X"``) event of that name.
     """
-    spans = [e for e in events if e.get("name") == region and e.get("ph") == "X"]
+    # the host-side span (cat "user_annotation"), not its GPU-timeline twin ("gpu_user_annotation"),
+    # which starts with the first kernel and may end after the profiler's own exit synchronize
+    spans = [e for e in events if e.get("name") == region and e.get("ph") == "X"
+             and "gpu" not in str(e.get("cat", "")).lower()]
     if not spans:
         raise LookupError(f"no {region!r} span in the trace ({len(events)} events)")
     start = float(spans[0]["ts"])

@@ -90,6 +90,9 @@ def test_region_filter_ignores_the_profilers_own_synchronize():
     events.append(_event("cudaMemcpyAsync", 146.0))  # asynchronous: not a host sync
     assert host_sync_calls(region_api_calls(events, "minires_measured_region")) == [
         "cudaStreamSynchronize", "cudaMemcpy"]
+    # the GPU-timeline twin of the region (listed first here) must not be taken for it
+    gpu_twin = _event("minires_measured_region", 130.0, 400.0, cat="gpu_user_annotation")
+    assert host_sync_calls(region_api_calls([gpu_twin] + events[:4], "minires_measured_region")) == []
     with pytest.raises(LookupError, match="no 'other' span"):
         region_api_calls(events, "other")
 

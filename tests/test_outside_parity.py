@@ -760,10 +760,8 @@ def check_batch_norm(rng, dtype):
 
     inputs = [x, w, b]
     if rng.random() < 0.1:
-        # NaN only: an inf makes the channels-last fast path's running mean NaN where
-        # PyTorch's is inf (test_batch_norm_inf_running_mean_channels_last, xfail)
         x = x.copy()
-        x.reshape(-1)[rng.integers(x.size)] = np.nan
+        x.reshape(-1)[rng.integers(x.size)] = float(rng.choice([np.nan, np.inf, -np.inf]))
         inputs[0], cfg["special"] = x, True
     mine = lambda x, w, b: fm(x, rm_m, rv_m, w, b, training, momentum, eps)  # noqa: E731
     if rng.random() < 0.4:  # channels-last and other layouts (the fast NHWC kernels)

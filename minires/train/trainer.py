@@ -5,7 +5,8 @@ Layout of an output directory ``OUT``:
 - ``config.json``: the :class:`~minires.train.config.TrainConfig` plus derived facts
   (parameter count, steps per epoch, normalisation statistics);
 - ``metrics.jsonl``: one JSON line per finished epoch (``epoch``, ``train_loss``,
-  ``train_acc``, ``test_loss``, ``test_acc``, ``lr``, ``seconds``, ``images_per_s``);
+  ``train_acc``, ``test_loss``, ``test_acc``, ``lr`` (of the next update), ``seconds``
+  (training + evaluation), ``train_seconds``, ``images_per_s`` (training throughput));
 - ``checkpoint.npz``: the latest checkpoint (weights, BN statistics, optimizer state,
   schedule step, RNG states, position in the epoch), written atomically;
 - ``model.npz``: final weights with state-dict names (``minires.io.load_state_dict``);
@@ -468,8 +469,10 @@ class Trainer:
             self._finish_epoch(time.time() - epoch_start)
         return "done"
 
-    def _finish_epoch(self, seconds: float) -> None:
+    def _finish_epoch(self, train_seconds: float) -> None:
+        eval_start = time.time()
         test_loss, test_acc = self.evaluate()
+        seconds = train_seconds + time.time() - eval_start
         if not math.isfinite(test_loss):
             raise NonFiniteLossError(
                 f"the test loss is {test_loss} after epoch {self.epoch + 1}; stopping without saving these weights. "
@@ -484,7 +487,8 @@ class Trainer:
             "test_acc": test_acc,
             "lr": self.lr,
             "seconds": round(seconds, 3),
-            "images_per_s": round(self.partial["seen"] / max(seconds, 1e-9), 1),
+            "train_seconds": round(train_seconds, 3),
+            "images_per_s": round(self.partial["seen"] / max(train_seconds, 1e-9), 1),
         }
         self._append_metrics(record)
         self.log(_table_row(record))

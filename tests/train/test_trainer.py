@@ -32,7 +32,7 @@ def _quiet(*args):
 
 
 def _strip_times(records):
-    return [{k: v for k, v in r.items() if k not in ("seconds", "images_per_s")} for r in records]
+    return [{k: v for k, v in r.items() if k not in ("seconds", "train_seconds", "images_per_s")} for r in records]
 
 
 def test_run_writes_all_outputs(tmp_path):
@@ -46,6 +46,7 @@ def test_run_writes_all_outputs(tmp_path):
     assert [r["epoch"] for r in records] == [1, 2]
     for r in records:
         assert {"epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "seconds"} <= set(r)
+        assert 0 < r["train_seconds"] <= r["seconds"]
         assert 0 <= r["test_acc"] <= 1 and np.isfinite(r["train_loss"])
     assert result["test_acc"] == records[-1]["test_acc"]
     config = json.load(open(tmp_path / "config.json"))

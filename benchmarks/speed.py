@@ -495,6 +495,8 @@ def _worker_env(args) -> dict:
     env = dict(os.environ)
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "MINIRES_NUM_THREADS"):
         env[var] = str(args.threads)
+    if args.omp_passive:
+        env["OMP_WAIT_POLICY"] = "PASSIVE"
     if args.unset_openblas_coretype:
         env.pop("OPENBLAS_CORETYPE", None)
         env.pop("OPENBLAS_L2_SIZE", None)
@@ -600,7 +602,9 @@ def markdown(record: dict) -> str:
         "",
         f"{record['date_utc']}; {record['machine']['cpu']} ({record['machine']['cores']} cores); "
         f"NumPy {record['blas'].get('numpy')} with OpenBLAS core {record['blas'].get('openblas_core')}; "
-        f"PyTorch {record['torch']}; minires conv algorithm `{record['conv_algorithm']}`.",
+        f"PyTorch {record['torch']}; minires conv algorithm `{record['conv_algorithm']}`; "
+        f"OMP_WAIT_POLICY {record.get('omp_wait_policy', 'default')}; load average (1 min) before/after "
+        + "/".join(f"{la[0]:.1f}" for la in record.get("load_average_before_after", [])) + ".",
         f"Command: `{record['command']}`",
         "",
         "| | minires | PyTorch | ratio (median of per-round ratios) |",
@@ -646,6 +650,9 @@ def main(argv=None) -> int:
     parser.add_argument("--layer-steps", type=int, default=5)
     parser.add_argument("--conv-algorithm", default="auto", help="minires conv algorithm ('auto', 'reference', ...)")
     parser.add_argument("--unset-openblas-coretype", action="store_true")
+    parser.add_argument("--omp-passive", action="store_true",
+                        help="OMP_WAIT_POLICY=PASSIVE in the workers: PyTorch's OpenMP threads sleep instead of "
+                             "spinning, much faster for it on a machine shared with other busy processes")
     parser.add_argument("--out", default=os.path.join(HERE, "results", "speed.json"))
     parser.add_argument("--markdown", help="also write a Markdown summary to this path")
     parser.add_argument("--from-json", help="only turn an existing result JSON into Markdown (with --markdown)")
@@ -678,6 +685,7 @@ def main(argv=None) -> int:
             json.dump(result, f)
         return 0
 
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         weights = os.path.join(tmp, "weights.npz")
         subprocess.run([sys.executable, os.path.abspath(__file__), "--prepare", weights, "--model", args.model],
@@ -701,7 +709,8 @@ def main(argv=None) -> int:
         "command": "python benchmarks/speed.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "machine": _machine(), "blas": rounds[0]["minires"].get("blas"),
         "torch": rounds[0]["torch"].get("torch"), "model": args.model, "batch_size": args.batch_size,
-        "threads": args.threads, "conv_algorithm": rounds[0]["minires"].get("conv_algorithm"),
+        "threads": args.threads, "omp_wait_policy": "PASSIVE" if args.omp_passive else "default",
+        "load_average_before_after": [load_before, os.getloadavg()], "conv_algorithm": rounds[0]["minires"].get("conv_algorithm"),
         "weights_copied": rounds[0]["torch"].get("weights"),
         "summary": summary, "rounds": rounds,
     }

@@ -320,7 +320,7 @@ def _backward_impl(grad, x_hat, out):
 
 
 def batch_norm_forward(x, weight, bias, running_mean, running_var, training: bool,
-                       momentum: float = 0.1, eps: float = 1e-5):
+                       momentum: float = 0.1, eps: float = 1e-5, need_x_hat: bool = True):
     """Batch normalisation of an ``(N, C, *spatial)`` array (no autograd).
 
     Args:
@@ -333,12 +333,16 @@ def batch_norm_forward(x, weight, bias, running_mean, running_var, training: boo
         training: use batch statistics (and update the running ones) or running statistics.
         momentum: weight of the new batch statistic in the running update.
         eps: added to the variance before the square root.
+        need_x_hat: False when no backward will run; the channels-last fast path may then
+            skip ``x_hat`` in evaluation mode (and return ``None`` for it).
 
     Returns:
         ``(out, x_hat, inv_std)``: ``out = weight * x_hat + bias`` with
         ``x_hat = (x - mean) * inv_std``, and the ``(C,)`` ``inv_std = 1/sqrt(var + eps)``.
     """
     impl = _forward_impl(x)
+    if not need_x_hat and impl not in (batch_norm_forward_cpu, batch_norm_forward_gpu):
+        return impl(x, weight, bias, running_mean, running_var, training, momentum, eps, relu=False, need_x_hat=False)
     return impl(x, weight, bias, running_mean, running_var, training, momentum, eps, relu=False)
 
 
@@ -363,7 +367,7 @@ def batch_norm_backward(grad, x_hat, inv_std, weight, training: bool,
 
 
 def batch_norm_relu(x, weight, bias, running_mean, running_var, training: bool,
-                    momentum: float = 0.1, eps: float = 1e-5):
+                    momentum: float = 0.1, eps: float = 1e-5, need_x_hat: bool = True):
     """Fused ``relu(batch_norm(x, ...))`` (no autograd); arguments as :func:`batch_norm_forward`.
 
     Returns:
@@ -371,6 +375,8 @@ def batch_norm_relu(x, weight, bias, running_mean, running_var, training: bool,
         for :func:`batch_norm_relu_backward`: it carries the ReLU mask.
     """
     impl = _forward_impl(x)
+    if not need_x_hat and impl not in (batch_norm_forward_cpu, batch_norm_forward_gpu):
+        return impl(x, weight, bias, running_mean, running_var, training, momentum, eps, relu=True, need_x_hat=False)
     return impl(x, weight, bias, running_mean, running_var, training, momentum, eps, relu=True)
 
 

@@ -13,13 +13,16 @@ from ..kernels import norm as kernels
 
 class BatchNorm(Function):
     def forward(self, x, weight, bias, *, running_mean, running_var, training, momentum, eps, relu):
+        # Function.apply sets needs_input_grad only when it records a graph: otherwise no
+        # backward runs and the kernels may skip x_hat
+        need_x_hat = hasattr(self, "needs_input_grad")
         if relu:
             out, x_hat, inv_std = kernels.batch_norm_relu(
-                x, weight, bias, running_mean, running_var, training, momentum, eps)
+                x, weight, bias, running_mean, running_var, training, momentum, eps, need_x_hat=need_x_hat)
             self.out = out
         else:
             out, x_hat, inv_std = kernels.batch_norm_forward(
-                x, weight, bias, running_mean, running_var, training, momentum, eps)
+                x, weight, bias, running_mean, running_var, training, momentum, eps, need_x_hat=need_x_hat)
             self.out = None
         self.x_hat, self.inv_std, self.weight, self.training = x_hat, inv_std, weight, training
         return out

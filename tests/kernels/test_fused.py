@@ -179,3 +179,17 @@ def test_infinite_input_keeps_an_infinite_running_mean_like_the_reference(rng):
     NK.batch_norm_forward_cpu(x, weight, bias, rm_ref, rv_ref, True, 0.1, 1e-5)
     assert np.isinf(rm[1]) and np.isinf(rm_ref[1])
     np.testing.assert_allclose(rm, rm_ref, rtol=1e-12, atol=1e-12)
+
+
+def test_no_grad_eval_batch_norm_op_matches_the_graph_building_one(rng):
+    import minires as mr
+    import minires.functional as F
+    x, weight, bias, (rm, rv), _ = _case(rng, np.float32, shape=(4, 3, 5, 6))
+    args = (mr.Tensor(rm), mr.Tensor(rv), mr.tensor(weight, requires_grad=True), mr.tensor(bias, requires_grad=True))
+    with mr.no_grad():
+        fast = F.batch_norm(mr.Tensor(x), *args, training=False)
+    graph = F.batch_norm(mr.Tensor(x), *args, training=False)
+    assert graph.requires_grad and not fast.requires_grad
+    np.testing.assert_allclose(fast.numpy(), graph.numpy(), rtol=1e-6, atol=1e-6)
+    graph.sum().backward()
+    assert args[2].grad is not None

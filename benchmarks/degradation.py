@@ -98,7 +98,8 @@ class ModelRun:
         self.opt = SGD(self.model.parameters(), lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
         self.steps_per_epoch = len(self.train_loader)
         self.total = self.steps_per_epoch * args.epochs
-        self.log_every = max(1, self.steps_per_epoch // args.logs_per_epoch)
+        n_logs = max(1, min(args.logs_per_epoch, self.steps_per_epoch))
+        self.log_points = {round(k * self.steps_per_epoch / n_logs) for k in range(1, n_logs + 1)}
         self.step, self.seconds, self.rows, self.failed = 0, 0.0, [], False
 
     def run_epoch(self, epoch):
@@ -125,7 +126,7 @@ class ModelRun:
             wrong_acc += int((as_numpy(logits.data).argmax(1) != as_numpy(y)).sum())
             seen += len(y)
             last_of_epoch = i == self.steps_per_epoch - 1
-            if (i + 1) % self.log_every == 0 or last_of_epoch:
+            if (i + 1) in self.log_points or last_of_epoch:
                 test_loss = test_err = float("nan")
                 if last_of_epoch:
                     test_loss, test_err = evaluate(model, self.test_loader)
@@ -146,10 +147,45 @@ class ModelRun:
         return took
 
 
+def per_epoch(rows):
+    """Rows merged per whole epoch: training error and loss weighted by the images of each interval."""
+    out = []
+    for model in dict.fromkeys(r["model"] for r in rows):
+        images_before = 0
+        acc = {}
+        for r in (r for r in rows if r["model"] == model):
+            n = r["images"] - images_before
+            images_before = r["images"]
+            epoch = math.ceil(r["epoch"] - 1e-9)
+            a = acc.setdefault(epoch, {"model": model, "epoch": epoch, "n": 0, "err": 0.0, "loss": 0.0,
+                                       "test_err": float("nan"), "seconds": 0.0})
+            a["n"] += n
+            a["err"] += r["train_err"] * n
+            a["loss"] += r["train_loss"] * n
+            a["seconds"] = r["seconds"]
+            if math.isfinite(r["test_err"]):
+                a["test_err"] = r["test_err"]
+        for a in acc.values():
+            out.append({"model": model, "epoch": a["epoch"], "train_err": a["err"] / a["n"],
+                        "train_loss": a["loss"] / a["n"], "test_err": a["test_err"], "seconds": a["seconds"]})
+    return out
+
+
+def read_csv(path):
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    for r in rows:
+        for k in FIELDS[1:]:
+            r[k] = float(r[k])
+    return rows
+
+
 def plot(rows, path, title):
+    """Training error per epoch (solid, mean over the epoch's batches) and test error (dashed), one plot."""
     plt = pyplot()
     if plt is None:
         return None
+    rows = per_epoch(rows)
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=80)
     colors = {"plain20": "tab:orange", "plain56": "tab:red", "resnet20": "tab:cyan", "resnet56": "tab:blue"}
     for model in dict.fromkeys(r["model"] for r in rows):
@@ -192,12 +228,25 @@ def main(argv=None):
                    help="total seconds: start no epoch round that would end past it (the schedule keeps --epochs)")
     p.add_argument("--out", default=os.path.join(HERE, "results"))
     p.add_argument("--tag", default="degradation", help="file name stem of the outputs")
+    p.add_argument("--replot", action="store_true",
+                   help="rebuild the PNG and Markdown from OUT/TAG.csv (same flags as the run) without training")
     args = p.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
     train_set, test_set = load_dataset(args.data)
     train_set = subset(train_set, args.train_subset, args.seed)
     test_set = subset(test_set, args.test_subset, args.seed + 1)
     csv_path = os.path.join(args.out, f"{args.tag}.csv")
+    setting = (f"{len(train_set)} train / {len(test_set)} test images ({train_set.name.split(' (')[0]}), "
+               f"{args.epochs} epochs, batch {args.batch_size}, SGD lr {args.lr} ({args.schedule}, "
+               f"{args.warmup_steps} warm-up steps), momentum {args.momentum}, wd {args.weight_decay}, "
+               f"{'no augmentation' if args.no_augment else 'crop+flip'}, seed {args.seed}, device {args.device}")
+    if args.replot:
+        rows = read_csv(csv_path)
+        epochs_done = min(max(r["epoch"] for r in rows if r["model"] == m) for m in {r["model"] for r in rows})
+        minutes = sum(max(r["seconds"] for r in rows if r["model"] == m) for m in {r["model"] for r in rows}) / 60
+        write_summary(rows, args, setting + f" (ran {epochs_done:g} epochs in {minutes:.1f} min; summary rebuilt "
+                      "from the CSV)")
+        return
     with open(csv_path, "w", newline="") as f:
         csv.DictWriter(f, fieldnames=FIELDS).writeheader()
 
@@ -205,10 +254,6 @@ def main(argv=None):
         with open(csv_path, "a", newline="") as f:
             csv.DictWriter(f, fieldnames=FIELDS).writerow(row)
 
-    setting = (f"{len(train_set)} train / {len(test_set)} test images ({train_set.name.split(' (')[0]}), "
-               f"{args.epochs} epochs, batch {args.batch_size}, SGD lr {args.lr} ({args.schedule}, "
-               f"{args.warmup_steps} warm-up steps), momentum {args.momentum}, wd {args.weight_decay}, "
-               f"{'no augmentation' if args.no_augment else 'crop+flip'}, seed {args.seed}, device {args.device}")
     print(setting, flush=True)
     runs = [ModelRun(name, train_set, test_set, args, writer) for name in args.models]
     start, epochs_done = time.perf_counter(), 0
@@ -225,20 +270,27 @@ def main(argv=None):
             break
     all_rows = [row for run in runs for row in run.rows]
     setting += f" (ran {epochs_done} epochs in {(time.perf_counter() - start) / 60:.1f} min)"
+    write_summary(all_rows, args, setting)
+
+
+def write_summary(all_rows, args, setting):
+    """degradation.png and degradation.md from the logged rows."""
     plot(all_rows, os.path.join(args.out, f"{args.tag}.png"), "degradation: " + setting[:90])
     table = []
-    for model in dict.fromkeys(r["model"] for r in all_rows):
-        rs = [r for r in all_rows if r["model"] == model]
+    epochs = per_epoch(all_rows)
+    for model in dict.fromkeys(r["model"] for r in epochs):
+        rs = [r for r in epochs if r["model"] == model]
         te = [r for r in rs if math.isfinite(r["test_err"])]
-        table.append({"model": model, "epochs run": round(rs[-1]["epoch"], 2),
+        table.append({"model": model, "epochs run": rs[-1]["epoch"],
                       "final train err %": 100 * rs[-1]["train_err"],
                       "best test err %": 100 * min(r["test_err"] for r in te) if te else float("nan"),
                       "final test err %": 100 * te[-1]["test_err"] if te else float("nan"),
                       "minutes": rs[-1]["seconds"] / 60})
     with open(os.path.join(args.out, f"{args.tag}.md"), "w") as f:
-        f.write(f"# Degradation experiment ({args.tag})\n\n{setting}.\n\nTraining error is the running error "
-                f"over the images of each logged interval (train mode, augmented); test error at each epoch end "
-                f"(eval mode).\n\n{markdown_table(table)}")
+        f.write(f"# Degradation experiment ({args.tag})\n\n{setting}.\n\nTraining error: the error over all "
+                f"batches of the epoch as they were trained (train mode, augmented); test error at each epoch end "
+                f"(eval mode); `final` is the last epoch. Per-epoch values:\n\n{markdown_table(table)}\n"
+                f"{markdown_table(epochs, ['model', 'epoch', 'train_err', 'train_loss', 'test_err', 'seconds'])}")
     print(markdown_table(table))
 
 

@@ -806,9 +806,11 @@ def with_layouts(rng, fm, ft, inputs):
 
     def unpermute(args, contiguous=False):
         out = [t if q is None or t is None else t.permute(*q) for t, q in zip(args, inverse)]
-        # the oracle gets contiguous copies: PyTorch 2.13 (CPU) computes a wrong weight
-        # gradient for some permuted weights (test_torch_grouped_conv_weight_grad_bug_is_not_ours)
-        return [t.contiguous() if contiguous and t is not None else t for t in out]
+        # the oracle gets fresh contiguous copies (canonical strides even on size-1 axes):
+        # PyTorch 2.13 (CPU) computes wrong convolutions for some permuted weights
+        # (the test_torch_*_bug_is_not_ours tests)
+        return [t.clone(memory_format=torch.contiguous_format) if contiguous and t is not None else t
+                for t in out]
 
     return (lambda *args: fm(*unpermute(args)), lambda *args: ft(*unpermute(args, True)), stored,
             [None if p is None else list(p) for p in perms])
@@ -1092,6 +1094,34 @@ def test_cross_entropy_label_smoothing_single_class_gradient_is_zero(dtype):
     assert np.array_equal(x.grad, np.zeros((7, 1), dtype=dtype))
 
 
+def test_torch_conv_float32_channels_last_weight_bug_is_not_ours():
+    """A second PyTorch 2.13 CPU bug found by the sweep; minires gives the right output.
+
+    A weight with one input channel stored (O, KH, KW, I) and permuted to OIHW has strides
+    (35, 1, 5, 1): both contiguous and channels-last. PyTorch's float32 convolution of a
+    (1, 1, 13, 6) input with it (stride (1, 2), padding (3, 0)) is wrong in every entry,
+    sometimes NaN (uninitialised memory); its float64 result is right. Reproduce with::
+
+        w = torch.randn(3, 7, 5, 1).permute(0, 3, 1, 2)
+        torch.nn.functional.conv2d(torch.randn(1, 1, 13, 6), w, stride=(1, 2), padding=(3, 0))
+
+    ``.contiguous()`` keeps those strides (the tensor counts as contiguous), so the sweep's
+    oracle gets ``clone(memory_format=torch.contiguous_format)`` copies.
+    """
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((1, 1, 13, 6)).astype(np.float32)
+    w = rng.standard_normal((3, 1, 7, 5)).astype(np.float32)
+    b = rng.standard_normal(3).astype(np.float32)
+    exact = TF.conv2d(torch.tensor(x, dtype=torch.float64), torch.tensor(w, dtype=torch.float64),
+                      torch.tensor(b, dtype=torch.float64), stride=(1, 2), padding=(3, 0)).numpy()
+    wm = mr.tensor(np.ascontiguousarray(w.transpose(0, 2, 3, 1))).permute(0, 3, 1, 2)
+    for algorithm in F.available_conv_algorithms():
+        with F.conv_algorithm(algorithm):
+            out = F.conv2d(mr.tensor(x), wm, mr.tensor(b), stride=(1, 2), padding=(3, 0))
+        np.testing.assert_allclose(out.numpy(), exact, rtol=2e-5, atol=2e-5 * np.abs(exact).max(),
+                                   err_msg=f"algorithm {algorithm}")
+
+
 def test_torch_grouped_conv_weight_grad_bug_is_not_ours():
     """A PyTorch 2.13 CPU bug found by the sweep; minires gives the exact weight gradient.
 
@@ -1106,6 +1136,7 @@ def test_torch_grouped_conv_weight_grad_bug_is_not_ours():
 
     The sweep therefore hands the oracle contiguous copies of permuted inputs
     (``with_layouts``); here minires is checked against the gradient written out by hand.
+    (Also ``test_torch_conv_float32_channels_last_weight_bug_is_not_ours``.)
     """
     rng = np.random.default_rng(0)
     x = rng.standard_normal((1, 8, 8, 6))

@@ -301,7 +301,7 @@ def _backward_input_scatter(gh, w, g: ConvGeometry):
         for start in range(lo, hi, n_chunk):
             n = min(n_chunk, hi - start)
             dcols = dcols_buf[:n * L]
-            np.matmul(g2d[start * L:(start + n) * L], wmat_t, out=dcols)
+            matmul_rows(g2d[start * L:(start + n) * L], wmat_t, dcols)
             d6 = dcols.reshape(n, OH, OW, g.KH, g.KW, C)
             p = padded[:n]
             p.fill(0)

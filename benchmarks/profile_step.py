@@ -34,6 +34,9 @@ def main(argv=None) -> int:
     parser.add_argument("--top", type=int, default=30)
     parser.add_argument("--conv-algorithm", default="auto")
     parser.add_argument("--cpu-time", action="store_true", help="profile CPU time of this thread (use with 1 thread)")
+    parser.add_argument("--dtype-audit", action="store_true",
+                        help="instead of profiling, check that one float32 step makes no float64 array: every op "
+                             "output, every gradient an op's backward returns, every parameter gradient")
     args = parser.parse_args(argv)
 
     import minires as mr  # noqa: PLC0415
@@ -59,6 +62,8 @@ def main(argv=None) -> int:
     if args.infer:
         model.eval()
     fn = infer if args.infer else train_step
+    if args.dtype_audit:
+        return dtype_audit(fn, model)
     for _ in range(2):
         fn()
     start = time.perf_counter()
@@ -77,6 +82,51 @@ def main(argv=None) -> int:
     stats = pstats.Stats(profiler)
     stats.sort_stats(args.sort).print_stats(args.top)
     return 0
+
+
+def dtype_audit(fn, model) -> int:
+    """Run ``fn`` once with every op's forward and backward wrapped; list float64 arrays."""
+    import numpy as np  # noqa: PLC0415
+
+    from minires.autograd.function import Function  # noqa: PLC0415
+    bad, seen = [], {"forward": 0, "backward": 0}
+    original_apply = Function.apply.__func__
+
+    def check(where, name, array):
+        if isinstance(array, np.ndarray) and array.dtype.kind == "f":
+            seen[where] += 1
+            if array.dtype != np.float32:
+                bad.append(f"{where} {name}: {array.dtype} {array.shape}")
+
+    def apply(cls, *inputs, **options):
+        out = original_apply(cls, *inputs, **options)
+        check("forward", cls.__name__, out.data)
+        ctx = getattr(out, "_ctx", None)
+        if ctx is not None and not getattr(ctx, "_audited", False):
+            backward = ctx.backward
+
+            def audited_backward(grad, _backward=backward, _name=cls.__name__):
+                grads = _backward(grad)
+                for g in grads if isinstance(grads, tuple) else (grads,):
+                    check("backward", _name, g)
+                return grads
+
+            ctx.backward = audited_backward
+            ctx._audited = True
+        return out
+
+    Function.apply = classmethod(apply)
+    try:
+        fn()
+    finally:
+        Function.apply = classmethod(original_apply)
+    for name, p in model.named_parameters():
+        check("backward", "param " + name, p.grad)
+    print(f"dtype audit: {seen['forward']} op outputs and {seen['backward']} gradients checked, "
+          f"{len(bad)} not float32")
+    for line in bad[:20]:
+        print("  ", line)
+    return 1 if bad else 0
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ class PathLengthResult:
         log10_total: ``log10(C(n, k) * magnitude_mean)``, the total contribution of each
             length (logarithm, since ``C(n, k)`` overflows floats for deep nets).
         full_gradient_norm: ``||dL/dx_0||`` of the real backward, for scale.
+        output_gradient_norm: ``||dL/dy||`` at the last block's output, where every path starts.
     """
 
     n_blocks: int
@@ -45,6 +46,7 @@ class PathLengthResult:
     path_fraction: list = field(default_factory=list)
     log10_total: list = field(default_factory=list)
     full_gradient_norm: float = float("nan")
+    output_gradient_norm: float = float("nan")
 
     def rows(self) -> list:
         """One dict per length (for CSV/Markdown)."""
@@ -112,11 +114,12 @@ def path_length_distribution(model, x, target, loss=None, lengths=None, samples:
             means.append(float(np.mean(mags)))
             stds.append(float(np.std(mags)))
         full = flat_norm(run.grad_of(calls[0].x))
+        top_norm = flat_norm(top)
     fraction = [float(10 ** (_log10_comb(n, k) - n * log(2) / log(10))) for k in lengths]
     total = [(_log10_comb(n, k) + np.log10(m)) if m > 0 else float("-inf") for k, m in zip(lengths, means)]
     return PathLengthResult(n_blocks=n, lengths=lengths, magnitude_mean=means, magnitude_std=stds,
                             samples=samples, path_fraction=fraction, log10_total=[float(t) for t in total],
-                            full_gradient_norm=full)
+                            full_gradient_norm=full, output_gradient_norm=top_norm)
 
 
 __all__ = ["PathLengthResult", "path_length_distribution"]

@@ -35,6 +35,7 @@ def test_preact_skip_only_path_carries_the_output_gradient_unchanged():
     res = analysis.path_length_distribution(net, x, y, lengths=[0, 2], samples=1)
     assert res.full_gradient_norm == pytest.approx(np.linalg.norm(full))
     assert res.magnitude_mean[0] == pytest.approx(np.linalg.norm(records[-1].grad_out))
+    assert res.output_gradient_norm == pytest.approx(np.linalg.norm(records[-1].grad_out))
 
 
 def test_plain_nets_and_bad_lengths_are_refused():

@@ -51,10 +51,17 @@ def test_matches_reference(dtype, training, relu, affine, rng, threads, chunks):
     out, x_hat, inv_std = FU.batch_norm_forward_nhwc(x, weight, bias, rm, rv, training, 0.1, 1e-5, relu)
     ref_out, ref_x_hat, ref_inv_std = NK.batch_norm_forward_cpu(x, weight, bias, rm_ref, rv_ref, training,
                                                                 0.1, 1e-5, relu)
-    assert FU.is_channels_last(out) and FU.is_channels_last(x_hat)
-    assert out.dtype == x_hat.dtype == inv_std.dtype == dtype
-    for mine, ref in ((out, ref_out), (x_hat, ref_x_hat), (inv_std, ref_inv_std), (rm, rm_ref), (rv, rv_ref)):
+    assert isinstance(x_hat, FU.SavedInput)
+    x_hat_array = x_hat.materialize()
+    assert FU.is_channels_last(out) and FU.is_channels_last(x_hat_array)
+    assert out.dtype == x_hat_array.dtype == inv_std.dtype == dtype
+    for mine, ref in ((out, ref_out), (x_hat_array, ref_x_hat), (inv_std, ref_inv_std), (rm, rm_ref), (rv, rv_ref)):
         np.testing.assert_allclose(mine, ref, **TOL[dtype])
+    # the backward from the saved recipe equals the backward from the materialised x_hat
+    from_saved = FU.batch_norm_backward_nhwc(grad, x_hat, inv_std, weight, training, out if relu else None)
+    from_array = FU.batch_norm_backward_nhwc(grad, x_hat_array, inv_std, weight, training, out if relu else None)
+    for a, b in zip(from_saved, from_array):
+        np.testing.assert_allclose(a, b, **TOL[dtype])
     # backward on the same saved arrays (the ReLU mask of the reference output), NCHW-ordered grad
     for g in (grad, channels_last(grad)):
         mine = FU.batch_norm_backward_nhwc(g, ref_x_hat_cl(ref_x_hat), ref_inv_std, weight, training,

@@ -224,7 +224,7 @@ def run_eval(args) -> int:
     from .data import Dataset, Loader, channel_stats, load_dataset  # noqa: PLC0415
     from .train import TrainConfig  # noqa: PLC0415
     from .train.setup import build_model  # noqa: PLC0415
-    from .train.trainer import evaluate_model  # noqa: PLC0415
+    from .train import evaluate_model  # noqa: PLC0415
 
     if not os.path.isfile(args.weights):
         raise CLIError(f"--weights {args.weights}: no such file")

@@ -31,12 +31,13 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .. import backend
-from ..autograd import Tensor, no_grad
+from ..autograd import Tensor
 from ..backend import as_numpy, get_array_module, parse_device
 from ..data import Dataset, Loader, channel_stats, download_cifar, load_dataset
 from ..data.sources import DataNotFoundError
 from .checkpoint import atomic_write, flatten_state, load_checkpoint, save_checkpoint, unflatten_state
 from .config import RESUME_KEYS, TrainConfig
+from .evaluate import evaluate_model, table_header, table_row
 from .plot import plot_curves
 from .setup import build_model, build_optimizer, check_model_name, count_parameters
 
@@ -355,9 +356,9 @@ class Trainer:
             self.log(f"training {cfg.model} ({count_parameters(self.model):,} parameters) on "
                      f"{self.train_set.name}: {len(self.train_set)} train / {len(self.test_set)} test images, "
                      f"{cfg.epochs} epochs x {self.steps_per_epoch} steps, batch {cfg.batch_size}, device {self.device}")
-        self.log(_table_header())
+        self.log(table_header())
         for record in self.read_metrics():
-            self.log(_table_row(record))
+            self.log(table_row(record))
         self.model.train()
         on_gpu = self.device != "cpu"
         if on_gpu:
@@ -491,7 +492,7 @@ class Trainer:
             "images_per_s": round(self.partial["seen"] / max(train_seconds, 1e-9), 1),
         }
         self._append_metrics(record)
-        self.log(_table_row(record))
+        self.log(table_row(record))
         self.epoch += 1
         self.step = 0
         self.partial = {"loss_sum": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
@@ -503,41 +504,6 @@ def _subset(data, n: int):
     if not n or n >= len(data):
         return data
     return Dataset(data.images[:n], data.labels[:n], data.classes, f"{data.name}, first {n}")
-
-
-def evaluate_model(model, loader) -> tuple[float, int, int]:
-    """Evaluate ``model`` on every batch of ``loader`` in eval mode without gradients.
-
-    The model's train/eval mode is restored afterwards.
-
-    Returns:
-        ``(mean cross-entropy, number correct, number of examples)``.
-    """
-    from .. import functional as F  # noqa: PLC0415
-
-    was_training = getattr(model, "training", True)
-    model.eval()
-    loss_sum, correct, seen = 0.0, 0, 0
-    try:
-        with no_grad():
-            for _, x, y in loader.epoch(0):
-                logits = model(Tensor(x))
-                loss_sum += float(F.cross_entropy(logits, Tensor(y)).item()) * len(y)
-                xp = get_array_module(logits.data)
-                correct += int(xp.sum(xp.argmax(logits.data, axis=1) == y))
-                seen += len(y)
-    finally:
-        model.train(was_training)
-    return loss_sum / max(seen, 1), correct, seen
-
-
-def _table_header() -> str:
-    return f"{'epoch':>5} {'train loss':>10} {'train acc':>9} {'test loss':>9} {'test acc':>8} {'lr':>9} {'time':>8}"
-
-
-def _table_row(r: dict) -> str:
-    return (f"{r['epoch']:>5} {r['train_loss']:>10.4f} {r['train_acc'] * 100:>8.2f}% {r['test_loss']:>9.4f} "
-            f"{r['test_acc'] * 100:>7.2f}% {r['lr']:>9.4g} {r['seconds']:>7.1f}s")
 
 
 def _version() -> str:

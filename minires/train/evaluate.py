@@ -1,0 +1,43 @@
+"""Evaluation in eval mode, and the epoch table printed by the trainer."""
+
+from __future__ import annotations
+
+from ..autograd import Tensor, no_grad
+from ..backend import get_array_module
+
+
+def evaluate_model(model, loader) -> tuple[float, int, int]:
+    """Evaluate ``model`` on every batch of ``loader`` in eval mode without gradients.
+
+    The model's train/eval mode is restored afterwards.
+
+    Returns:
+        ``(mean cross-entropy, number correct, number of examples)``.
+    """
+    from .. import functional as F  # noqa: PLC0415
+
+    was_training = getattr(model, "training", True)
+    model.eval()
+    loss_sum, correct, seen = 0.0, 0, 0
+    try:
+        with no_grad():
+            for _, x, y in loader.epoch(0):
+                logits = model(Tensor(x))
+                loss_sum += float(F.cross_entropy(logits, Tensor(y)).item()) * len(y)
+                xp = get_array_module(logits.data)
+                correct += int(xp.sum(xp.argmax(logits.data, axis=1) == y))
+                seen += len(y)
+    finally:
+        model.train(was_training)
+    return loss_sum / max(seen, 1), correct, seen
+
+
+def table_header() -> str:
+    """The header line of the epoch table."""
+    return f"{'epoch':>5} {'train loss':>10} {'train acc':>9} {'test loss':>9} {'test acc':>8} {'lr':>9} {'time':>8}"
+
+
+def table_row(r: dict) -> str:
+    """One epoch record of ``metrics.jsonl`` as a row of the epoch table."""
+    return (f"{r['epoch']:>5} {r['train_loss']:>10.4f} {r['train_acc'] * 100:>8.2f}% {r['test_loss']:>9.4f} "
+            f"{r['test_acc'] * 100:>7.2f}% {r['lr']:>9.4g} {r['seconds']:>7.1f}s")

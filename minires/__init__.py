@@ -23,6 +23,18 @@ int64 = np.int64
 
 from . import functional  # noqa: E402  (functional sits above autograd)
 
+_SUBPACKAGES = ("nn", "optim", "models", "io", "data", "train", "analysis", "kernels", "ops")
+
+
+def __getattr__(name):
+    """Import the heavier subpackages (``minires.models``, ``minires.io``, ...) on first use."""
+    if name in _SUBPACKAGES:
+        import importlib  # noqa: PLC0415
+
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module 'minires' has no attribute {name!r}")
+
+
 __all__ = [
     "Tensor", "Function", "tensor", "zeros", "ones", "randn", "rand", "zeros_like", "ones_like",
     "from_numpy", "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled", "gradcheck",

@@ -105,12 +105,20 @@ def sigmoid_backward_gpu(grad, out):
 
 def relu_forward(x):
     """``max(x, 0)`` elementwise (NumPy or CuPy array in, same kind out)."""
-    return relu_forward_gpu(x) if backend.is_cupy_array(x) else relu_forward_cpu(x)
+    if backend.is_cupy_array(x):
+        return relu_forward_gpu(x)
+    from .fused import relu_forward_parallel  # noqa: PLC0415 - large arrays split across threads
+    out = relu_forward_parallel(x)
+    return relu_forward_cpu(x) if out is None else out
 
 
 def relu_backward(grad, out):
     """ReLU gradient from the upstream ``grad`` and the forward output ``out``."""
-    return relu_backward_gpu(grad, out) if backend.is_cupy_array(grad) else relu_backward_cpu(grad, out)
+    if backend.is_cupy_array(grad):
+        return relu_backward_gpu(grad, out)
+    from .fused import relu_backward_parallel  # noqa: PLC0415 - large arrays split across threads
+    result = relu_backward_parallel(grad, out)
+    return relu_backward_cpu(grad, out) if result is None else result
 
 
 def sigmoid_forward(x):

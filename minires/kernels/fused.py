@@ -334,4 +334,63 @@ def batch_norm_backward_nhwc(grad, x_hat, inv_std, weight, training: bool, out=N
     return (grad_x, sum_gx if needs_weight_grad else None, sum_g if needs_bias_grad else None)
 
 
-__all__ = ["SavedInput", "applies", "set_fast_paths", "fast_paths_enabled", "batch_norm_forward_nhwc", "batch_norm_backward_nhwc"]
+__all__ = ["SavedInput", "applies", "relu_forward_parallel", "relu_backward_parallel", "set_fast_paths", "fast_paths_enabled", "batch_norm_forward_nhwc", "batch_norm_backward_nhwc"]
+
+
+# --- ReLU split across threads ------------------------------------------------------------
+
+#: elements per piece (a few hundred KiB) and the smallest array worth splitting
+_RELU_PIECE = 1 << 16
+_RELU_MIN = 1 << 20
+
+
+def _flat_same_order(*arrays):
+    """1-D views of arrays that share one memory order (C or channels-last), else None."""
+    if all(a.flags.c_contiguous for a in arrays):
+        return [a.reshape(-1) for a in arrays]
+    if all(a.ndim == 4 and is_channels_last(a) for a in arrays):
+        return [a.transpose(0, 2, 3, 1).reshape(-1) for a in arrays]
+    return None
+
+
+def relu_forward_parallel(x):
+    """``max(x, 0)`` (the reference's ``np.maximum``) split across threads, keeping ``x``'s
+    memory order; ``None`` when the fast path does not apply (small, odd layout, off)."""
+    if (not _enabled or type(x) is not np.ndarray or x.dtype.kind != "f" or x.size < _RELU_MIN):
+        return None
+    out = np.empty_like(x)
+    flat = _flat_same_order(x, out)
+    if flat is None:
+        return None
+    src, dst, zero = flat[0], flat[1], x.dtype.type(0)
+
+    def run(lo, hi):
+        for a in range(lo, hi, _RELU_PIECE):
+            b = min(a + _RELU_PIECE, hi)
+            np.maximum(src[a:b], zero, out=dst[a:b])
+
+    parallel_for(run, src.size, _RELU_PIECE)
+    return out
+
+
+def relu_backward_parallel(grad, out):
+    """``keep_where_cpu(~(out <= 0), grad)`` (the reference) piece by piece across threads;
+    ``None`` when the fast path does not apply."""
+    if (not _enabled or type(grad) is not np.ndarray or type(out) is not np.ndarray
+            or grad.shape != out.shape or grad.dtype != out.dtype or grad.dtype.kind != "f"
+            or grad.size < _RELU_MIN):
+        return None
+    result = np.empty_like(out)
+    flat = _flat_same_order(grad, out, result)
+    if flat is None:
+        return None
+    g, o, r = flat
+    zero = grad.dtype.type(0)
+
+    def run(lo, hi):
+        for a in range(lo, hi, _RELU_PIECE):
+            b = min(a + _RELU_PIECE, hi)
+            r[a:b] = keep_where_cpu(~(o[a:b] <= zero), g[a:b])
+
+    parallel_for(run, g.size, _RELU_PIECE)
+    return result

@@ -200,3 +200,28 @@ def test_no_grad_eval_batch_norm_op_matches_the_graph_building_one(rng):
     np.testing.assert_allclose(fast.numpy(), graph.numpy(), rtol=1e-6, atol=1e-6)
     graph.sum().backward()
     assert args[2].grad is not None
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_parallel_relu_equals_the_reference_bit_for_bit(layout, rng, threads, monkeypatch):
+    from minires.kernels import activation as AK
+    monkeypatch.setattr(FU, "_RELU_MIN", 1)
+    monkeypatch.setattr(FU, "_RELU_PIECE", 7)
+    x = rng.standard_normal((3, 4, 5, 6)).astype(np.float32)
+    g = rng.standard_normal((3, 4, 5, 6)).astype(np.float32)
+    x.reshape(-1)[:3] = [np.nan, 0.0, -0.0]
+    g.reshape(-1)[5] = np.nan
+    if layout == "channels_last":
+        x, g = channels_last(x), channels_last(g)
+    out = FU.relu_forward_parallel(x)
+    ref = AK.relu_forward_cpu(x)
+    assert out is not None and out.strides == ref.strides
+    np.testing.assert_array_equal(out, ref)
+    gx = FU.relu_backward_parallel(g, out)
+    np.testing.assert_array_equal(gx, AK.relu_backward_cpu(g, ref))
+    np.testing.assert_array_equal(AK.relu_forward(x), ref)
+    np.testing.assert_array_equal(AK.relu_backward(g, out), AK.relu_backward_cpu(g, ref))
+    # mixed layouts and small arrays fall back to the reference
+    assert FU.relu_backward_parallel(np.ascontiguousarray(g), channels_last(out)) is None
+    monkeypatch.setattr(FU, "_RELU_MIN", 1 << 20)
+    assert FU.relu_forward_parallel(x) is None

@@ -58,64 +58,15 @@ import minires.functional as F  # noqa: E402
 from minires import backend  # noqa: E402
 from minires.kernels.graph_gpu import CUBLAS_CAPTURE_REFUSAL  # noqa: E402
 
-DEPTHS = {"resnet20": 3, "resnet32": 5, "resnet44": 7, "resnet56": 9, "resnet110": 18}
 LOG = print
 #: CUDA API calls that block the host (what a training step must not issue)
 SYNC_CALL = re.compile(r"Synchronize|^cudaMemcpy$|^cudaMemcpy2D$|^cuMemcpyDtoH(_v2)?$|^cuMemcpy$")
 
 
-# --- the PyTorch reference model -------------------------------------------------------------
+# --- the PyTorch reference model: the same one the CPU benchmark uses -------------------------
 
-def torch_cifar_resnet(depth_per_stage: int, num_classes: int = 10):
-    """He et al.'s CIFAR ResNet (option-A shortcuts) in PyTorch with minires' parameter names."""
-    import torch  # noqa: PLC0415
-    import torch.nn as tnn  # noqa: PLC0415
-    import torch.nn.functional as TF  # noqa: PLC0415
-
-    class ShortcutA(tnn.Module):
-        def __init__(self, planes):
-            super().__init__()
-            self.extra = planes // 2
-
-        def forward(self, x):
-            x = x[:, :, ::2, ::2]
-            return TF.pad(x, (0, 0, 0, 0, self.extra // 2, self.extra - self.extra // 2))
-
-    class BasicBlock(tnn.Module):
-        def __init__(self, in_planes, planes, stride):
-            super().__init__()
-            self.conv1 = tnn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
-            self.bn1 = tnn.BatchNorm2d(planes)
-            self.conv2 = tnn.Conv2d(planes, planes, 3, 1, 1, bias=False)
-            self.bn2 = tnn.BatchNorm2d(planes)
-            self.shortcut = ShortcutA(planes) if (stride != 1 or in_planes != planes) else tnn.Identity()
-
-        def forward(self, x):
-            out = torch.relu(self.bn1(self.conv1(x)))
-            out = self.bn2(self.conv2(out))
-            return torch.relu(out + self.shortcut(x))
-
-    class ResNet(tnn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv1 = tnn.Conv2d(3, 16, 3, 1, 1, bias=False)
-            self.bn1 = tnn.BatchNorm2d(16)
-            layers, in_planes = [], 16
-            for planes, stride in ((16, 1), (32, 2), (64, 2)):
-                blocks = []
-                for i in range(depth_per_stage):
-                    blocks.append(BasicBlock(in_planes, planes, stride if i == 0 else 1))
-                    in_planes = planes
-                layers.append(tnn.Sequential(*blocks))
-            self.layer1, self.layer2, self.layer3 = layers
-            self.fc = tnn.Linear(64, num_classes)
-
-        def forward(self, x):
-            x = torch.relu(self.bn1(self.conv1(x)))
-            x = self.layer3(self.layer2(self.layer1(x)))
-            return self.fc(TF.adaptive_avg_pool2d(x, 1).flatten(1))
-
-    return ResNet()
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from speed import DEPTHS, torch_cifar_resnet  # noqa: E402,F401
 
 
 # --- device helpers ----------------------------------------------------------------------------

@@ -39,62 +39,20 @@ from minires.data import Loader, channel_stats, load_dataset  # noqa: E402
 from minires.optim import create_schedule  # noqa: E402
 
 
-class ShortcutA(nn.Module):
-    """Option A: subsample and zero-pad channels (parameter-free)."""
-
-    def __init__(self, in_planes, out_planes, stride):
-        super().__init__()
-        self.extra, self.stride = out_planes - in_planes, stride
-
-    def forward(self, x):
-        if self.stride != 1:
-            x = x[:, :, ::self.stride, ::self.stride]
-        if self.extra:
-            x = F.pad(x, (0, 0, 0, 0, self.extra // 2, self.extra - self.extra // 2))
-        return x
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from speed import torch_cifar_resnet  # noqa: E402  (the PyTorch CIFAR ResNet the speed benchmark times)
 
 
-class BasicBlock(nn.Module):
-    def __init__(self, in_planes, planes, stride):
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.shortcut = ShortcutA(in_planes, planes, stride) if stride != 1 or in_planes != planes else nn.Identity()
-
-    def forward(self, x):
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return F.relu(out + self.shortcut(x))
-
-
-class CifarResNet(nn.Module):
-    def __init__(self, depth=20, num_classes=10):
-        super().__init__()
-        n = (depth - 2) // 6
-        self.conv1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(16)
-        layers, in_planes = [], 16
-        for planes, stride in ((16, 1), (32, 2), (64, 2)):
-            blocks = []
-            for i in range(n):
-                blocks.append(BasicBlock(in_planes, planes, stride if i == 0 else 1))
-                in_planes = planes
-            layers.append(nn.Sequential(*blocks))
-        self.layer1, self.layer2, self.layer3 = layers
-        self.fc = nn.Linear(64, num_classes)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-
-    def forward(self, x):
-        x = F.relu(self.bn1(self.conv1(x)))
-        x = self.layer3(self.layer2(self.layer1(x)))
-        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+def cifar_resnet(depth: int, num_classes: int):
+    """ResNet-``depth`` (option A) with He-normal fan-out conv init and BN weight 1, bias 0."""
+    model = torch_cifar_resnet((depth - 2) // 6, num_classes)
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+    return model
 
 
 def evaluate(model, loader):
@@ -146,7 +104,7 @@ def main(argv=None):
     steps_per_epoch = len(train_loader)
     total = steps_per_epoch * args.epochs
 
-    model = CifarResNet(args.depth, train.num_classes)
+    model = cifar_resnet(args.depth, train.num_classes)
     if args.init_from_minires:
         import minires
         from minires import models

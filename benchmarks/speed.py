@@ -59,6 +59,32 @@ DEPTHS = {"resnet20": 3, "resnet32": 5, "resnet44": 7, "resnet56": 9, "resnet110
 
 # --- helpers shared by both workers --------------------------------------------------------
 
+def _time_step_and_inference(result, model, opt, images, labels, cross_entropy, no_grad, args) -> None:
+    """Time a training step and eval-mode inference the same way for both frameworks."""
+    model.train()
+    losses = []
+
+    def step():
+        opt.zero_grad()
+        loss = cross_entropy(model(images), labels)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.item()))
+
+    result["train_step_s"], result["train_times"] = _median_time(step, args.steps, args.warmup)
+    result["train_step_cpu_s"] = _cpu_times[-1]
+    result["first_loss"] = losses[0]
+    result["peak_rss_train_mib"] = _rss_mib()
+    model.eval()
+
+    def infer():
+        with no_grad():
+            return model(images)
+
+    result["infer_s"], result["infer_times"] = _median_time(infer, args.steps, args.warmup)
+    result["infer_cpu_s"] = _cpu_times[-1]
+
+
 def _rss_mib() -> float:
     """Peak resident set size of this process so far, in MiB (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
@@ -317,28 +343,7 @@ def worker_minires(args, weights_path: str) -> dict:
     except ImportError:
         pass
 
-    model.train()
-    losses = []
-
-    def step():
-        opt.zero_grad()
-        loss = F.cross_entropy(model(images), labels)
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.item()))
-
-    result["train_step_s"], result["train_times"] = _median_time(step, args.steps, args.warmup)
-    result["train_step_cpu_s"] = _cpu_times[-1]
-    result["first_loss"] = losses[0]
-    result["peak_rss_train_mib"] = _rss_mib()
-    model.eval()
-
-    def infer():
-        with mr.no_grad():
-            return model(images)
-
-    result["infer_s"], result["infer_times"] = _median_time(infer, args.steps, args.warmup)
-    result["infer_cpu_s"] = _cpu_times[-1]
+    _time_step_and_inference(result, model, opt, images, labels, F.cross_entropy, mr.no_grad, args)
     if args.layers:
         result["layers"] = minires_layers(args)
     result.update(base_rss_mib=base, peak_rss_mib=_rss_mib())
@@ -424,28 +429,7 @@ def worker_torch(args, weights_path: str) -> dict:
               "weights": _copy_weights_into_torch(model, dict(np.load(weights_path)))}
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
     images, labels = torch.from_numpy(images_np), torch.from_numpy(labels_np)
-    model.train()
-    losses = []
-
-    def step():
-        opt.zero_grad()
-        loss = TF.cross_entropy(model(images), labels)
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.item()))
-
-    result["train_step_s"], result["train_times"] = _median_time(step, args.steps, args.warmup)
-    result["train_step_cpu_s"] = _cpu_times[-1]
-    result["first_loss"] = losses[0]
-    result["peak_rss_train_mib"] = _rss_mib()
-    model.eval()
-
-    def infer():
-        with torch.no_grad():
-            return model(images)
-
-    result["infer_s"], result["infer_times"] = _median_time(infer, args.steps, args.warmup)
-    result["infer_cpu_s"] = _cpu_times[-1]
+    _time_step_and_inference(result, model, opt, images, labels, TF.cross_entropy, torch.no_grad, args)
     if args.layers:
         result["layers"] = torch_layers(args)
     result.update(base_rss_mib=base, peak_rss_mib=_rss_mib())

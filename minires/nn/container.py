@@ -16,6 +16,13 @@ def _index(index, length: int, name: str) -> int:
     return index % length
 
 
+
+def _renumber(container: Module, items: list) -> None:
+    """Store ``items`` as ``container``'s children named 0..len-1, as PyTorch does after a delete."""
+    container._modules.clear()
+    for i, module in enumerate(items):
+        container._modules[str(i)] = module
+
 class Sequential(Module):
     """Run modules one after another: ``Sequential(a, b)(x) == b(a(x))``.
 
@@ -62,11 +69,7 @@ class Sequential(Module):
                 del self._modules[key]
         else:
             del self._modules[keys[_index(index, len(keys), "Sequential")]]
-        # renumber so the names stay 0..len-1, as PyTorch does
-        items = list(self._modules.values())
-        self._modules.clear()
-        for i, module in enumerate(items):
-            self._modules[str(i)] = module
+        _renumber(self, list(self._modules.values()))
 
     def append(self, module: Module) -> "Sequential":
         """Add ``module`` at the end; returns self."""
@@ -130,9 +133,7 @@ class ModuleList(Module):
     def __delitem__(self, index) -> None:
         items = list(self._modules.values())
         del items[index if isinstance(index, slice) else _index(index, len(items), "ModuleList")]
-        self._modules.clear()
-        for i, module in enumerate(items):
-            self._modules[str(i)] = module
+        _renumber(self, items)
 
     def append(self, module: Module) -> "ModuleList":
         """Add ``module`` at the end; returns self."""

@@ -285,7 +285,9 @@ def _rule_linear(cls, t, inputs, options, out):
 
 
 def _rule_batch_norm(cls, t, inputs, options, out):
-    (tx, tw, tb), (x, w, b) = t, inputs
+    # inputs: x, weight, bias and (fused relu(bn(x) + addend) only) the addend
+    (tx, tw, tb), (x, w, b) = t[:3], inputs[:3]
+    ta = t[3] if len(t) > 3 else None
     xp = get_array_module(out.data)
     xd = x.data
     axes = (0,) + tuple(range(2, xd.ndim))
@@ -311,6 +313,8 @@ def _rule_batch_norm(cls, t, inputs, options, out):
         parts.append(tw.reshape(bshape) * x_hat)
     if tb is not None:
         parts.append(_broadcast(tb.reshape(bshape), out.shape))
+    if ta is not None:
+        parts.append(ta)
     tangent = sum(parts)
     if options.get("relu"):
         tangent = tangent * (out.data > 0)  # the fused ReLU: 1[out > 0]

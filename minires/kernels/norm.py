@@ -79,8 +79,8 @@ def _grad_scale(inv_std, weight):
 # --- CPU ---------------------------------------------------------------------------------
 
 def batch_norm_forward_cpu(x, weight, bias, running_mean, running_var, training: bool,
-                           momentum: float, eps: float, relu: bool = False):
-    """Batch norm (optionally followed by ReLU) on NumPy; see the module docstring.
+                           momentum: float, eps: float, relu: bool = False, addend=None):
+    """Batch norm (optionally ``+ addend``, then optionally ReLU) on NumPy; see the module docstring.
 
     Returns:
         ``(out, x_hat, inv_std)``: the output, the normalised input (saved for backward)
@@ -108,17 +108,22 @@ def batch_norm_forward_cpu(x, weight, bias, running_mean, running_var, training:
     out = x_hat * weight.reshape(cshape) if weight is not None else x_hat.copy()
     if bias is not None:
         out += bias.reshape(cshape)
+    if addend is not None:
+        out += addend
     if relu:
         np.maximum(out, out.dtype.type(0), out=out)
     return out, x_hat, inv_std
 
 
 def batch_norm_backward_cpu(grad, x_hat, inv_std, weight, training: bool, out=None,
-                            needs_weight_grad: bool = True, needs_bias_grad: bool = True):
+                            needs_weight_grad: bool = True, needs_bias_grad: bool = True,
+                            return_masked_grad: bool = False):
     """Gradients of batch norm (and of the fused ReLU when ``out`` is given) on NumPy.
 
     Returns:
-        ``(grad_x, grad_weight, grad_bias)``; the last two are ``None`` when not asked for.
+        ``(grad_x, grad_weight, grad_bias)``; the last two are ``None`` when not asked for;
+        with ``return_masked_grad`` also the ReLU-masked upstream gradient (the gradient
+        of the ``addend`` of ``relu(bn(x) + addend)``).
     """
     axes = channel_axes(grad.ndim)
     cshape = channel_shape(grad.shape)
@@ -135,7 +140,8 @@ def batch_norm_backward_cpu(grad, x_hat, inv_std, weight, training: bool, out=No
         grad_x *= scale.reshape(cshape)
     else:
         grad_x = grad * scale.reshape(cshape)
-    return (grad_x, sum_gx if needs_weight_grad else None, sum_g if needs_bias_grad else None)
+    result = (grad_x, sum_gx if needs_weight_grad else None, sum_g if needs_bias_grad else None)
+    return result + (grad,) if return_masked_grad else result
 
 
 # --- GPU (CuPy) --------------------------------------------------------------------------
@@ -207,8 +213,19 @@ def _batch_stats_gpu(sum_sq, mean, residual, running_mean, running_var, count: i
 
 
 def batch_norm_forward_gpu(x, weight, bias, running_mean, running_var, training: bool,
-                           momentum: float, eps: float, relu: bool = False):
-    """CuPy twin of :func:`batch_norm_forward_cpu` (three passes over ``x`` in training)."""
+                           momentum: float, eps: float, relu: bool = False, addend=None):
+    """CuPy twin of :func:`batch_norm_forward_cpu` (three passes over ``x`` in training).
+
+    With ``addend`` it is composed of the plain batch norm, one addition and the ReLU
+    kernel (no dedicated kernel yet).
+    """
+    if addend is not None:
+        from .activation import relu_forward_gpu  # noqa: PLC0415
+
+        out, x_hat, inv_std = batch_norm_forward_gpu(x, weight, bias, running_mean, running_var, training,
+                                                     momentum, eps)
+        out += addend
+        return (relu_forward_gpu(out) if relu else out), x_hat, inv_std
     cp = backend.cupy_module()
     axes = channel_axes(x.ndim)
     cshape = channel_shape(x.shape)
@@ -273,8 +290,20 @@ def _backward_stats_kernel(relu: bool, affine: bool):
 
 
 def batch_norm_backward_gpu(grad, x_hat, inv_std, weight, training: bool, out=None,
-                            needs_weight_grad: bool = True, needs_bias_grad: bool = True):
-    """CuPy twin of :func:`batch_norm_backward_cpu` (two reductions and one pass in training)."""
+                            needs_weight_grad: bool = True, needs_bias_grad: bool = True,
+                            return_masked_grad: bool = False):
+    """CuPy twin of :func:`batch_norm_backward_cpu` (two reductions and one pass in training).
+
+    ``return_masked_grad`` materialises the ReLU-masked gradient with the ReLU backward
+    kernel and runs the plain batch-norm backward on it.
+    """
+    if return_masked_grad:
+        if out is not None:
+            from .activation import relu_backward_gpu  # noqa: PLC0415
+
+            grad = relu_backward_gpu(grad, out)
+        return batch_norm_backward_gpu(grad, x_hat, inv_std, weight, training, None,
+                                       needs_weight_grad, needs_bias_grad) + (grad,)
     axes = channel_axes(grad.ndim)
     cshape = channel_shape(grad.shape)
     if out is not None:
@@ -367,34 +396,48 @@ def batch_norm_backward(grad, x_hat, inv_std, weight, training: bool,
 
 
 def batch_norm_relu(x, weight, bias, running_mean, running_var, training: bool,
-                    momentum: float = 0.1, eps: float = 1e-5, need_x_hat: bool = True):
-    """Fused ``relu(batch_norm(x, ...))`` (no autograd); arguments as :func:`batch_norm_forward`.
+                    momentum: float = 0.1, eps: float = 1e-5, need_x_hat: bool = True, addend=None):
+    """Fused ``relu(batch_norm(x, ...) [+ addend])`` (no autograd); arguments as :func:`batch_norm_forward`.
+
+    ``addend`` (an array shaped like ``x``, or ``None``) is added to the normalised output
+    before the ReLU: a residual block's ``relu(bn2(y) + shortcut)``.
 
     Returns:
-        ``(out, x_hat, inv_std)`` where ``out = max(weight * x_hat + bias, 0)``. Keep ``out``
-        for :func:`batch_norm_relu_backward`: it carries the ReLU mask.
+        ``(out, x_hat, inv_std)`` where ``out = max(weight * x_hat + bias [+ addend], 0)``.
+        Keep ``out`` for :func:`batch_norm_relu_backward`: it carries the ReLU mask.
     """
+    if addend is not None and tuple(addend.shape) != tuple(x.shape):
+        raise ValueError(f"batch_norm_relu: addend of shape {tuple(addend.shape)} does not match "
+                         f"the input's {tuple(x.shape)}")
     impl = _forward_impl(x)
+    extra = {} if addend is None else {"addend": addend}
     if not need_x_hat and impl not in (batch_norm_forward_cpu, batch_norm_forward_gpu):
-        return impl(x, weight, bias, running_mean, running_var, training, momentum, eps, relu=True, need_x_hat=False)
-    return impl(x, weight, bias, running_mean, running_var, training, momentum, eps, relu=True)
+        extra["need_x_hat"] = False
+    return impl(x, weight, bias, running_mean, running_var, training, momentum, eps, relu=True, **extra)
 
 
 batch_norm_relu_forward = batch_norm_relu
 
 
 def batch_norm_relu_backward(grad, out, x_hat, inv_std, weight, training: bool,
-                             needs_weight_grad: bool = True, needs_bias_grad: bool = True):
+                             needs_weight_grad: bool = True, needs_bias_grad: bool = True,
+                             return_masked_grad: bool = False):
     """Gradients of :func:`batch_norm_relu` (no autograd).
 
     The upstream ``grad`` is masked with the ReLU rule (``0 where out <= 0``) inside the
     reductions and the final pass; otherwise as :func:`batch_norm_backward`.
 
+    Args:
+        return_masked_grad: also return the masked gradient, which is the gradient of the
+            ``addend`` of :func:`batch_norm_relu`.
+
     Returns:
-        ``(grad_x, grad_weight or None, grad_bias or None)``.
+        ``(grad_x, grad_weight or None, grad_bias or None)``, plus the masked gradient
+        with ``return_masked_grad``.
     """
     impl = _backward_impl(grad, x_hat, out)
-    return impl(grad, x_hat, inv_std, weight, training, out, needs_weight_grad, needs_bias_grad)
+    return impl(grad, x_hat, inv_std, weight, training, out, needs_weight_grad, needs_bias_grad,
+                return_masked_grad=return_masked_grad)
 
 
 __all__ = [

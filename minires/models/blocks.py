@@ -16,6 +16,12 @@ and one anatomy, which the gradient-flow tools rely on. For an input ``x``:
 - ``block.forward(x) == block.post_activation(F(x) + S(x))`` (``post_activation(F(x))``
   when ``block.skip`` is False).
 
+Where a BN feeds a ReLU (and, in post-activation blocks, where the last BN, the addition
+and ``post_activation`` meet) the blocks run them as one fused op when the modules are
+untouched (:mod:`minires.nn.fusion`): same values and gradients, fewer passes over memory.
+A hook on any of those modules, or ``minires.nn.set_fusion(False)``, restores the
+module-by-module calls.
+
 Calling ``residual_branch`` and ``shortcut`` separately runs BN layers again; in training
 mode that updates running statistics a second time, so analyse blocks in ``eval()`` mode
 (or snapshot the buffers). In pre-activation blocks a projection shortcut reads the shared
@@ -26,6 +32,7 @@ from __future__ import annotations
 
 from minires import nn
 from minires.autograd import Tensor
+from minires.nn.fusion import bn_add_relu, bn_relu, fusable
 
 from .layers import SEModule, check_shortcut, conv1x1, conv3x3, make_shortcut
 
@@ -83,6 +90,19 @@ class ResidualBlock(nn.Module):
         """``F(x)``: the block's stacked layers (implemented by each block type)."""
         raise NotImplementedError
 
+    #: name of the batch norm that ends ``F`` in post-activation blocks (fusable with the
+    #: addition and ``post_activation``), ``None`` where ``F`` ends otherwise
+    _last_bn = None
+
+    def _branch_before_last_bn(self, x: Tensor) -> Tensor:
+        """``F(x)`` up to (not including) the batch norm named by ``_last_bn``."""
+        raise NotImplementedError
+
+    def _fused_tail(self) -> bool:
+        """Whether ``post_activation(last_bn(...) [+ S(x)])`` can run as one fused op."""
+        return self._last_bn is not None and self.se is None and fusable(getattr(self, self._last_bn),
+                                                                         self.post_activation)
+
     def shortcut(self, x: Tensor) -> Tensor | None:
         """``S(x)``: ``shortcut_scale`` times the identity or ``downsample(x)``; ``None`` for plain blocks."""
         if not self.skip:
@@ -91,6 +111,11 @@ class ResidualBlock(nn.Module):
         return s * self.shortcut_scale if self.shortcut_scale != 1.0 else s
 
     def forward(self, x: Tensor) -> Tensor:
+        if self._fused_tail():
+            bn = getattr(self, self._last_bn)
+            y = self._branch_before_last_bn(x)
+            return bn_add_relu(bn, self.post_activation, y, self.shortcut(x)) if self.skip else \
+                bn_relu(bn, self.post_activation, y)
         out = self.residual_branch(x)
         if self.skip:
             out = out + self.shortcut(x)
@@ -133,9 +158,14 @@ class BasicBlock(ResidualBlock):
         self.bn2 = nn.BatchNorm2d(planes)
         self._finish(se_reduction)
 
+    _last_bn = "bn2"
+
+    def _branch_before_last_bn(self, x: Tensor) -> Tensor:
+        return self.conv2(bn_relu(self.bn1, self.relu, self.conv1(x)))
+
     def residual_branch(self, x: Tensor) -> Tensor:
         """``F(x) = bn2(conv2(relu(bn1(conv1(x)))))``, then the SE gate if present."""
-        out = self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
+        out = self.bn2(self._branch_before_last_bn(x))
         return self.se(out) if self.se is not None else out
 
     def zero_init_residual_(self) -> None:
@@ -170,11 +200,16 @@ class Bottleneck(ResidualBlock):
         self.bn3 = nn.BatchNorm2d(self.out_planes)
         self._finish(se_reduction)
 
+    _last_bn = "bn3"
+
+    def _branch_before_last_bn(self, x: Tensor) -> Tensor:
+        out = bn_relu(self.bn1, self.relu, self.conv1(x))
+        out = bn_relu(self.bn2, self.relu, self.conv2(out))
+        return self.conv3(out)
+
     def residual_branch(self, x: Tensor) -> Tensor:
         """``F(x) = bn3(conv3(relu(bn2(conv2(relu(bn1(conv1(x))))))))``, then the SE gate if present."""
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
+        out = self.bn3(self._branch_before_last_bn(x))
         return self.se(out) if self.se is not None else out
 
     def zero_init_residual_(self) -> None:
@@ -201,17 +236,17 @@ class _PreActivation(ResidualBlock):
 
     def residual_branch(self, x: Tensor) -> Tensor:
         """``F(x)``, starting from the pre-activation ``relu(bn1(x))``."""
-        return self._branch_from_preact(self.relu(self.bn1(x)))
+        return self._branch_from_preact(bn_relu(self.bn1, self.relu, x))
 
     def shortcut(self, x: Tensor) -> Tensor | None:
         """``S(x)``: scaled identity / option A of ``x``, or the projection of ``relu(bn1(x))``; ``None`` if plain."""
         if not self.skip:
             return None
-        a = self.relu(self.bn1(x)) if self.downsample is not None and self.shortcut_option != "A" else None
+        a = bn_relu(self.bn1, self.relu, x) if self.downsample is not None and self.shortcut_option != "A" else None
         return self._shortcut_from(x, a)
 
     def forward(self, x: Tensor) -> Tensor:
-        a = self.relu(self.bn1(x))
+        a = bn_relu(self.bn1, self.relu, x)
         out = self._branch_from_preact(a)
         if self.skip:
             out = out + self._shortcut_from(x, a)
@@ -245,7 +280,7 @@ class PreActBasicBlock(_PreActivation):
         self._finish(se_reduction)
 
     def _branch_from_preact(self, a: Tensor) -> Tensor:
-        out = self.conv2(self.relu(self.bn2(self.conv1(a))))
+        out = self.conv2(bn_relu(self.bn2, self.relu, self.conv1(a)))
         return self.se(out) if self.se is not None else out
 
     def zero_init_residual_(self) -> None:
@@ -279,8 +314,8 @@ class PreActBottleneck(_PreActivation):
         self._finish(se_reduction)
 
     def _branch_from_preact(self, a: Tensor) -> Tensor:
-        out = self.conv2(self.relu(self.bn2(self.conv1(a))))
-        out = self.conv3(self.relu(self.bn3(out)))
+        out = self.conv2(bn_relu(self.bn2, self.relu, self.conv1(a)))
+        out = self.conv3(bn_relu(self.bn3, self.relu, out))
         return self.se(out) if self.se is not None else out
 
     def zero_init_residual_(self) -> None:

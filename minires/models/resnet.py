@@ -14,6 +14,7 @@ from collections import OrderedDict
 import minires.functional as F
 from minires import nn
 from minires.autograd import Tensor
+from minires.nn.fusion import bn_relu
 
 from .blocks import BasicBlock, Bottleneck, PlainBasicBlock, PreActBasicBlock, PreActBottleneck, ResidualBlock
 
@@ -130,12 +131,12 @@ class ResNet(nn.Module):
     def _stem(self, x: Tensor) -> Tensor:
         x = self.conv1(x)
         if not self.block.preactivation:
-            x = self.relu(self.bn1(x))
+            x = bn_relu(self.bn1, self.relu, x)
         return self.maxpool(x) if self.maxpool is not None else x
 
     def _pool(self, x: Tensor) -> Tensor:
         if self.block.preactivation:
-            x = self.relu(self.final_bn(x))
+            x = bn_relu(self.final_bn, self.relu, x)
         return F.flatten(self.avgpool(x), 1)
 
     def forward_stages(self, x: Tensor) -> OrderedDict:

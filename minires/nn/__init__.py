@@ -14,6 +14,7 @@ from .activation import ReLU, Sigmoid
 from .batchnorm import BatchNorm1d, BatchNorm2d
 from .container import ModuleDict, ModuleList, Sequential
 from .conv import Conv2d
+from .fusion import fusion_enabled, set_fusion
 from .hooks import RemovableHandle
 from .linear import Flatten, Identity, Linear
 from .module import IncompatibleKeys, Module, StateDictError
@@ -24,4 +25,5 @@ __all__ = [
     "Module", "Parameter", "Conv2d", "BatchNorm2d", "BatchNorm1d", "ReLU", "Sigmoid", "MaxPool2d",
     "AvgPool2d", "AdaptiveAvgPool2d", "Linear", "Sequential", "ModuleList", "ModuleDict", "Identity",
     "Flatten", "init", "functional", "RemovableHandle", "StateDictError", "IncompatibleKeys",
+    "set_fusion", "fusion_enabled",
 ]

@@ -79,7 +79,7 @@ class _BatchNorm(Module):
             raise ValueError(f"{type(self).__name__}: expected {self.num_features} channels in axis 1, "
                              f"got input of shape {x.shape}")
 
-    def _normalize(self, x: Tensor) -> Tensor:
+    def _normalize(self, x: Tensor, relu: bool = False, addend: Tensor | None = None) -> Tensor:
         factor = 0.0 if self.momentum is None else self.momentum
         if self.training and self.track_running_stats:
             self.num_batches_tracked.data += 1
@@ -87,9 +87,21 @@ class _BatchNorm(Module):
                 factor = 1.0 / float(self.num_batches_tracked.item())
         use_batch_stats = self.training or (self.running_mean is None and self.running_var is None)
         keep_stats = not self.training or self.track_running_stats
-        return F.batch_norm(x, self.running_mean if keep_stats else None,
-                            self.running_var if keep_stats else None, self.weight, self.bias,
-                            training=use_batch_stats, momentum=factor, eps=self.eps)
+        stats = (self.running_mean if keep_stats else None, self.running_var if keep_stats else None)
+        options = dict(training=use_batch_stats, momentum=factor, eps=self.eps)
+        if addend is not None:
+            return F.batch_norm_add_relu(x, addend, *stats, self.weight, self.bias, **options)
+        fn = F.batch_norm_relu if relu else F.batch_norm
+        return fn(x, *stats, self.weight, self.bias, **options)
+
+    def forward_fused(self, x: Tensor, addend: Tensor | None = None) -> Tensor:
+        """``relu(self(x))``, or ``relu(self(x) + addend)``, as one fused op.
+
+        The same values, gradients and running-statistics update as the unfused
+        expression (see :mod:`minires.nn.fusion`); this module's hooks are not run.
+        """
+        self._check_input(x)
+        return self._normalize(x, relu=True, addend=addend)
 
     def extra_repr(self) -> str:
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "

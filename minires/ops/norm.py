@@ -1,4 +1,4 @@
-"""Batch normalisation: ``batch_norm`` and the fused ``batch_norm_relu``."""
+"""Batch normalisation: ``batch_norm`` and the fused ``batch_norm_relu`` / ``batch_norm_add_relu``."""
 
 from __future__ import annotations
 
@@ -12,13 +12,14 @@ from ..kernels import norm as kernels
 
 
 class BatchNorm(Function):
-    def forward(self, x, weight, bias, *, running_mean, running_var, training, momentum, eps, relu):
+    def forward(self, x, weight, bias, addend=None, *, running_mean, running_var, training, momentum, eps, relu):
         # Function.apply sets needs_input_grad only when it records a graph: otherwise no
         # backward runs and the kernels may skip x_hat
         need_x_hat = hasattr(self, "needs_input_grad")
         if relu:
             out, x_hat, inv_std = kernels.batch_norm_relu(
-                x, weight, bias, running_mean, running_var, training, momentum, eps, need_x_hat=need_x_hat)
+                x, weight, bias, running_mean, running_var, training, momentum, eps, need_x_hat=need_x_hat,
+                addend=addend)
             self.out = out
         else:
             out, x_hat, inv_std = kernels.batch_norm_forward(
@@ -31,18 +32,24 @@ class BatchNorm(Function):
         # d/d bias = sum g; d/d weight = sum g x_hat;
         # d/dx = weight inv_std (g - mean g - x_hat mean(g x_hat)) in training (batch stats depend on x),
         # weight inv_std g in eval; the fused ReLU first zeroes g where out <= 0
-        needs = getattr(self, "needs_input_grad", (True, True, True))
+        # the addend of relu(bn(x) + addend) gets the ReLU-masked upstream gradient
+        needs = getattr(self, "needs_input_grad", (True, True, True, False))
         needs_weight = bool(needs[1]) and self.weight is not None
         needs_bias = bool(needs[2])
+        needs_addend = len(needs) > 3 and bool(needs[3])
+        grad_addend = None
         if self.out is not None:
-            grad_x, grad_weight, grad_bias = kernels.batch_norm_relu_backward(
+            grads = kernels.batch_norm_relu_backward(
                 grad, self.out, self.x_hat, self.inv_std, self.weight, self.training,
-                needs_weight_grad=needs_weight, needs_bias_grad=needs_bias)
+                needs_weight_grad=needs_weight, needs_bias_grad=needs_bias, return_masked_grad=needs_addend)
+            grad_x, grad_weight, grad_bias = grads[:3]
+            if needs_addend:
+                grad_addend = grads[3]
         else:
             grad_x, grad_weight, grad_bias = kernels.batch_norm_backward(
                 grad, self.x_hat, self.inv_std, self.weight, self.training,
                 needs_weight_grad=needs_weight, needs_bias_grad=needs_bias)
-        return (grad_x if needs[0] else None), grad_weight, grad_bias
+        return (grad_x if needs[0] else None), grad_weight, grad_bias, grad_addend
 
 
 def _stat_array(name: str, stat, x: Tensor):
@@ -79,7 +86,7 @@ def _check_param(name: str, param, x: Tensor) -> None:
             f"got {param.shape}")
 
 
-def _batch_norm(name, x, running_mean, running_var, weight, bias, training, momentum, eps, relu):
+def _batch_norm(name, x, running_mean, running_var, weight, bias, training, momentum, eps, relu, addend=None):
     if not isinstance(x, Tensor):
         raise TypeError(f"{name}: expected a Tensor input, got {type(x).__name__}")
     if x.dtype.kind != "f":
@@ -97,6 +104,11 @@ def _batch_norm(name, x, running_mean, running_var, weight, bias, training, mome
         raise ValueError(f"{name}: eps must be >= 0, got {eps}")
     _check_param("weight", weight, x)
     _check_param("bias", bias, x)
+    if addend is not None:
+        if not isinstance(addend, Tensor):
+            raise TypeError(f"{name}: addend must be a Tensor, got {type(addend).__name__}")
+        if addend.shape != x.shape:
+            raise ValueError(f"{name}: addend must have the input's shape {x.shape}, got {addend.shape}")
     mean_array = _stat_array("running_mean", running_mean, x)
     var_array = _stat_array("running_var", running_var, x)
     if not training and (mean_array is None or var_array is None):
@@ -106,7 +118,7 @@ def _batch_norm(name, x, running_mean, running_var, weight, bias, training, mome
         if count <= 1:
             raise ValueError(
                 f"{name}: expected more than 1 value per channel when training, got input of shape {x.shape}")
-    return BatchNorm.apply(x, weight, bias, running_mean=mean_array, running_var=var_array,
+    return BatchNorm.apply(x, weight, bias, addend, running_mean=mean_array, running_var=var_array,
                            training=bool(training), momentum=float(momentum), eps=float(eps), relu=relu)
 
 
@@ -163,4 +175,27 @@ def batch_norm_relu(x: Tensor, running_mean, running_var, weight: Tensor | None 
                        momentum, eps, relu=True)
 
 
-__all__ = ["batch_norm", "batch_norm_relu", "BatchNorm"]
+def batch_norm_add_relu(x: Tensor, addend: Tensor, running_mean, running_var, weight: Tensor | None = None,
+                        bias: Tensor | None = None, training: bool = False, momentum: float = 0.1,
+                        eps: float = 1e-5) -> Tensor:
+    """Fused ``relu(batch_norm(x, ...) + addend)`` (a minires addition; not in PyTorch).
+
+    The tail of a post-activation residual block, ``relu(bn2(conv2(...)) + shortcut)``, as
+    one op. Same arguments, running-statistics update and errors as :func:`batch_norm`,
+    plus ``addend`` (a tensor shaped like ``x``, on its device and of its dtype). Values
+    and gradients equal those of the unfused expression: ``addend`` receives the
+    ReLU-masked upstream gradient, ``x``, ``weight`` and ``bias`` the batch-norm gradients
+    of that masked gradient; the sum before the ReLU is never stored.
+
+    Returns:
+        A tensor shaped like ``x``: ``max(weight * x_hat + bias + addend, 0)``.
+
+    Raises:
+        TypeError: as :func:`batch_norm`, or ``addend`` not a Tensor (or of another dtype).
+        ValueError: as :func:`batch_norm`, or ``addend`` of another shape or device.
+    """
+    return _batch_norm("batch_norm_add_relu", x, running_mean, running_var, weight, bias, training,
+                       momentum, eps, relu=True, addend=addend)
+
+
+__all__ = ["batch_norm", "batch_norm_relu", "batch_norm_add_relu", "BatchNorm"]

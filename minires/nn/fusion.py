@@ -1,0 +1,63 @@
+"""Layer fusion inside blocks: ``BatchNorm2d -> ReLU`` and ``BatchNorm2d -> + shortcut -> ReLU`` as one op.
+
+Residual blocks and ResNet stems call :func:`bn_relu` and :func:`bn_add_relu` where their
+layers meet in that order. When both modules are the library's own, unmodified
+``BatchNorm2d`` and ``ReLU`` with no hooks registered, the pair runs as one fused op
+(:func:`minires.functional.batch_norm_relu` / :func:`~minires.functional.batch_norm_add_relu`):
+one pass over memory less per ReLU in each direction, the pre-activation never stored.
+Otherwise (a hook on either module, a replaced or subclassed module, or fusion turned
+off) the modules are called one after the other, exactly as written. Values and
+gradients are the same either way (tested); only the autograd graph differs (one node
+instead of two or three), so code that inspects nodes of the graph can turn fusion off.
+
+Turn it off for the whole process with :func:`set_fusion` or ``MINIRES_FUSION=0``.
+"""
+
+from __future__ import annotations
+
+import os
+
+from .activation import ReLU
+from .batchnorm import BatchNorm2d
+
+_enabled = os.environ.get("MINIRES_FUSION", "1").strip() not in ("0", "false", "False", "no", "off")
+
+
+def set_fusion(enabled: bool) -> None:
+    """Turn block-level layer fusion on (the default) or off for the whole process."""
+    global _enabled
+    _enabled = bool(enabled)
+
+
+def fusion_enabled() -> bool:
+    """Whether :func:`bn_relu` / :func:`bn_add_relu` may fuse."""
+    return _enabled
+
+
+def _untouched(module, cls) -> bool:
+    """``module`` is exactly ``cls``, without hooks or an instance-level ``forward``."""
+    return (type(module) is cls and "forward" not in module.__dict__
+            and not (module._forward_pre_hooks or module._forward_hooks
+                     or module._backward_hooks or module._backward_pre_hooks))
+
+
+def fusable(bn, relu) -> bool:
+    """True when ``relu(bn(x))`` may run as one fused op (see the module docstring)."""
+    return _enabled and _untouched(bn, BatchNorm2d) and _untouched(relu, ReLU)
+
+
+def bn_relu(bn, relu, x):
+    """``relu(bn(x))``, fused when :func:`fusable`."""
+    if fusable(bn, relu):
+        return bn.forward_fused(x)
+    return relu(bn(x))
+
+
+def bn_add_relu(bn, relu, x, addend):
+    """``relu(bn(x) + addend)``, fused when :func:`fusable`."""
+    if fusable(bn, relu):
+        return bn.forward_fused(x, addend)
+    return relu(bn(x) + addend)
+
+
+__all__ = ["set_fusion", "fusion_enabled", "fusable", "bn_relu", "bn_add_relu"]

@@ -206,9 +206,10 @@ def _unfold_rows_chunk(xh, start: int, n: int, g: ConvGeometry, C: int, n_chunk:
     return r
 
 
-def _conv_rows(xh, w_rows: np.ndarray, g: ConvGeometry, C: int, out3: np.ndarray, n_chunk: int, lo: int, hi: int):
+def _conv_rows(xh, w_rows: np.ndarray, g: ConvGeometry, C: int, out3: np.ndarray, n_chunk: int, lo: int, hi: int,
+               epilogue=None):
     """Row-unfold convolution of images ``lo:hi`` into ``out3 (N, OH*OW, C_out)``;
-    ``w_rows (KH, KW*C, C_out)``."""
+    ``w_rows (KH, KW*C, C_out)``; ``epilogue`` as in :func:`_conv_nhwc`."""
     L = g.OH * g.OW
     tmp = _buffer("rows_out", (n_chunk, L, w_rows.shape[2]), xh.dtype)
     for start in range(lo, hi, n_chunk):
@@ -221,12 +222,18 @@ def _conv_rows(xh, w_rows: np.ndarray, g: ConvGeometry, C: int, out3: np.ndarray
             np.matmul(block, w_rows[i], out=out if i == 0 else t)
             if i:
                 out += t
+        if epilogue is not None:
+            epilogue(out.reshape(n, -1), start, n)
 
 
-def _conv_nhwc(xh: np.ndarray, wmat: np.ndarray, g: ConvGeometry) -> np.ndarray:
+def _conv_nhwc(xh: np.ndarray, wmat: np.ndarray, g: ConvGeometry, epilogue=None) -> np.ndarray:
     """Channels-last convolution: ``xh (N, H, W, C)``, ``wmat (KH*KW*C, C_out)`` -> ``(N*OH*OW, C_out)``.
 
     ``g`` gives kernel, stride, padding and output size (its channel counts are not used).
+    ``epilogue(rows, start, n)``, when given, is called by the thread that computed each
+    chunk of images ``start:start+n`` right after its GEMMs, with that chunk's output as
+    ``rows (n, OH*OW*C_out)`` (a view to update in place, still in cache): the place to
+    apply a following per-channel affine map and activation without another pass over memory.
     """
     N, C = xh.shape[0], xh.shape[3]
     L, K = g.OH * g.OW, g.KH * g.KW * C
@@ -236,12 +243,12 @@ def _conv_nhwc(xh: np.ndarray, wmat: np.ndarray, g: ConvGeometry) -> np.ndarray:
         w_rows = wmat.reshape(g.KH, g.KW * C, wmat.shape[1])
         n_rows = _chunk(N, (g.H + 2 * g.PH) * g.OW * g.KW * C * xh.itemsize)
         out3 = out2d.reshape(N, L, wmat.shape[1])
-        parallel_for(lambda lo, hi: _conv_rows(xh, w_rows, g, C, out3, n_rows, lo, hi), N)
+        parallel_for(lambda lo, hi: _conv_rows(xh, w_rows, g, C, out3, n_rows, lo, hi, epilogue), N)
         return out2d
     n_chunk = _chunk(N, L * K * xh.itemsize)
 
     def run(lo, hi):
-        if src is not None:  # a 1x1 convolution is one GEMM over the pixels
+        if src is not None and epilogue is None:  # a 1x1 convolution is one GEMM over the pixels
             part = src[lo:hi]
             if not part.flags.c_contiguous:
                 part = np.ascontiguousarray(part)
@@ -249,7 +256,14 @@ def _conv_nhwc(xh: np.ndarray, wmat: np.ndarray, g: ConvGeometry) -> np.ndarray:
             return
         for start in range(lo, hi, n_chunk):
             n = min(n_chunk, hi - start)
-            matmul_rows(_unfold_chunk(xh, start, n, g, C, n_chunk), wmat, out2d[start * L:(start + n) * L])
+            if src is not None:
+                part = src[start:start + n]
+                cols = (part if part.flags.c_contiguous else np.ascontiguousarray(part)).reshape(-1, C)
+            else:
+                cols = _unfold_chunk(xh, start, n, g, C, n_chunk)
+            matmul_rows(cols, wmat, out2d[start * L:(start + n) * L])
+            if epilogue is not None:
+                epilogue(out2d[start * L:(start + n) * L].reshape(n, -1), start, n)
 
     parallel_for(run, N)
     return out2d
@@ -261,9 +275,20 @@ def _weight_matrix(w: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(w.transpose(2, 3, 1, 0)).reshape(-1, C_out)
 
 
-def nhwc_forward(x, w, b, g: ConvGeometry, workspace=None):
-    """Convolution forward; returns ``(N, C_out, OH, OW)`` stored channels-last."""
-    out2d = _conv_nhwc(to_nhwc(x), _weight_matrix(w), g)
+def nhwc_forward(x, w, b, g: ConvGeometry, workspace=None, epilogue=None):
+    """Convolution forward; returns ``(N, C_out, OH, OW)`` stored channels-last.
+
+    ``epilogue`` (see :func:`_conv_nhwc`) runs on each chunk after the bias is added.
+    """
+    if b is not None and epilogue is not None:
+        inner, bias_t = epilogue, np.tile(b, g.OH * g.OW)
+
+        def epilogue(rows, start, n):
+            rows += bias_t
+            inner(rows, start, n)
+
+        b = None
+    out2d = _conv_nhwc(to_nhwc(x), _weight_matrix(w), g, epilogue)
     if b is not None:
         out2d += b
     return out2d.reshape(g.N, g.OH, g.OW, g.C_out).transpose(0, 3, 1, 2)

@@ -21,6 +21,8 @@ taken; callers fall back to the reference otherwise.
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from .activation import keep_where_cpu
@@ -139,12 +141,6 @@ class SavedInput:
 _FOLD_LIMIT = 16.0
 
 
-def _zeros_like_rows(step: int, length: int, dtype) -> np.ndarray:
-    """A zero block to take ``np.maximum`` against: with a scalar 0 NumPy's maximum is not
-    vectorised (measured 3.5x slower than against an equally shaped zero array)."""
-    return np.zeros((step, length), dtype)
-
-
 def batch_norm_forward_nhwc(x, weight, bias, running_mean, running_var, training: bool,
                             momentum: float, eps: float, relu: bool = False, need_x_hat: bool = True,
                             addend=None):
@@ -235,7 +231,7 @@ def batch_norm_forward_nhwc(x, weight, bias, running_mean, running_var, training
 
     def normalise(lo, hi):
         buf = np.empty((step, reps * C), dtype)
-        zeros = _zeros_like_rows(step, reps * C, dtype) if relu else None
+        zeros = _zero_rows(step, reps * C, dtype) if relu else None
         for a in range(lo, hi, step):
             b = min(a + step, hi)
             o = out_rows[a:b]
@@ -264,17 +260,13 @@ def _affine_eval(x, x_rows, weight, bias, running_mean, running_var, eps: float,
     N, C, H, W = x.shape
     dtype = x.dtype
     reps = H * W
-    inv_std = 1 / np.sqrt(running_var.astype(dtype, copy=False) + dtype.type(eps))
-    scale = inv_std if weight is None else weight * inv_std
-    shift = -running_mean.astype(dtype, copy=False) * scale      # weight (x - mean) inv_std + bias
-    if bias is not None:
-        shift = shift + bias
+    inv_std, scale, shift = _eval_scale_shift(weight, bias, running_mean, running_var, eps, dtype)
     scale_t, shift_t = np.tile(scale, reps), np.tile(shift, reps)
     out, out_rows = _new_like(x)
     step = _chunk(x)
 
     def affine(lo, hi):
-        zeros = _zeros_like_rows(step, reps * C, dtype) if relu else None
+        zeros = _zero_rows(step, reps * C, dtype) if relu else None
         for a in range(lo, hi, step):
             b = min(a + step, hi)
             o = out_rows[a:b]
@@ -287,6 +279,71 @@ def _affine_eval(x, x_rows, weight, bias, running_mean, running_var, eps: float,
 
     parallel_for(affine, N)
     return out, None, inv_std
+
+
+def _eval_scale_shift(weight, bias, running_mean, running_var, eps: float, dtype):
+    """Per-channel ``scale, shift`` of evaluation-mode batch norm: ``out = x * scale + shift``."""
+    inv_std = 1 / np.sqrt(running_var.astype(dtype, copy=False) + dtype.type(eps))
+    scale = inv_std if weight is None else weight * inv_std
+    shift = -running_mean.astype(dtype, copy=False) * scale      # weight (x - mean) inv_std + bias
+    if bias is not None:
+        shift = shift + bias
+    return inv_std, scale, shift
+
+
+_zero_blocks = threading.local()
+
+
+def _zero_rows(n: int, length: int, dtype) -> np.ndarray:
+    """This thread's cached ``(n, length)`` block of zeros, never written, to take
+    ``np.maximum`` against: with a scalar 0 NumPy's maximum is not vectorised (measured
+    3.5x slower than against an equally shaped zero array)."""
+    key = (length, np.dtype(dtype).str)
+    store = getattr(_zero_blocks, "store", None)
+    if store is None:
+        store = _zero_blocks.store = {}
+    block = store.get(key)
+    if block is None or block.shape[0] < n:
+        if len(store) > 32:
+            store.clear()
+        block = store[key] = np.zeros((n, length), dtype)
+    return block[:n]
+
+
+def conv_bn_eval_nhwc(x, w, conv_bias, geometry, weight, bias, running_mean, running_var, eps: float,
+                      addend=None, relu: bool = True):
+    """Inference ``relu(batch_norm_eval(conv2d(x, w, conv_bias)) [+ addend])`` in one pass.
+
+    The convolution is the channels-last one of :mod:`minires.kernels.conv_fast`; the batch
+    norm (evaluation mode, running statistics: ``out = y * scale + shift``), the addition
+    and the ReLU run as its epilogue on each chunk of images while the chunk's output is
+    still in cache, instead of as whole-array passes afterwards. No autograd: for
+    inference only. ``addend`` (any layout) is read as channels-last.
+
+    Returns:
+        ``(N, C_out, OH, OW)`` stored channels-last.
+    """
+    from .conv_fast import nhwc_forward  # noqa: PLC0415
+
+    dtype = x.dtype
+    _, scale, shift = _eval_scale_shift(weight, bias, running_mean, running_var, eps, dtype)
+    reps = geometry.OH * geometry.OW
+    scale_t, shift_t = np.tile(scale, reps), np.tile(shift, reps)
+    a_rows = None
+    if addend is not None:
+        if not is_channels_last(addend):
+            addend = np.ascontiguousarray(addend.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+        a_rows = _rows(addend)
+
+    def epilogue(rows, start, n):
+        rows *= scale_t
+        rows += shift_t
+        if a_rows is not None:
+            rows += a_rows[start:start + n]
+        if relu:
+            np.maximum(rows, _zero_rows(n, rows.shape[1], dtype), out=rows)
+
+    return nhwc_forward(x, w, conv_bias, geometry, epilogue=epilogue)
 
 
 def _drop_where_not_positive(out_rows, g_rows, dst, scratch_bool, scratch_uint):
@@ -425,7 +482,7 @@ def batch_norm_backward_nhwc(grad, x_hat, inv_std, weight, training: bool, out=N
 _SAME_SIZE_UINT = {2: np.uint16, 4: np.uint32, 8: np.uint64}
 
 
-__all__ = ["SavedInput", "applies", "relu_forward_parallel", "relu_backward_parallel", "set_fast_paths", "fast_paths_enabled", "batch_norm_forward_nhwc", "batch_norm_backward_nhwc"]
+__all__ = ["SavedInput", "applies", "relu_forward_parallel", "relu_backward_parallel", "set_fast_paths", "fast_paths_enabled", "batch_norm_forward_nhwc", "batch_norm_backward_nhwc", "conv_bn_eval_nhwc"]
 
 
 # --- ReLU split across threads ------------------------------------------------------------

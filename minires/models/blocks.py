@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from minires import nn
 from minires.autograd import Tensor
-from minires.nn.fusion import bn_add_relu, bn_relu, fusable
+from minires.nn.fusion import bn_relu, conv_bn_relu, fusable
 
 from .layers import SEModule, check_shortcut, conv1x1, conv3x3, make_shortcut
 
@@ -90,18 +90,18 @@ class ResidualBlock(nn.Module):
         """``F(x)``: the block's stacked layers (implemented by each block type)."""
         raise NotImplementedError
 
-    #: name of the batch norm that ends ``F`` in post-activation blocks (fusable with the
-    #: addition and ``post_activation``), ``None`` where ``F`` ends otherwise
-    _last_bn = None
+    #: names of the convolution and batch norm that end ``F`` in post-activation blocks
+    #: (fusable with the addition and ``post_activation``), ``None`` where ``F`` ends otherwise
+    _last_conv_bn = None
 
-    def _branch_before_last_bn(self, x: Tensor) -> Tensor:
-        """``F(x)`` up to (not including) the batch norm named by ``_last_bn``."""
+    def _branch_head(self, x: Tensor) -> Tensor:
+        """``F(x)`` up to the input of the last convolution (named in ``_last_conv_bn``)."""
         raise NotImplementedError
 
     def _fused_tail(self) -> bool:
-        """Whether ``post_activation(last_bn(...) [+ S(x)])`` can run as one fused op."""
-        return self._last_bn is not None and self.se is None and fusable(getattr(self, self._last_bn),
-                                                                         self.post_activation)
+        """Whether ``post_activation(last_bn(last_conv(...)) [+ S(x)])`` can run fused."""
+        return (self._last_conv_bn is not None and self.se is None
+                and fusable(getattr(self, self._last_conv_bn[1]), self.post_activation))
 
     def shortcut(self, x: Tensor) -> Tensor | None:
         """``S(x)``: ``shortcut_scale`` times the identity or ``downsample(x)``; ``None`` for plain blocks."""
@@ -112,10 +112,9 @@ class ResidualBlock(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if self._fused_tail():
-            bn = getattr(self, self._last_bn)
-            y = self._branch_before_last_bn(x)
-            return bn_add_relu(bn, self.post_activation, y, self.shortcut(x)) if self.skip else \
-                bn_relu(bn, self.post_activation, y)
+            conv, bn = (getattr(self, name) for name in self._last_conv_bn)
+            h = self._branch_head(x)
+            return conv_bn_relu(conv, bn, self.post_activation, h, self.shortcut(x) if self.skip else None)
         out = self.residual_branch(x)
         if self.skip:
             out = out + self.shortcut(x)
@@ -158,14 +157,14 @@ class BasicBlock(ResidualBlock):
         self.bn2 = nn.BatchNorm2d(planes)
         self._finish(se_reduction)
 
-    _last_bn = "bn2"
+    _last_conv_bn = ("conv2", "bn2")
 
-    def _branch_before_last_bn(self, x: Tensor) -> Tensor:
-        return self.conv2(bn_relu(self.bn1, self.relu, self.conv1(x)))
+    def _branch_head(self, x: Tensor) -> Tensor:
+        return conv_bn_relu(self.conv1, self.bn1, self.relu, x)
 
     def residual_branch(self, x: Tensor) -> Tensor:
         """``F(x) = bn2(conv2(relu(bn1(conv1(x)))))``, then the SE gate if present."""
-        out = self.bn2(self._branch_before_last_bn(x))
+        out = self.bn2(self.conv2(self._branch_head(x)))
         return self.se(out) if self.se is not None else out
 
     def zero_init_residual_(self) -> None:
@@ -200,16 +199,15 @@ class Bottleneck(ResidualBlock):
         self.bn3 = nn.BatchNorm2d(self.out_planes)
         self._finish(se_reduction)
 
-    _last_bn = "bn3"
+    _last_conv_bn = ("conv3", "bn3")
 
-    def _branch_before_last_bn(self, x: Tensor) -> Tensor:
-        out = bn_relu(self.bn1, self.relu, self.conv1(x))
-        out = bn_relu(self.bn2, self.relu, self.conv2(out))
-        return self.conv3(out)
+    def _branch_head(self, x: Tensor) -> Tensor:
+        out = conv_bn_relu(self.conv1, self.bn1, self.relu, x)
+        return conv_bn_relu(self.conv2, self.bn2, self.relu, out)
 
     def residual_branch(self, x: Tensor) -> Tensor:
         """``F(x) = bn3(conv3(relu(bn2(conv2(relu(bn1(conv1(x))))))))``, then the SE gate if present."""
-        out = self.bn3(self._branch_before_last_bn(x))
+        out = self.bn3(self.conv3(self._branch_head(x)))
         return self.se(out) if self.se is not None else out
 
     def zero_init_residual_(self) -> None:
@@ -280,7 +278,7 @@ class PreActBasicBlock(_PreActivation):
         self._finish(se_reduction)
 
     def _branch_from_preact(self, a: Tensor) -> Tensor:
-        out = self.conv2(bn_relu(self.bn2, self.relu, self.conv1(a)))
+        out = self.conv2(conv_bn_relu(self.conv1, self.bn2, self.relu, a))
         return self.se(out) if self.se is not None else out
 
     def zero_init_residual_(self) -> None:
@@ -314,8 +312,8 @@ class PreActBottleneck(_PreActivation):
         self._finish(se_reduction)
 
     def _branch_from_preact(self, a: Tensor) -> Tensor:
-        out = self.conv2(bn_relu(self.bn2, self.relu, self.conv1(a)))
-        out = self.conv3(bn_relu(self.bn3, self.relu, out))
+        out = conv_bn_relu(self.conv1, self.bn2, self.relu, a)      # relu(bn2(conv1(a)))
+        out = self.conv3(conv_bn_relu(self.conv2, self.bn3, self.relu, out))
         return self.se(out) if self.se is not None else out
 
     def zero_init_residual_(self) -> None:

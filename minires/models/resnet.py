@@ -14,7 +14,7 @@ from collections import OrderedDict
 import minires.functional as F
 from minires import nn
 from minires.autograd import Tensor
-from minires.nn.fusion import bn_relu
+from minires.nn.fusion import bn_relu, conv_bn_relu
 
 from .blocks import BasicBlock, Bottleneck, PlainBasicBlock, PreActBasicBlock, PreActBottleneck, ResidualBlock
 
@@ -129,9 +129,10 @@ class ResNet(nn.Module):
         init_weights(self, zero_init_residual)
 
     def _stem(self, x: Tensor) -> Tensor:
-        x = self.conv1(x)
-        if not self.block.preactivation:
-            x = bn_relu(self.bn1, self.relu, x)
+        if self.block.preactivation:
+            x = self.conv1(x)
+        else:
+            x = conv_bn_relu(self.conv1, self.bn1, self.relu, x)
         return self.maxpool(x) if self.maxpool is not None else x
 
     def _pool(self, x: Tensor) -> Tensor:

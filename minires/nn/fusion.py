@@ -1,7 +1,8 @@
 """Layer fusion inside blocks: ``BatchNorm2d -> ReLU`` and ``BatchNorm2d -> + shortcut -> ReLU`` as one op.
 
-Residual blocks and ResNet stems call :func:`bn_relu` and :func:`bn_add_relu` where their
-layers meet in that order. When both modules are the library's own, unmodified
+Residual blocks and ResNet stems call :func:`bn_relu` and :func:`bn_add_relu` (or
+:func:`conv_bn_relu`, which also takes the convolution before them) where their layers
+meet in that order. When both modules are the library's own, unmodified
 ``BatchNorm2d`` and ``ReLU`` with no hooks registered, the pair runs as one fused op
 (:func:`minires.functional.batch_norm_relu` / :func:`~minires.functional.batch_norm_add_relu`):
 one pass over memory less per ReLU in each direction, the pre-activation never stored.
@@ -10,6 +11,13 @@ off) the modules are called one after the other, exactly as written. Values and
 gradients are the same either way (tested); only the autograd graph differs (one node
 instead of two or three), so code that inspects nodes of the graph can turn fusion off.
 
+For inference (batch norm in evaluation mode, no gradient wanted: under
+``minires.no_grad()`` or with nothing requiring grad) :func:`conv_bn_relu` goes one step
+further on NumPy: the batch norm, the addition and the ReLU become the epilogue of the
+convolution, applied to each chunk of its output while it is in cache
+(:func:`minires.ops.norm.conv_batch_norm_eval`); values agree with the unfused ops to
+float rounding.
+
 Turn it off for the whole process with :func:`set_fusion` or ``MINIRES_FUSION=0``.
 """
 
@@ -17,8 +25,11 @@ from __future__ import annotations
 
 import os
 
+from ..autograd import Tensor, is_grad_enabled
+from ..ops.norm import conv_batch_norm_eval
 from .activation import ReLU
 from .batchnorm import BatchNorm2d
+from .conv import Conv2d
 
 _enabled = os.environ.get("MINIRES_FUSION", "1").strip() not in ("0", "false", "False", "no", "off")
 
@@ -60,4 +71,24 @@ def bn_add_relu(bn, relu, x, addend):
     return relu(bn(x) + addend)
 
 
-__all__ = ["set_fusion", "fusion_enabled", "fusable", "bn_relu", "bn_add_relu"]
+def _wants_grad(*tensors) -> bool:
+    return is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+def conv_bn_relu(conv, bn, relu, x, addend=None):
+    """``relu(bn(conv(x)) [+ addend])``: one pass for inference where it applies, else
+    :func:`bn_relu` / :func:`bn_add_relu` of ``conv(x)``."""
+    if (fusable(bn, relu) and not bn.training and bn.track_running_stats and _untouched(conv, Conv2d)
+            and conv.groups == 1 and conv.out_channels == bn.num_features and isinstance(x, Tensor)
+            and (addend is None or isinstance(addend, Tensor))
+            and not _wants_grad(x, addend, conv.weight, conv.bias, bn.weight, bn.bias)):
+        # (anything unusual falls through to the module calls, which raise their own errors)
+        out = conv_batch_norm_eval(x, conv.weight, conv.bias, conv.stride, conv._numeric_padding,
+                                   bn.running_mean, bn.running_var, bn.weight, bn.bias, bn.eps, addend)
+        if out is not None:
+            return out
+    y = conv(x)
+    return bn_relu(bn, relu, y) if addend is None else bn_add_relu(bn, relu, y, addend)
+
+
+__all__ = ["set_fusion", "fusion_enabled", "fusable", "bn_relu", "bn_add_relu", "conv_bn_relu"]

@@ -194,8 +194,47 @@ def batch_norm_add_relu(x: Tensor, addend: Tensor, running_mean, running_var, we
         TypeError: as :func:`batch_norm`, or ``addend`` not a Tensor (or of another dtype).
         ValueError: as :func:`batch_norm`, or ``addend`` of another shape or device.
     """
+    if addend is None:  # (None means "no addend" inside _batch_norm: it would silently drop the sum)
+        raise TypeError("batch_norm_add_relu: addend must be a Tensor, got NoneType")
     return _batch_norm("batch_norm_add_relu", x, running_mean, running_var, weight, bias, training,
                        momentum, eps, relu=True, addend=addend)
 
 
-__all__ = ["batch_norm", "batch_norm_relu", "batch_norm_add_relu", "BatchNorm"]
+def conv_batch_norm_eval(x: Tensor, conv_weight: Tensor, conv_bias: Tensor | None, stride, padding,
+                         running_mean, running_var, weight: Tensor | None, bias: Tensor | None, eps: float,
+                         addend: Tensor | None = None, relu: bool = True) -> Tensor | None:
+    """Inference-only ``relu(batch_norm_eval(conv2d(x, ...)) [+ addend])`` in one pass, or ``None``.
+
+    The evaluation-mode batch norm (running statistics), the addition and the ReLU run
+    on each chunk of the convolution's output while it is in cache
+    (:func:`minires.kernels.fused.conv_bn_eval_nhwc`). It builds no graph, so callers use
+    it only when no gradient is wanted (``minires.nn.fusion`` checks). Returns ``None``
+    when the fast path does not apply (not NumPy, grouped or non-channels-last-capable
+    convolution, fast paths off); the caller then runs the ops one by one.
+    """
+    from ..kernels import fused  # noqa: PLC0415
+    from ..kernels.conv import conv_geometry, select_conv_algorithm  # noqa: PLC0415
+
+    arrays = [x.data, conv_weight.data] + [t.data for t in (conv_bias, weight, bias, addend) if t is not None]
+    if not fused.fast_paths_enabled() or any(type(a) is not np.ndarray for a in arrays) or x.ndim != 4:
+        return None
+    if any(a.dtype != x.dtype for a in arrays) or x.dtype.kind != "f":
+        return None
+    stats = [s.data if isinstance(s, Tensor) else s for s in (running_mean, running_var)]
+    geometry = conv_geometry(x.shape, conv_weight.shape, stride, padding, 1,
+                             None if conv_bias is None else conv_bias.shape)
+    if any(type(s) is not np.ndarray or s.shape != (geometry.C_out,) for s in stats):
+        return None
+    if select_conv_algorithm(geometry, "cpu").name != "nhwc":
+        return None
+    if addend is not None and addend.shape != geometry.out_shape:
+        raise ValueError(f"conv_batch_norm_eval: addend must have the output's shape {geometry.out_shape}, "
+                         f"got {addend.shape}")
+    out = fused.conv_bn_eval_nhwc(x.data, conv_weight.data, None if conv_bias is None else conv_bias.data,
+                                  geometry, None if weight is None else weight.data,
+                                  None if bias is None else bias.data, *stats, eps,
+                                  None if addend is None else addend.data, relu)
+    return Tensor._from_op(out, x.device)
+
+
+__all__ = ["batch_norm", "batch_norm_relu", "batch_norm_add_relu", "conv_batch_norm_eval", "BatchNorm"]

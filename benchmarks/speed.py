@@ -351,18 +351,31 @@ def worker_minires(args, weights_path: str) -> dict:
 
 
 def minires_layers(args) -> dict:
-    """Forward and backward time of each distinct ResNet layer shape (minires)."""
+    """Forward and backward time of each distinct ResNet layer shape (minires).
+
+    Inputs and output gradients are stored channels-last, as minires' activations are
+    inside the network (except the stem convolution, which reads the NCHW images), so
+    the times do not include layout conversions the network never makes.
+    """
     import numpy as np  # noqa: PLC0415
 
     import minires as mr  # noqa: PLC0415
     import minires.functional as F  # noqa: PLC0415
+
+    def channels_last(a):
+        return np.ascontiguousarray(a.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+
     rng = np.random.default_rng(1)
     out = {}
     for name, make in _layer_cases(args.batch_size):
         x_shape, fwd = make(mr, F, rng, np)
-        x = mr.tensor(rng.standard_normal(x_shape, dtype=np.float32), requires_grad=True)
+        x_np = rng.standard_normal(x_shape, dtype=np.float32)
+        stem = name.startswith("conv3x3 3->")
+        x = mr.tensor(x_np if stem else channels_last(x_np), requires_grad=True)
         y = fwd(x)
         g = rng.standard_normal(y.shape, dtype=np.float32)
+        if y.data.ndim == 4 and not (isinstance(y.data, np.ndarray) and y.data.flags.c_contiguous):
+            g = channels_last(g)
         t_f, _ = _median_time(lambda: fwd(x), args.layer_steps, 1)
 
         def fb():
@@ -396,6 +409,18 @@ def _layer_cases(batch: int):
             return (batch, c, hw, hw), lambda x: F.relu(x)
         return make
 
+    def bn_relu(c, hw):
+        # minires' fused F.batch_norm_relu (what its blocks run); PyTorch's relu(batch_norm)
+        def make(lib, F, rng, np):
+            weight = lib.tensor(np.ones(c, np.float32), requires_grad=True)
+            bias = lib.tensor(np.zeros(c, np.float32), requires_grad=True)
+            rm, rv = lib.tensor(np.zeros(c, np.float32)), lib.tensor(np.ones(c, np.float32))
+            fused = getattr(F, "batch_norm_relu", None)
+            if fused is not None:
+                return (batch, c, hw, hw), lambda x: fused(x, rm, rv, weight, bias, training=True)
+            return (batch, c, hw, hw), lambda x: F.relu(F.batch_norm(x, rm, rv, weight, bias, training=True))
+        return make
+
     def head(c, hw):
         def make(lib, F, rng, np):
             w = lib.tensor((rng.standard_normal((10, c)) * 0.1).astype(np.float32), requires_grad=True)
@@ -411,6 +436,7 @@ def _layer_cases(batch: int):
     for c, hw in ((16, 32), (32, 16), (64, 8)):
         cases.append((f"batchnorm {c} @{hw}", bn(c, hw)))
         cases.append((f"relu {c} @{hw}", relu(c, hw)))
+        cases.append((f"batchnorm+relu {c} @{hw}", bn_relu(c, hw)))
     cases.append(("avgpool+linear 64 @8", head(64, 8)))
     return cases
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ctypes
 import glob
+import itertools
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -112,44 +113,63 @@ class _SingleThreadedBlas:
         return False
 
 
+#: pieces per thread: threads take the next piece of the range as they finish one, so a
+#: thread that starts late (a pool thread needs a wake-up and the GIL) or runs slower
+#: does not leave the other waiting at the join for half the work
+_PIECES_PER_THREAD = 2
+
+
 def parallel_for(fn, total: int, min_per_thread: int = 1) -> list:
     """Run ``fn(lo, hi)`` over contiguous ranges covering ``range(total)``, in parallel.
 
-    The ranges are as equal as possible, one per thread, each at least ``min_per_thread``
-    long (so tiny problems run inline). A call from inside a worker runs inline too (no
-    nested pools). The first exception raised by any range is re-raised.
+    The range is cut into up to ``_PIECES_PER_THREAD`` pieces per thread, each at least
+    ``min_per_thread`` long (so tiny problems run inline); the threads take pieces in
+    order as they become free. A call from inside a worker runs inline too (no nested
+    pools). The first exception raised by any piece is re-raised (after all threads stopped).
 
     Args:
         fn: ``fn(lo, hi) -> result`` (it must only write to disjoint parts of shared arrays).
         total: the length of the index range.
-        min_per_thread: smallest range worth a thread.
+        min_per_thread: smallest range worth a piece.
 
     Returns:
-        The results of ``fn`` in range order.
+        The results of ``fn`` in range order (one per piece; how many pieces there are
+        depends on the thread count and ``total``, never on timing).
     """
-    parts = min(_num_threads, max(1, total // max(1, min_per_thread)))
+    most = max(1, total // max(1, min_per_thread))
+    parts = min(_num_threads, most)
     if parts <= 1 or getattr(_state, "inside", False):
         return [fn(0, total)]
-    bounds = [total * i // parts for i in range(parts + 1)]
+    pieces = min(parts * _PIECES_PER_THREAD, most)
+    bounds = [total * i // pieces for i in range(pieces + 1)]
+    results = [None] * pieces
+    claim = itertools.count()       # next() is atomic under the GIL
+    failed = []
     pool = _get_pool()
 
-    def run(lo, hi):
+    def run():
         _state.inside = True
         try:
-            return fn(lo, hi)
+            while not failed:
+                i = next(claim)
+                if i >= pieces:
+                    return
+                results[i] = fn(bounds[i], bounds[i + 1])
+        except BaseException as error:  # noqa: BLE001 - re-raised below, in the caller's thread
+            failed.append(error)
         finally:
             _state.inside = False
 
     with _SingleThreadedBlas():
-        futures = [pool.submit(run, bounds[i], bounds[i + 1]) for i in range(1, parts)]
+        futures = [pool.submit(run) for _ in range(1, parts)]
         try:
-            first = run(bounds[0], bounds[1])
+            run()
         finally:
-            rest = [f.exception() for f in futures]  # waits for all before BLAS threads come back
-        for error in rest:
-            if error is not None:
-                raise error
-        return [first] + [f.result() for f in futures]
+            for f in futures:   # waits for all before BLAS threads come back
+                f.result()
+    if failed:
+        raise failed[0]
+    return results
 
 
 __all__ = ["parallel_for", "get_num_threads", "set_num_threads"]

@@ -168,3 +168,34 @@ def test_gpu_batch_norm_matches_cpu(rng, dtype, shape, training, relu, affine):
         got_g = K.batch_norm_backward(gpu(grad), x_hat_g, inv_std_g, gpu(weight), training)
     for g, g_g in zip(got, got_g):
         np.testing.assert_allclose(backend.as_numpy(g_g), g, **tol)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("training", [True, False])
+def test_gpu_batch_norm_add_relu_matches_cpu(rng, dtype, training):
+    # relu(bn(x) + addend): on CuPy composed of the plain kernel, an addition and the ReLU kernel
+    shape, C = (4, 3, 5, 7), 3
+    x = (rng.standard_normal(shape) * 2 + 1).astype(dtype)
+    addend = rng.standard_normal(shape).astype(dtype)
+    weight, bias = rng.standard_normal(C).astype(dtype), rng.standard_normal(C).astype(dtype)
+    stats = [rng.standard_normal(C).astype(dtype), (rng.random(C) + 0.5).astype(dtype)]
+    stats_g = [backend.to_device(s, "cuda") for s in stats]
+
+    def gpu(a):
+        return backend.to_device(a, "cuda")
+
+    out, x_hat, inv_std = K.batch_norm_relu(x, weight, bias, *stats, training, 0.1, 1e-5, addend=addend)
+    out_g, x_hat_g, inv_std_g = K.batch_norm_relu(gpu(x), gpu(weight), gpu(bias), *stats_g, training, 0.1, 1e-5,
+                                                  addend=gpu(addend))
+    tol = dict(rtol=2e-5, atol=2e-5) if dtype == np.float32 else dict(rtol=1e-11, atol=1e-11)
+    np.testing.assert_allclose(backend.as_numpy(out_g), out, **tol)
+    for s, s_g in zip(stats, stats_g):
+        np.testing.assert_allclose(backend.as_numpy(s_g), s, **tol)
+    grad = rng.standard_normal(shape).astype(dtype)
+    got = K.batch_norm_relu_backward(grad, out, x_hat, inv_std, weight, training, return_masked_grad=True)
+    got_g = K.batch_norm_relu_backward(gpu(grad), out_g, x_hat_g, inv_std_g, gpu(weight), training,
+                                       return_masked_grad=True)
+    assert len(got) == len(got_g) == 4
+    for g, g_g in zip(got, got_g):
+        np.testing.assert_allclose(backend.as_numpy(g_g), g, **tol)

@@ -20,6 +20,7 @@ import numpy as np
 
 from ..autograd import Function, Tensor
 from ..backend import get_array_module
+from ..ops.arith import rpow_derivative
 
 # ------------------------------------------------------------------------------------------
 # reverse mode
@@ -202,6 +203,11 @@ def _rule_pow(cls, t, inputs, options, out):
     return p * inputs[0].data ** (p - 1) * t[0]
 
 
+def _rule_rpow(cls, t, inputs, options, out):
+    # d(b^x) = b^x log(b) dx (0 for b = 0 where x >= 0, as the backward)
+    return rpow_derivative(options["base"], inputs[0].data, out.data) * t[0]
+
+
 def _rule_exp(cls, t, inputs, options, out):
     return out.data * t[0]  # d exp(a) = exp(a) da
 
@@ -326,7 +332,8 @@ _LINEAR_OPS = {"Reshape", "Permute", "GetItem", "Cat", "Stack", "Sum", "Mean", "
 
 _RULES = {
     "Add": _rule_add, "Sub": _rule_sub, "Mul": _rule_mul, "Div": _rule_div, "Pow": _rule_pow,
-    "Exp": _rule_exp, "Log": _rule_log, "Sqrt": _rule_sqrt, "Abs": _rule_abs, "Matmul": _rule_matmul,
+    "RPow": _rule_rpow, "Exp": _rule_exp, "Log": _rule_log, "Sqrt": _rule_sqrt, "Abs": _rule_abs,
+    "Matmul": _rule_matmul,
     "Pad": _rule_pad, "Max": _rule_max, "ReLU": _rule_relu, "Relu": _rule_relu,
     "Sigmoid": _rule_sigmoid, "Conv2d": _rule_conv2d, "Linear": _rule_linear,
     "BatchNorm": _rule_batch_norm,

@@ -294,6 +294,9 @@ class Tensor:
     def __pow__(self, exponent):
         return _ops()[0].pow(self, exponent)
 
+    def __rpow__(self, base):
+        return _ops()[0].rpow(base, self)
+
     def __neg__(self):
         return _ops()[0].neg(self)
 

@@ -1,4 +1,4 @@
-"""Broadcasting arithmetic: add, sub, mul, div, neg, pow, matmul, exp, log, sqrt, abs.
+"""Broadcasting arithmetic: add, sub, mul, div, neg, pow, rpow, matmul, exp, log, sqrt, abs.
 
 Gradients of broadcast inputs are summed back over the broadcast axes
 (:func:`unbroadcast`).
@@ -6,6 +6,7 @@ Gradients of broadcast inputs are summed back over the broadcast axes
 
 from __future__ import annotations
 
+import math
 import numbers
 
 import numpy as np
@@ -90,6 +91,51 @@ class Pow(Function):
         if self.exponent == 0:
             return get_array_module(grad).zeros_like(grad)
         return grad * (self.exponent * self.a ** (self.exponent - 1))
+
+
+class RPow(Function):
+    """``base ** exponent`` for a Python-number ``base`` and a tensor ``exponent`` (``number ** Tensor``)."""
+
+    def forward(self, exponent, base):
+        xp = get_array_module(exponent)
+        if exponent.dtype.kind in "biu" and isinstance(base, int):
+            return _integer_rpow(xp, base, exponent)
+        if exponent.dtype.kind in "biu":
+            exponent = exponent.astype(np.float32)  # PyTorch: a float base and an integer tensor give float32
+        self.base, self.exponent = base, exponent
+        self.out = xp.power(exponent.dtype.type(base), exponent)
+        return self.out
+
+    def backward(self, grad):
+        # d(b^x)/dx = b^x log(b)
+        return grad * rpow_derivative(self.base, self.exponent, self.out)
+
+
+def rpow_derivative(base, exponent, out):
+    """``d(base ** x)/dx = base ** x * log(base)`` with PyTorch's edges, shaped like ``out``.
+
+    ``log(base)`` is taken in double precision, as PyTorch does for a scalar base: NaN for a
+    negative base, ``-inf`` for 0. Base 0 has derivative 0 where ``x >= 0`` (PyTorch's rule,
+    so that ``0 ** x`` at ``x = 0``, where it is 1, and at ``x > 0`` does not give NaN).
+    """
+    xp = get_array_module(out)
+    with np.errstate(invalid="ignore"):  # NaN where PyTorch gives NaN (0 * inf, log of a negative base)
+        if base == 0:
+            return xp.where(exponent >= 0, xp.zeros((), out.dtype), out * -math.inf)
+        return out * float(np.log(np.float64(base)))
+
+
+def _integer_rpow(xp, base: int, exponent):
+    """``base ** exponent`` in integers, PyTorch's way: a negative power is 0 unless ``|base| == 1``."""
+    exponent = exponent.astype(np.int64)
+    nonnegative = xp.power(np.int64(base), xp.maximum(exponent, 0))
+    if base == 1:
+        negative = 1
+    elif base == -1:
+        negative = 1 - 2 * (exponent % 2)
+    else:
+        negative = 0
+    return xp.where(exponent < 0, xp.asarray(negative, dtype=np.int64), nonnegative).astype(np.int64)
 
 
 class Exp(Function):
@@ -221,6 +267,29 @@ def pow(a: Tensor, exponent) -> Tensor:  # noqa: A001
     if not isinstance(exponent, numbers.Number):
         raise TypeError(f"pow: exponent must be a Python number, got {type(exponent).__name__}")
     return Pow.apply(a, exponent=exponent)
+
+
+def rpow(base, exponent: Tensor) -> Tensor:
+    """``base ** exponent`` for a real Python/NumPy number ``base`` (what ``2.0 ** t`` calls).
+
+    The result is ``exponent``'s dtype for a floating tensor; an integer tensor gives
+    float32 for a float base and stays int64 for an integer base (PyTorch's promotion).
+    The gradient is ``base ** exponent * log(base)``: NaN for a negative base, 0 for base
+    0 where ``exponent >= 0`` (see :func:`rpow_derivative`).
+
+    Raises:
+        TypeError: ``base`` is not a real number (a string, None, a complex number, a
+            list or an array with dimensions), or ``exponent`` is not a Tensor.
+    """
+    if not isinstance(exponent, Tensor):
+        raise TypeError(f"rpow: exponent must be a Tensor, got {type(exponent).__name__}")
+    if isinstance(base, np.ndarray) and base.ndim == 0:
+        base = base.item()
+    if not isinstance(base, numbers.Real):
+        raise TypeError(f"rpow: base must be a real number (int, float or a NumPy scalar) to raise to a "
+                        f"Tensor power, got {type(base).__name__}")
+    base = int(base) if isinstance(base, numbers.Integral) else float(base)
+    return RPow.apply(exponent, base=base)
 
 
 def matmul(a: Tensor, b: Tensor) -> Tensor:

@@ -123,28 +123,14 @@ def _batch(batch_size: int, seed: int = 0):
 
 
 def _openblas_info() -> dict:
-    """Which OpenBLAS NumPy loaded, its kernel (core name) and thread count."""
-    import ctypes  # noqa: PLC0415
-    import glob  # noqa: PLC0415
-
+    """Which OpenBLAS NumPy loaded, its kernel (core name) and thread count (None where not found)."""
     import numpy as np  # noqa: PLC0415
-    info = {"numpy": np.__version__}
-    libdir = os.path.join(os.path.dirname(np.__file__), "..", "numpy.libs")
-    for path in glob.glob(os.path.join(libdir, "*openblas*")):
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
-        for prefix in ("scipy_openblas_", "openblas_"):
-            for suffix in ("64_", ""):
-                core = getattr(lib, f"{prefix}get_corename{suffix}", None)
-                threads = getattr(lib, f"{prefix}get_num_threads{suffix}", None)
-                if core is not None and threads is not None:
-                    core.restype = ctypes.c_char_p
-                    info.update(openblas=os.path.basename(path), openblas_core=core().decode(),
-                                openblas_threads=int(threads()))
-                    return info
-    return info
+
+    from minires.kernels.parallel import openblas_info  # noqa: PLC0415
+    found = openblas_info()
+    return {"numpy": np.__version__,
+            "openblas": os.path.basename(found["path"]) if found["path"] is not None else None,
+            "openblas_core": found["core"], "openblas_threads": found["threads"]}
 
 
 # --- the PyTorch reference model -----------------------------------------------------------

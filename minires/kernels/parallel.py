@@ -19,7 +19,9 @@ import glob
 import itertools
 import os
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import NamedTuple
 
 import numpy as np
 
@@ -71,7 +73,21 @@ def _get_pool() -> ThreadPoolExecutor:
 
 # --- OpenBLAS thread control (optional: found through ctypes, skipped when absent) -----------
 
-def _find_openblas():
+class _OpenBlas(NamedTuple):
+    """NumPy's OpenBLAS as found by :func:`_find_openblas` (all None when not found)."""
+
+    path: str | None
+    set_num_threads: Callable[[int], None] | None
+    get_num_threads: Callable[[], int] | None
+    get_corename: Callable[[], bytes] | None  # None also where the build lacks it
+
+
+def _find_openblas() -> _OpenBlas:
+    """Load the OpenBLAS bundled with NumPy (``numpy.libs``) and look up its thread and core functions.
+
+    Symbols carry the prefix ``scipy_openblas_`` (NumPy 2 wheels) or ``openblas_`` and the
+    suffix ``64_`` (ILP64 builds) or none; the first library with both thread functions wins.
+    """
     libdir = os.path.join(os.path.dirname(np.__file__), "..", "numpy.libs")
     for path in sorted(glob.glob(os.path.join(libdir, "*openblas*"))):
         try:
@@ -82,15 +98,38 @@ def _find_openblas():
             for suffix in ("64_", ""):
                 setter = getattr(lib, f"{prefix}set_num_threads{suffix}", None)
                 getter = getattr(lib, f"{prefix}get_num_threads{suffix}", None)
-                if setter is not None and getter is not None:
-                    setter.argtypes = [ctypes.c_int]
-                    setter.restype = None
-                    getter.restype = ctypes.c_int
-                    return setter, getter
-    return None, None
+                if setter is None or getter is None:
+                    continue
+                setter.argtypes = [ctypes.c_int]
+                setter.restype = None
+                getter.restype = ctypes.c_int
+                corename = getattr(lib, f"{prefix}get_corename{suffix}", None)
+                if corename is not None:
+                    corename.restype = ctypes.c_char_p
+                return _OpenBlas(os.path.realpath(path), setter, getter, corename)
+    return _OpenBlas(None, None, None, None)
 
 
-_blas_set, _blas_get = _find_openblas()
+def openblas_info() -> dict:
+    """Which OpenBLAS NumPy uses, its kernel and its current thread count.
+
+    Returns:
+        ``{"path": str, "core": str, "threads": int}``: the library's real path, the
+        kernel OpenBLAS chose for this CPU (``openblas_get_corename``, e.g. ``'Haswell'``)
+        and how many threads it uses now (1 inside :func:`parallel_for`). A field is None
+        where it is unknown: all three when NumPy's bundled OpenBLAS is not found (another
+        BLAS, or a NumPy built against a system library), ``core`` alone when the build
+        has no ``get_corename``.
+    """
+    found = _openblas
+    core = found.get_corename() if found.get_corename is not None else None
+    return {"path": found.path,
+            "core": core.decode() if core is not None else None,
+            "threads": int(found.get_num_threads()) if found.get_num_threads is not None else None}
+
+
+_openblas = _find_openblas()
+_blas_set, _blas_get = _openblas.set_num_threads, _openblas.get_num_threads
 _blas_lock = threading.Lock()
 
 
@@ -172,4 +211,4 @@ def parallel_for(fn, total: int, min_per_thread: int = 1) -> list:
     return results
 
 
-__all__ = ["parallel_for", "get_num_threads", "set_num_threads"]
+__all__ = ["parallel_for", "get_num_threads", "set_num_threads", "openblas_info"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 
 import numpy as np
@@ -112,3 +113,50 @@ def test_blas_thread_count_is_restored(two_threads):
 def test_set_num_threads_refuses_bad_values(bad):
     with pytest.raises(ValueError, match="positive int"):
         parallel.set_num_threads(bad)
+
+
+def _bundled_openblas():
+    import glob  # noqa: PLC0415
+    import os  # noqa: PLC0415
+
+    libdir = os.path.join(os.path.dirname(np.__file__), "..", "numpy.libs")
+    return sorted(glob.glob(os.path.join(libdir, "*openblas*")))
+
+
+def test_openblas_info_names_numpys_bundled_library():
+    info = parallel.openblas_info()
+    assert set(info) == {"path", "core", "threads"}
+    if not _bundled_openblas():
+        pytest.skip("this NumPy has no bundled OpenBLAS in numpy.libs")
+    assert info["path"] is not None and os.path.samefile(info["path"], _bundled_openblas()[0])
+    assert isinstance(info["core"], str) and info["core"]  # e.g. 'Haswell', 'SkylakeX'
+    assert isinstance(info["threads"], int) and info["threads"] >= 1
+    assert info["threads"] == parallel._blas_get()
+
+
+def test_openblas_info_reports_the_current_thread_count(two_threads):
+    if parallel._blas_get is None:
+        pytest.skip("OpenBLAS thread control not found")
+    seen = parallel.parallel_for(lambda lo, hi: parallel.openblas_info()["threads"], 10)
+    assert seen == [1] * len(seen)  # parallel_for runs BLAS single-threaded inside
+    assert parallel.openblas_info()["threads"] == parallel._blas_get()
+
+
+def test_openblas_info_without_openblas_has_none_fields(monkeypatch):
+    monkeypatch.setattr(parallel, "_openblas", parallel._OpenBlas(None, None, None, None))
+    assert parallel.openblas_info() == {"path": None, "core": None, "threads": None}
+
+
+def test_speed_benchmark_reports_openblas_through_the_shared_helper():
+    import importlib.util  # noqa: PLC0415
+
+    path = os.path.join(os.path.dirname(__file__), "..", "..", "benchmarks", "speed.py")
+    spec = importlib.util.spec_from_file_location("speed_for_test", path)
+    speed = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(speed)  # imports only; main() is behind __name__ == "__main__"
+    record = speed._openblas_info()
+    info = parallel.openblas_info()
+    assert record["numpy"] == np.__version__
+    assert record["openblas"] == (None if info["path"] is None else os.path.basename(info["path"]))
+    assert record["openblas_core"] == info["core"]
+    assert record["openblas_threads"] == info["threads"]

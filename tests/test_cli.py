@@ -99,6 +99,24 @@ def test_models_table(capsys):
     assert "269,722" in row and "20" in row.split()
 
 
+def test_models_lists_every_model_without_a_filter(capsys):
+    # a few seconds: the models are built without random initialisation (summary() only needs shapes)
+    from minires import models  # noqa: PLC0415
+
+    code, out, _ = _run(capsys, "models")
+    assert code == 0
+    rows = {line.split()[0]: line for line in out.splitlines()[2:]}
+    assert list(rows) == models.available()
+    # rows exactly as printed before summary() stopped initialising the weights
+    assert rows["resnet152"] == "resnet152             152  60,192,808      11.51G  3x224x224"
+    assert rows["wide_resnet50_2"] == "wide_resnet50_2        50  68,883,240      11.40G  3x224x224"
+    assert rows["se_resnet50"] == "se_resnet50            50  28,088,024       4.09G  3x224x224"
+    assert rows["densenet121"] == "densenet121           121   7,978,856       2.83G  3x224x224"
+    assert rows["resnet1202"] == "resnet1202           1202  19,421,274       2.83G  3x32x32"
+    assert rows["resnext29_8x64d"] == "resnext29_8x64d        29  34,426,698       5.39G  3x32x32"
+    assert rows["densenet_bc_100_12"] == "densenet_bc_100_12    100     769,162     287.93M  3x32x32"
+
+
 def test_no_command_prints_help(capsys):
     code, out, _ = _run(capsys)
     assert code == 2 and "train" in out and "eval" in out and "models" in out

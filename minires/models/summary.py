@@ -6,6 +6,9 @@ Multiply-adds (MACs) count one per weight use in ``Conv2d`` and ``Linear`` layer
 convention of the ResNet papers ("3.6 GFLOPs" for ResNet-34); BN, ReLU, pooling and
 additions are not counted. They are measured, not computed from a formula: forward hooks
 on every ``Conv2d`` / ``Linear`` read the real output shapes of a one-image forward pass.
+:func:`summary` builds each model under :func:`minires.nn.init.no_init` (all weights
+zero): drawing random weights, not the forward pass, was most of the cost, and none of
+the numbers depends on the weights' values.
 """
 
 from __future__ import annotations
@@ -90,12 +93,16 @@ def summary(names=None, macs: bool = True) -> list[dict]:
 
     Args:
         names: model names (default: every name of :func:`available`).
-        macs: measure multiply-adds (runs one forward pass per model; the ImageNet ones take
-            seconds each on CPU). ``False`` only builds the models.
+        macs: measure multiply-adds (runs one forward pass per model, a fraction of a
+            second for the ImageNet ones on CPU). ``False`` only builds the models.
+
+    The models are built without random initialisation (:func:`minires.nn.init.no_init`):
+    depth, parameter count and multiply-adds depend only on the layers' shapes.
     """
     rows = []
     for name in (list(MODELS) if names is None else list(names)):
-        model = create(name)
+        with nn.init.no_init():
+            model = create(name)
         size = input_size(name)
         rows.append({"name": name, "depth": model_depth(model), "params": count_parameters(model),
                      "macs": count_macs(model, size) if macs else None, "input": "x".join(map(str, size))})

@@ -5,11 +5,16 @@ are drawn in float64 from minires' seeded global generator
 (``minires.backend.generator()``, seeded by ``mr.manual_seed``), cast to the tensor's
 dtype and moved to its device. Shapes follow PyTorch: for a weight of shape
 ``(out, in, *kernel)``, ``fan_in = in * prod(kernel)`` and ``fan_out = out * prod(kernel)``.
+
+Inside :func:`no_init` the random initialisers draw nothing and leave tensors as they are
+(for building a model only to read its structure, as ``minires models`` does).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+import threading
 
 import numpy as np
 
@@ -79,6 +84,39 @@ def _calculate_correct_fan(tensor, mode: str) -> int:
     return fan_in if mode == "fan_in" else fan_out
 
 
+_skipping = threading.local()
+
+
+@contextlib.contextmanager
+def no_init():
+    """Context manager: the random initialisers (``uniform_``, ``normal_``, ``kaiming_*``, ...) do nothing.
+
+    Arguments are still checked and the constant fills (``ones_``, ``zeros_``,
+    ``constant_``) still run; tensors keep what they were allocated with (zeros for the
+    layers of :mod:`minires.nn`) and the global generator is not advanced. Building a
+    ResNet-152 this way takes a fraction of the time, for uses that need only its
+    structure: parameter counts, shapes, a multiply-add count. Applies to the current
+    thread; nests.
+
+    Example:
+        >>> with nn.init.no_init():
+        ...     model = models.create("resnet152")   # all weights zero
+    """
+    previous = getattr(_skipping, "active", False)
+    _skipping.active = True
+    try:
+        yield
+    finally:
+        _skipping.active = previous
+
+
+def _fill_random(tensor, sample):
+    """Fill ``tensor`` with ``sample(generator)`` (float64 host values), unless inside :func:`no_init`."""
+    if getattr(_skipping, "active", False):
+        return tensor
+    return _fill(tensor, sample(backend.generator()))
+
+
 def _fill(tensor, values: np.ndarray):
     """Write float64 host ``values`` into ``tensor`` keeping its dtype and device."""
     values = np.asarray(values, dtype=tensor.dtype)
@@ -93,7 +131,7 @@ def uniform_(tensor, a: float = 0.0, b: float = 1.0):
     _check_tensor(tensor, "uniform_")
     if a > b:
         raise ValueError(f"uniform_: expects a <= b, got a={a}, b={b}")
-    return _fill(tensor, backend.generator().uniform(a, b, size=tensor.shape))
+    return _fill_random(tensor, lambda rng: rng.uniform(a, b, size=tensor.shape))
 
 
 def normal_(tensor, mean: float = 0.0, std: float = 1.0):
@@ -101,7 +139,7 @@ def normal_(tensor, mean: float = 0.0, std: float = 1.0):
     _check_tensor(tensor, "normal_")
     if std < 0:
         raise ValueError(f"normal_: expects std >= 0, got {std}")
-    return _fill(tensor, backend.generator().normal(mean, std, size=tensor.shape))
+    return _fill_random(tensor, lambda rng: rng.normal(mean, std, size=tensor.shape))
 
 
 def trunc_normal_(tensor, mean: float = 0.0, std: float = 1.0, a: float = -2.0, b: float = 2.0):
@@ -109,13 +147,16 @@ def trunc_normal_(tensor, mean: float = 0.0, std: float = 1.0, a: float = -2.0, 
     _check_tensor(tensor, "trunc_normal_")
     if not a < b:
         raise ValueError(f"trunc_normal_: expects a < b, got a={a}, b={b}")
-    rng = backend.generator()
-    values = rng.normal(mean, std, size=tensor.shape)
-    bad = (values < a) | (values > b)
-    while bad.any():
-        values[bad] = rng.normal(mean, std, size=int(bad.sum()))
+
+    def sample(rng):
+        values = rng.normal(mean, std, size=tensor.shape)
         bad = (values < a) | (values > b)
-    return _fill(tensor, values)
+        while bad.any():
+            values[bad] = rng.normal(mean, std, size=int(bad.sum()))
+            bad = (values < a) | (values > b)
+        return values
+
+    return _fill_random(tensor, sample)
 
 
 def constant_(tensor, val: float):
@@ -140,7 +181,7 @@ def xavier_uniform_(tensor, gain: float = 1.0):
     _check_tensor(tensor, "xavier_uniform_")
     fan_in, fan_out = calculate_fan_in_and_fan_out(tensor)
     bound = gain * math.sqrt(6.0 / float(fan_in + fan_out))
-    return _fill(tensor, backend.generator().uniform(-bound, bound, size=tensor.shape))
+    return _fill_random(tensor, lambda rng: rng.uniform(-bound, bound, size=tensor.shape))
 
 
 def xavier_normal_(tensor, gain: float = 1.0):
@@ -148,7 +189,7 @@ def xavier_normal_(tensor, gain: float = 1.0):
     _check_tensor(tensor, "xavier_normal_")
     fan_in, fan_out = calculate_fan_in_and_fan_out(tensor)
     std = gain * math.sqrt(2.0 / float(fan_in + fan_out))
-    return _fill(tensor, backend.generator().normal(0.0, std, size=tensor.shape))
+    return _fill_random(tensor, lambda rng: rng.normal(0.0, std, size=tensor.shape))
 
 
 def kaiming_uniform_(tensor, a: float = 0, mode: str = "fan_in", nonlinearity: str = "leaky_relu"):
@@ -170,7 +211,7 @@ def kaiming_uniform_(tensor, a: float = 0, mode: str = "fan_in", nonlinearity: s
         return tensor
     std = calculate_gain(nonlinearity, a) / math.sqrt(fan)
     bound = math.sqrt(3.0) * std
-    return _fill(tensor, backend.generator().uniform(-bound, bound, size=tensor.shape))
+    return _fill_random(tensor, lambda rng: rng.uniform(-bound, bound, size=tensor.shape))
 
 
 def kaiming_normal_(tensor, a: float = 0, mode: str = "fan_in", nonlinearity: str = "leaky_relu"):
@@ -184,7 +225,7 @@ def kaiming_normal_(tensor, a: float = 0, mode: str = "fan_in", nonlinearity: st
     if fan == 0:
         return tensor
     std = calculate_gain(nonlinearity, a) / math.sqrt(fan)
-    return _fill(tensor, backend.generator().normal(0.0, std, size=tensor.shape))
+    return _fill_random(tensor, lambda rng: rng.normal(0.0, std, size=tensor.shape))
 
 
 # PyTorch's private spelling, used by layers' reset_parameters in the wild

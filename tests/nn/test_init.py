@@ -92,3 +92,55 @@ def test_init_errors():
         init.ones_(np.zeros(3))
     with pytest.raises(ValueError, match="a <= b"):
         init.uniform_(mr.zeros(3), 1.0, 0.0)
+
+
+RANDOM_INITS = [
+    lambda w: init.uniform_(w, -1.0, 1.0), lambda w: init.normal_(w, 0.0, 1.0), lambda w: init.trunc_normal_(w),
+    init.xavier_uniform_, init.xavier_normal_, init.kaiming_uniform_, init.kaiming_normal_,
+]
+
+
+@pytest.mark.parametrize("fill", RANDOM_INITS)
+def test_no_init_skips_random_draws_and_leaves_the_generator_alone(fill):
+    w = nn.Parameter(mr.zeros(4, 3, 2, 2))
+    mr.manual_seed(3)
+    with init.no_init():
+        assert fill(w) is w
+    assert not w.numpy().any()  # left as allocated
+    drawn_after = mr.backend.generator().standard_normal(5)
+    mr.manual_seed(3)
+    np.testing.assert_array_equal(drawn_after, mr.backend.generator().standard_normal(5))
+    fill(w)  # outside the context the initialisers draw again
+    assert w.numpy().any()
+
+
+def test_no_init_still_checks_arguments_and_runs_constant_fills():
+    w = nn.Parameter(mr.zeros(3, 3))
+    with init.no_init():
+        with pytest.raises(ValueError, match="Unsupported nonlinearity"):
+            init.kaiming_uniform_(w, nonlinearity="swish")
+        init.ones_(w)
+    assert (w.numpy() == 1).all()
+
+
+def test_no_init_nests_and_is_restored_after_an_error():
+    w = nn.Parameter(mr.zeros(3, 3))
+    with pytest.raises(RuntimeError):
+        with init.no_init():
+            with init.no_init():
+                pass
+            init.normal_(w)
+            assert not w.numpy().any()  # still skipping after the inner context closed
+            raise RuntimeError
+    init.normal_(w)
+    assert w.numpy().any()
+
+
+def test_a_model_built_under_no_init_has_the_same_parameters_and_buffers():
+    import minires.models as models  # noqa: PLC0415
+
+    with init.no_init():
+        fast = models.create("resnet20")
+    slow = models.create("resnet20")
+    assert [(k, v.shape, v.dtype) for k, v in fast.state_dict().items()] == \
+        [(k, v.shape, v.dtype) for k, v in slow.state_dict().items()]

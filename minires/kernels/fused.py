@@ -48,22 +48,22 @@ def fast_paths_enabled() -> bool:
 
 
 def applies(*arrays) -> bool:
-    """True when the fast path is on and every array is a 4-D float NumPy array stored
-    channels-last (NHWC memory); ``None`` entries are ignored."""
+    """True when the fast path is on and every array is a non-empty 4-D float NumPy array
+    stored channels-last (NHWC memory); ``None`` entries are ignored."""
     if not _enabled and not any(isinstance(a, SavedInput) for a in arrays):
         return False  # (a SavedInput from an earlier forward always goes back to this module)
     for a in arrays:
         if a is None or isinstance(a, SavedInput):
             continue
-        if type(a) is not np.ndarray or a.dtype.kind != "f" or not is_channels_last(a):
-            return False
+        if type(a) is not np.ndarray or a.dtype.kind != "f" or a.size == 0 or not is_channels_last(a):
+            return False   # (an empty batch takes the reference kernels)
     return True
 
 
 def _rows(a: np.ndarray) -> np.ndarray:
     """Channels-last ``(N, C, H, W)`` as a ``(N, H*W*C)`` view (one image per row)."""
-    N = a.shape[0]
-    return a.transpose(0, 2, 3, 1).reshape(N, -1)
+    N, C, H, W = a.shape
+    return a.transpose(0, 2, 3, 1).reshape(N, H * W * C)   # (explicit length: N may be 0)
 
 
 def _new_like(a: np.ndarray) -> np.ndarray:

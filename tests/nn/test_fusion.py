@@ -217,3 +217,23 @@ def test_environment_variable_read_at_import(value, expected):
                             env=env, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == str(expected)
+
+
+def test_empty_batch_in_eval_mode_like_pytorch():
+    # an empty batch runs in eval mode (fused or not, with or without a graph), as in PyTorch;
+    # training mode refuses it (one value per channel is too few for batch statistics)
+    import minires as mr
+    model = mr.models.create("resnet20").eval()
+    x = mr.tensor(np.zeros((0, 3, 32, 32), np.float32), requires_grad=True)
+    for fused in (True, False):
+        nn.set_fusion(fused)
+        try:
+            with mr.no_grad():
+                assert model(x).shape == (0, 10)
+            out = model(x)
+            out.sum().backward()
+            assert out.shape == (0, 10) and x.grad.shape == (0, 3, 32, 32)
+        finally:
+            nn.set_fusion(True)
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        model.train()(x)

@@ -199,7 +199,9 @@ def _rule_div(cls, t, inputs, options, out):
 
 def _rule_pow(cls, t, inputs, options, out):
     p = options["exponent"]
-    # d(a^p) = p a^(p-1) da
+    # d(a^p) = p a^(p-1) da; for p = 0 it is 0 everywhere (also at a = 0, as the backward)
+    if p == 0:
+        return get_array_module(t[0]).zeros_like(t[0])
     return p * inputs[0].data ** (p - 1) * t[0]
 
 

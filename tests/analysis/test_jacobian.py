@@ -108,3 +108,14 @@ def test_shape_checks():
         lin.vjp(np.ones(4))
     with pytest.raises(ValueError, match="iters must be >= 1"):
         analysis.spectral_norm(lin, iters=0)
+
+
+def test_jvp_of_power_zero_is_zero_at_zero():
+    # d(a^0)/da = 0 everywhere, also at a = 0 (where p * a^(p-1) would be 0 * inf = NaN)
+    import minires as mr
+    from minires.analysis.jacobian import jvp
+    x = mr.tensor(np.array([0.0, 1.5, -2.0]))
+    _, tangent = jvp(lambda a: a ** 0, x, np.ones(3))
+    np.testing.assert_array_equal(tangent, np.zeros(3))
+    _, tangent = jvp(lambda a: a ** 2, x, np.ones(3))
+    np.testing.assert_allclose(tangent, 2 * x.numpy())

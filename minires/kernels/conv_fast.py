@@ -195,6 +195,24 @@ def _unfold_rows_chunk(xh, start: int, n: int, g: ConvGeometry, C: int, n_chunk:
     r = rows[:n]
     r5 = r.reshape(n, HP, g.OW, g.KW, C)
     src = xh[start:start + n]
+    if g.SW == 1:
+        # stride 1: for an interior output column q (every tap inside the input) the KW*C
+        # values are one contiguous run of the input row, so all interior columns are one
+        # strided copy of KW*C-float runs (2x faster than KW copies of C-float runs at
+        # C = 16); the few border columns are copied one by one
+        q0, q1 = g.PW, W - g.KW + g.PW
+        if q1 >= q0:
+            s0, s1, s2, s3 = src.strides
+            r5[:, g.PH:g.PH + H, q0:q1 + 1] = as_strided(
+                src[:, :, q0 - g.PW:], (n, H, q1 - q0 + 1, g.KW, C), (s0, s1, s2, s2, s3), writeable=False)
+            border = [q for q in range(g.OW) if q < q0 or q > q1]
+        else:
+            border = range(g.OW)
+        for q in border:
+            j_lo, j_hi = max(0, g.PW - q), min(g.KW - 1, W - 1 + g.PW - q)   # taps inside the input
+            if j_hi >= j_lo:
+                r5[:, g.PH:g.PH + H, q, j_lo:j_hi + 1, :] = src[:, :, q - g.PW + j_lo:q - g.PW + j_hi + 1, :]
+        return r
     for j in range(g.KW):
         # output column q reads input column q*SW + j - PW; keep the q that land inside
         q_lo = max(0, -(-(g.PW - j) // g.SW))

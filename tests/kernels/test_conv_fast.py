@@ -184,3 +184,25 @@ def test_blocked_products_equal_plain_ones(M, K, N, rng):
     CF.add_matmul_tn(a, g, acc)
     np.testing.assert_allclose(acc, 1 + a.T @ g, rtol=1e-12, atol=1e-11)
     assert CF._row_block(K, N) * K * N <= max(CF._SMALL_GEMM_MNK, 16 * K * N)
+
+
+@pytest.mark.parametrize("KW", [1, 2, 3, 5])
+@pytest.mark.parametrize("SW", [1, 2])
+def test_row_unfold_equals_naive_for_every_width_and_padding(KW, SW, rng):
+    # every input width (narrower than the kernel too) and padding 0 .. KW: the stride-1
+    # interior copy, the border columns and the strided path against the definition
+    C, KH, H, n = 3, 3, 4, 2
+    for W in range(1, 9):
+        for PW in range(0, KW + 1):
+            if (W + 2 * PW - KW) < 0:
+                continue
+            xh = rng.standard_normal((n, H, W, C)).astype(np.float32)
+            g = K.conv_geometry((n, C, H, W), (5, C, KH, KW), (1, SW), (1, PW))
+            CF.clear_buffers()
+            rows = CF._unfold_rows_chunk(xh, 0, n, g, C, n).reshape(n, H + 2, g.OW, KW, C)
+            padded = np.zeros((n, H + 2, W + 2 * PW, C), np.float32)
+            padded[:, 1:1 + H, PW:PW + W] = xh
+            for q in range(g.OW):
+                for j in range(KW):
+                    np.testing.assert_array_equal(rows[:, :, q, j, :], padded[:, :, q * SW + j, :],
+                                                  err_msg=f"W={W} PW={PW} q={q} j={j}")

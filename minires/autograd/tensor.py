@@ -433,7 +433,7 @@ def tensor(data, requires_grad: bool = False, dtype=None, device=None) -> Tensor
     if isinstance(data, np.generic):  # a NumPy scalar keeps its dtype, like a NumPy array
         data = np.asarray(data)
     if isinstance(data, np.ndarray) or backend.is_cupy_array(data):
-        array = data.astype(dtype) if dtype is not None else data.copy()
+        array = data.astype(dtype) if dtype is not None else data.copy(order="K")
     else:
         try:
             array = np.asarray(data)

@@ -82,3 +82,16 @@ def test_comparisons_give_boolean_tensors():
 def test_ragged_input_is_refused():
     with pytest.raises((TypeError, ValueError)):
         mr.tensor([[1.0], [1.0, 2.0]])
+
+
+def test_tensor_from_an_array_keeps_its_memory_layout():
+    # a channels-last array stays channels-last (the CPU fast paths read that layout);
+    # it is still a copy with the same shape and values
+    import minires.kernels.fused as FU
+    a = np.ascontiguousarray(np.arange(120, dtype=np.float32).reshape(2, 3, 4, 5).transpose(0, 2, 3, 1))
+    a = a.transpose(0, 3, 1, 2)
+    t = mr.tensor(a)
+    assert t.shape == a.shape and t.data.strides == a.strides and FU.is_channels_last(t.data)
+    np.testing.assert_array_equal(t.numpy(), a)
+    a[0, 0, 0, 0] = -1.0
+    assert t.numpy()[0, 0, 0, 0] == 0.0

@@ -261,7 +261,7 @@ def _conv_nhwc(xh: np.ndarray, wmat: np.ndarray, g: ConvGeometry, epilogue=None)
         w_rows = wmat.reshape(g.KH, g.KW * C, wmat.shape[1])
         n_rows = _chunk(N, (g.H + 2 * g.PH) * g.OW * g.KW * C * xh.itemsize)
         out3 = out2d.reshape(N, L, wmat.shape[1])
-        parallel_for(lambda lo, hi: _conv_rows(xh, w_rows, g, C, out3, n_rows, lo, hi, epilogue), N)
+        parallel_for(lambda lo, hi: _conv_rows(xh, w_rows, g, C, out3, n_rows, lo, hi, epilogue), N, grain=n_rows)
         return out2d
     n_chunk = _chunk(N, L * K * xh.itemsize)
 
@@ -283,7 +283,7 @@ def _conv_nhwc(xh: np.ndarray, wmat: np.ndarray, g: ConvGeometry, epilogue=None)
             if epilogue is not None:
                 epilogue(out2d[start * L:(start + n) * L].reshape(n, -1), start, n)
 
-    parallel_for(run, N)
+    parallel_for(run, N, grain=n_chunk)
     return out2d
 
 
@@ -354,7 +354,7 @@ def _backward_input_scatter(gh, w, g: ConvGeometry):
                     p[:, i:i + g.SH * OH:g.SH, j:j + g.SW * OW:g.SW, :] += d6[:, :, :, i, j, :]
             dx[start:start + n] = p[:, g.PH:g.PH + g.H, g.PW:g.PW + g.W, :]
 
-    parallel_for(run, N)
+    parallel_for(run, N, grain=n_chunk)
     return dx
 
 
@@ -395,7 +395,7 @@ def nhwc_backward_weight(grad, x, g: ConvGeometry, workspace=None):
             add_matmul_tn(_unfold_chunk(xh, start, n, g, C, n_chunk), g2d[start * L:(start + n) * L], dw)
         return dw
 
-    parts = parallel_for(run_rows if row_unfold else run, N)
+    parts = parallel_for(run_rows if row_unfold else run, N, grain=n_chunk)
     dw = parts[0]
     for part in parts[1:]:
         dw += part

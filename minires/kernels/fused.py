@@ -77,9 +77,9 @@ def _chunk(a: np.ndarray) -> int:
     return max(1, _CHUNK_BYTES // max(1, a[0].nbytes))
 
 
-def _per_channel_sums(fn, N: int, C: int, dtype) -> np.ndarray:
+def _per_channel_sums(fn, N: int, C: int, dtype, grain: int) -> np.ndarray:
     """Sum over threads of ``fn(lo, hi)`` (each a length-``C`` partial sum)."""
-    parts = parallel_for(fn, N)
+    parts = parallel_for(fn, N, grain=grain)
     total = np.zeros(C, dtype)
     for part in parts:
         total += part
@@ -181,7 +181,7 @@ def batch_norm_forward_nhwc(x, weight, bias, running_mean, running_var, training
                 s += ones[:(b - a) * reps] @ x_rows[a:b].reshape(-1, C)
             return s
 
-        mean = _per_channel_sums(sums, N, C, dtype) / dtype.type(count)
+        mean = _per_channel_sums(sums, N, C, dtype, step) / dtype.type(count)
         mean_t = np.tile(mean, reps)
 
         def centre(lo, hi):
@@ -198,7 +198,7 @@ def batch_norm_forward_nhwc(x, weight, bias, running_mean, running_var, training
                 s[1] += ones[:(b - a) * reps] @ sq.reshape(-1, C)
             return s
 
-        parts = parallel_for(centre, N)
+        parts = parallel_for(centre, N, grain=step)
         sums2 = parts[0]
         for part in parts[1:]:
             sums2 += part
@@ -251,7 +251,7 @@ def batch_norm_forward_nhwc(x, weight, bias, running_mean, running_var, training
             if relu:
                 np.maximum(o, zeros[:b - a], out=o)
 
-    parallel_for(normalise, N)
+    parallel_for(normalise, N, grain=step)
     return out, saved, inv_std
 
 
@@ -277,7 +277,7 @@ def _affine_eval(x, x_rows, weight, bias, running_mean, running_var, eps: float,
             if relu:
                 np.maximum(o, zeros[:b - a], out=o)
 
-    parallel_for(affine, N)
+    parallel_for(affine, N, grain=step)
     return out, None, inv_std
 
 
@@ -438,7 +438,7 @@ def batch_norm_backward_nhwc(grad, x_hat, inv_std, weight, training: bool, out=N
                     s[1] += ones[:(b - a) * reps] @ p.reshape(-1, C)
             return s
 
-        parts = parallel_for(sums, N)
+        parts = parallel_for(sums, N, grain=step)
         total = parts[0]
         for part in parts[1:]:
             total += part
@@ -472,7 +472,7 @@ def batch_norm_backward_nhwc(grad, x_hat, inv_std, weight, training: bool, out=N
                 gx -= t
                 gx += const_t
 
-    parallel_for(combine, N)
+    parallel_for(combine, N, grain=step)
     if not needs_bias_grad:
         sum_g = None
     result = (grad_x, sum_gx if needs_weight_grad else None, sum_g)

@@ -158,18 +158,26 @@ class _SingleThreadedBlas:
 _PIECES_PER_THREAD = 2
 
 
-def parallel_for(fn, total: int, min_per_thread: int = 1) -> list:
+#: with a ``grain``, at most this many pieces per thread (grains are merged beyond it)
+_MAX_GRAIN_PIECES_PER_THREAD = 8
+
+
+def parallel_for(fn, total: int, min_per_thread: int = 1, grain: int | None = None) -> list:
     """Run ``fn(lo, hi)`` over contiguous ranges covering ``range(total)``, in parallel.
 
     The range is cut into up to ``_PIECES_PER_THREAD`` pieces per thread, each at least
-    ``min_per_thread`` long (so tiny problems run inline); the threads take pieces in
-    order as they become free. A call from inside a worker runs inline too (no nested
-    pools). The first exception raised by any piece is re-raised (after all threads stopped).
+    ``min_per_thread`` long (so tiny problems run inline); with ``grain``, into pieces of
+    whole grains instead (the caller's chunk, e.g. the images that fit its cache block,
+    so no piece ends in a small remainder chunk; at most ``_MAX_GRAIN_PIECES_PER_THREAD``
+    per thread). The threads take pieces in order as they become free. A call from inside
+    a worker runs inline too (no nested pools). The first exception raised by any piece is
+    re-raised (after all threads stopped).
 
     Args:
         fn: ``fn(lo, hi) -> result`` (it must only write to disjoint parts of shared arrays).
         total: the length of the index range.
         min_per_thread: smallest range worth a piece.
+        grain: pieces are multiples of this many indices (the last one shorter).
 
     Returns:
         The results of ``fn`` in range order (one per piece; how many pieces there are
@@ -179,8 +187,16 @@ def parallel_for(fn, total: int, min_per_thread: int = 1) -> list:
     parts = min(_num_threads, most)
     if parts <= 1 or getattr(_state, "inside", False):
         return [fn(0, total)]
-    pieces = min(parts * _PIECES_PER_THREAD, most)
-    bounds = [total * i // pieces for i in range(pieces + 1)]
+    if grain is not None and grain >= 1:
+        units = -(-total // grain)
+        grain *= -(-units // (parts * _MAX_GRAIN_PIECES_PER_THREAD))   # merge grains past the cap
+        pieces = -(-total // grain)
+        if pieces <= 1:
+            return [fn(0, total)]
+        bounds = [min(total, i * grain) for i in range(pieces + 1)]
+    else:
+        pieces = min(parts * _PIECES_PER_THREAD, most)
+        bounds = [total * i // pieces for i in range(pieces + 1)]
     results = [None] * pieces
     claim = itertools.count()       # next() is atomic under the GIL
     failed = []

@@ -160,3 +160,28 @@ def test_speed_benchmark_reports_openblas_through_the_shared_helper():
     assert record["openblas"] == (None if info["path"] is None else os.path.basename(info["path"]))
     assert record["openblas_core"] == info["core"]
     assert record["openblas_threads"] == info["threads"]
+
+
+def test_grain_cuts_pieces_at_whole_grains(two_threads, monkeypatch):
+    seen = []
+    lock = threading.Lock()
+
+    def fn(lo, hi):
+        with lock:
+            seen.append((lo, hi))
+        return (lo, hi)
+
+    # 23 indices in grains of 5: pieces 0-5, 5-10, ..., 20-23, in range order
+    assert parallel.parallel_for(fn, 23, grain=5) == [(0, 5), (5, 10), (10, 15), (15, 20), (20, 23)]
+    assert sorted(seen) == [(0, 5), (5, 10), (10, 15), (15, 20), (20, 23)]
+    # more grains than the cap: merged into whole multiples of the grain
+    monkeypatch.setattr(parallel, "_MAX_GRAIN_PIECES_PER_THREAD", 2)
+    pieces = parallel.parallel_for(fn, 100, grain=3)
+    assert len(pieces) <= 4 and pieces[0][0] == 0 and pieces[-1][1] == 100
+    assert all(lo % 3 == 0 and (hi - lo) % 3 == 0 for lo, hi in pieces[:-1])
+    assert all(a[1] == b[0] for a, b in zip(pieces, pieces[1:]))
+    # a single grain runs inline
+    main = threading.get_ident()
+    idents = []
+    parallel.parallel_for(lambda lo, hi: idents.append(threading.get_ident()), 7, grain=10)
+    assert idents == [main]

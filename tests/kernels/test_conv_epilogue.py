@@ -10,23 +10,9 @@ import minires.functional as F
 from minires import nn
 from minires.kernels import conv_fast as CF
 from minires.kernels import fused as FU
-from minires.kernels import parallel
 from minires.kernels.conv import conv_geometry
 from minires.ops.norm import conv_batch_norm_eval
-
-TOL = {np.float32: dict(rtol=1e-5, atol=1e-5), np.float64: dict(rtol=1e-12, atol=1e-12)}
-
-
-def channels_last(a):
-    return np.ascontiguousarray(a.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
-
-
-@pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
-def threads(request):
-    previous = parallel.get_num_threads()
-    parallel.set_num_threads(request.param)
-    yield request.param
-    parallel.set_num_threads(previous)
+from tests.kernels.test_fused import TOL, channels_last, threads  # noqa: F401 - threads is a fixture
 
 
 def _unfused(x, w, cb, stride, padding, weight, bias, rm, rv, eps, addend, relu):

@@ -25,7 +25,7 @@ import threading
 
 import numpy as np
 
-from .activation import keep_where_cpu
+from .activation import _SAME_SIZE_UINT, keep_where_cpu
 from .conv_fast import is_channels_last
 from .norm import update_running_stats
 from .parallel import parallel_for
@@ -478,8 +478,6 @@ def batch_norm_backward_nhwc(grad, x_hat, inv_std, weight, training: bool, out=N
     result = (grad_x, sum_gx if needs_weight_grad else None, sum_g)
     return result + (masked_grad,) if return_masked_grad else result
 
-
-_SAME_SIZE_UINT = {2: np.uint16, 4: np.uint32, 8: np.uint64}
 
 
 __all__ = ["SavedInput", "applies", "relu_forward_parallel", "relu_backward_parallel", "set_fast_paths", "fast_paths_enabled", "batch_norm_forward_nhwc", "batch_norm_backward_nhwc", "conv_bn_eval_nhwc"]

@@ -433,7 +433,10 @@ def tensor(data, requires_grad: bool = False, dtype=None, device=None) -> Tensor
     if isinstance(data, np.generic):  # a NumPy scalar keeps its dtype, like a NumPy array
         data = np.asarray(data)
     if isinstance(data, np.ndarray) or backend.is_cupy_array(data):
-        array = data.astype(dtype) if dtype is not None else data.copy(order="K")
+        # NumPy keeps the array's memory order (a channels-last array stays on the CPU fast
+        # paths); CuPy arrays are copied as before
+        array = data.astype(dtype) if dtype is not None else \
+            (data.copy(order="K") if isinstance(data, np.ndarray) else data.copy())
     else:
         try:
             array = np.asarray(data)

@@ -30,6 +30,42 @@ def _is_float(dtype) -> bool:
     return np.dtype(dtype).kind == "f"
 
 
+DEFAULT_FLOAT = np.dtype(np.float32)
+DEFAULT_INT = np.dtype(np.int64)
+_CATEGORY_DEFAULT = (np.dtype(np.bool_), DEFAULT_INT, DEFAULT_FLOAT)  # bool < integer < float
+_KIND_CATEGORY = {"b": 0, "u": 1, "i": 1, "f": 2}
+
+
+def _category(operand) -> int:
+    """0 for bool, 1 for integer, 2 for floating (a Tensor or a real number)."""
+    if isinstance(operand, Tensor):
+        return _KIND_CATEGORY[operand.dtype.kind]
+    if isinstance(operand, (bool, np.bool_)):
+        return 0
+    return 1 if isinstance(operand, numbers.Integral) else 2
+
+
+def result_type(*operands) -> np.dtype:
+    """The dtype that arithmetic on ``operands`` computes in: PyTorch's promotion (``torch.result_type``).
+
+    The result's category (bool < integer < float) is the highest among the operands. Its
+    dtype comes from the operands of that category with the highest priority: dimensioned
+    tensors, else 0-d tensors (each group promoted as NumPy does), else Python or NumPy
+    numbers, which give their category's default (bool, int64, float32). So
+    ``int64_tensor * 1.5`` is float32 (NumPy: float64), ``int32_tensor + 1`` stays int32,
+    ``bool_tensor + 1`` is int64 and ``float32_tensor + float64_0d_tensor`` is float32.
+
+    Args:
+        operands: Tensors and real numbers (bool, int, float, NumPy scalars).
+    """
+    category = max(_category(x) for x in operands)
+    tensors = [x for x in operands if isinstance(x, Tensor) and _category(x) == category]
+    for group in ([t for t in tensors if t.ndim > 0], [t for t in tensors if t.ndim == 0]):
+        if group:
+            return np.result_type(*(t.dtype for t in group))
+    return _CATEGORY_DEFAULT[category]
+
+
 def check_same_device_and_dtype(op_name: str, inputs) -> str:
     """Check that the tensor inputs of one op share a device and a floating dtype.
 
@@ -244,18 +280,27 @@ class Tensor:
         return self.to(dtype)
 
     # --- arithmetic -----------------------------------------------------------------
-    def _operand(self, other):
+    def _operand(self, other, true_divide: bool = False):
+        """``other`` as a Tensor beside ``self``; the one place numbers meet tensors.
+
+        A real number (or a 0-d array) becomes a 0-d tensor of :func:`result_type` of the
+        pair (float32 for ``true_divide`` where that is an integer dtype), so the op computes
+        in PyTorch's dtype; a bool stays bool, which the ops lift to the other operand's
+        dtype (and ``sub`` refuses, as PyTorch does). An integer out of the dtype's range
+        wraps around, as in PyTorch.
+        """
         if isinstance(other, Tensor):
             return other
         if other is None or isinstance(other, (str, bytes)):
             raise TypeError(f"unsupported operand type {type(other).__name__} for Tensor arithmetic; "
                             "expected a Tensor, a real number or an array")
-        if isinstance(other, (numbers.Real, np.number)) or (
-                (isinstance(other, np.ndarray) or backend.is_cupy_array(other)) and other.ndim == 0):
-            dtype = self.dtype if self.dtype.kind == "f" else np.result_type(other)
-            if backend.is_cupy_array(other):
-                other = other.get()
-            array = np.asarray(other, dtype=dtype)
+        if (isinstance(other, np.ndarray) or backend.is_cupy_array(other)) and other.ndim == 0:
+            other = backend.as_numpy(other)[()]  # a NumPy scalar
+        if isinstance(other, (numbers.Real, np.bool_)):
+            dtype = np.dtype(np.bool_) if _category(other) == 0 else result_type(self, other)
+            if true_divide and dtype.kind != "f":
+                dtype = DEFAULT_FLOAT
+            array = np.asarray(other).astype(dtype)
             return Tensor(backend.to_device(array, self.device) if self.device != "cpu" else array)
         if isinstance(other, np.ndarray) or backend.is_cupy_array(other):
             return Tensor(other)
@@ -280,10 +325,10 @@ class Tensor:
         return _ops()[0].mul(self._operand(other), self)
 
     def __truediv__(self, other):
-        return _ops()[0].div(self, self._operand(other))
+        return _ops()[0].div(self, self._operand(other, true_divide=True))
 
     def __rtruediv__(self, other):
-        return _ops()[0].div(self._operand(other), self)
+        return _ops()[0].div(self._operand(other, true_divide=True), self)
 
     def __matmul__(self, other):
         return _ops()[0].matmul(self, self._operand(other))

@@ -12,6 +12,7 @@ import numbers
 import numpy as np
 
 from ..autograd import Function, Tensor
+from ..autograd.tensor import DEFAULT_FLOAT, result_type
 from ..backend import get_array_module
 
 
@@ -84,7 +85,7 @@ class Neg(Function):
 class Pow(Function):
     def forward(self, a, exponent):
         self.a, self.exponent = a, exponent
-        return a ** exponent
+        return (a ** exponent).astype(a.dtype, copy=False)  # NumPy makes bool ** bool int8
 
     def backward(self, grad):
         # d(a^p)/da = p a^(p-1); for p = 0 it is 0 everywhere (also at a = 0, where 0 * 0^-1 would be NaN)
@@ -99,9 +100,9 @@ class RPow(Function):
     def forward(self, exponent, base):
         xp = get_array_module(exponent)
         if exponent.dtype.kind in "biu" and isinstance(base, int):
-            return _integer_rpow(xp, base, exponent)
+            return _integer_rpow(xp, base, exponent).astype(result_type(Tensor(exponent), base), copy=False)
         if exponent.dtype.kind in "biu":
-            exponent = exponent.astype(np.float32)  # PyTorch: a float base and an integer tensor give float32
+            exponent = exponent.astype(DEFAULT_FLOAT)  # PyTorch: a float base and an integer tensor give float32
         self.base, self.exponent = base, exponent
         self.out = xp.power(exponent.dtype.type(base), exponent)
         return self.out
@@ -211,7 +212,11 @@ class Matmul(Function):
 
 
 def _check_pair(name, a, b, broadcast=True):
-    """Validate two operands; an integer/bool one joins a floating one in its dtype (PyTorch's promotion)."""
+    """Validate two operands and cast both to their :func:`result_type` (PyTorch's promotion).
+
+    Two floating tensors of different dtypes that are both dimensioned or both 0-d are left
+    as they are, for ``Function.apply`` to refuse (no silent casting between float dtypes).
+    """
     if not isinstance(a, Tensor) or not isinstance(b, Tensor):
         raise TypeError(f"{name}: expected Tensors, got {type(a).__name__} and {type(b).__name__}")
     if broadcast:
@@ -220,11 +225,10 @@ def _check_pair(name, a, b, broadcast=True):
         except ValueError:
             raise ValueError(f"{name}: shapes {a.shape} and {b.shape} cannot be broadcast together "
                              "(trailing sizes must match or be 1)") from None
-    if a.dtype.kind == "f" and b.dtype.kind in "biu":
-        b = _cast(b, a.dtype)
-    elif b.dtype.kind == "f" and a.dtype.kind in "biu":
-        a = _cast(a, b.dtype)
-    return a, b
+    if a.dtype.kind == b.dtype.kind == "f" and a.dtype != b.dtype and (a.ndim == 0) == (b.ndim == 0):
+        return a, b
+    dtype = result_type(a, b)
+    return _cast(a, dtype), _cast(b, dtype)
 
 
 def _cast(t, dtype):
@@ -240,7 +244,14 @@ def add(a: Tensor, b: Tensor) -> Tensor:
 
 
 def sub(a: Tensor, b: Tensor) -> Tensor:
-    """Elementwise ``a - b`` with broadcasting."""
+    """Elementwise ``a - b`` with broadcasting.
+
+    Raises:
+        TypeError: an operand is bool (as in PyTorch; use ``~`` or ``^`` on bools).
+    """
+    if isinstance(a, Tensor) and isinstance(b, Tensor) and np.bool_ in (a.dtype, b.dtype):
+        raise TypeError("sub: subtraction with a bool tensor or a bool number is not supported; "
+                        "use ~ or ^ for bools, or convert with .to('int64')")
     a, b = _check_pair("sub", a, b)
     return Sub.apply(a, b)
 
@@ -252,8 +263,10 @@ def mul(a: Tensor, b: Tensor) -> Tensor:
 
 
 def div(a: Tensor, b: Tensor) -> Tensor:
-    """Elementwise ``a / b`` with broadcasting."""
+    """Elementwise true division ``a / b`` with broadcasting; integers and bools give float32."""
     a, b = _check_pair("div", a, b)
+    if a.dtype.kind in "biu":
+        a, b = _cast(a, DEFAULT_FLOAT), _cast(b, DEFAULT_FLOAT)
     return Div.apply(a, b)
 
 
@@ -263,17 +276,30 @@ def neg(a: Tensor) -> Tensor:
 
 
 def pow(a: Tensor, exponent) -> Tensor:  # noqa: A001
-    """``a ** exponent`` for a Python-number exponent."""
-    if not isinstance(exponent, numbers.Number):
+    """``a ** exponent`` for a real Python/NumPy-number exponent.
+
+    The result dtype is :func:`result_type` of the pair: an integer or bool tensor with a
+    float exponent gives float32, a bool tensor with an int exponent int64.
+
+    Raises:
+        TypeError: ``exponent`` is not a real number.
+        ValueError: an integer tensor to a negative integer power.
+    """
+    if not isinstance(exponent, (numbers.Real, np.bool_)):
         raise TypeError(f"pow: exponent must be a Python number, got {type(exponent).__name__}")
+    exponent = exponent.item() if isinstance(exponent, np.generic) else exponent  # NumPy scalars count as numbers
+    a = _cast(a, result_type(a, exponent))
+    if a.dtype.kind in "iu" and exponent < 0:
+        raise ValueError(f"pow: integers to negative integer powers are not allowed ({a.dtype} ** {exponent})")
     return Pow.apply(a, exponent=exponent)
 
 
 def rpow(base, exponent: Tensor) -> Tensor:
     """``base ** exponent`` for a real Python/NumPy number ``base`` (what ``2.0 ** t`` calls).
 
-    The result is ``exponent``'s dtype for a floating tensor; an integer tensor gives
-    float32 for a float base and stays int64 for an integer base (PyTorch's promotion).
+    The result is ``exponent``'s dtype for a floating tensor; an integer or bool tensor
+    gives float32 for a float base and, for an integer base, keeps its integer dtype (a
+    bool tensor gives int64): PyTorch's promotion, :func:`result_type`.
     The gradient is ``base ** exponent * log(base)``: NaN for a negative base, 0 for base
     0 where ``exponent >= 0`` (see :func:`rpow_derivative`).
 
@@ -283,7 +309,7 @@ def rpow(base, exponent: Tensor) -> Tensor:
     """
     if not isinstance(exponent, Tensor):
         raise TypeError(f"rpow: exponent must be a Tensor, got {type(exponent).__name__}")
-    if isinstance(base, np.ndarray) and base.ndim == 0:
+    if isinstance(base, (np.ndarray, np.generic)) and base.ndim == 0:  # np.True_ is not a numbers.Real
         base = base.item()
     if not isinstance(base, numbers.Real):
         raise TypeError(f"rpow: base must be a real number (int, float or a NumPy scalar) to raise to a "

@@ -1,4 +1,4 @@
-"""Fast CPU batch norm (optionally fused with ReLU) for channels-last arrays.
+"""Fast CPU batch norm (optionally fused with a residual addition and ReLU) for channels-last arrays.
 
 The reference kernels in :mod:`minires.kernels.norm` make one whole-array NumPy pass per
 arithmetic step. When activations are stored
@@ -11,7 +11,13 @@ so), these functions compute the same results with
 - per-channel sums as BLAS matrix-vector products (``ones @ X`` on the ``(pixels, C)``
   view) instead of strided reductions;
 - per-channel scale/shift vectors tiled to one image's length (``H*W*C``), so every
-  broadcast runs over long contiguous rows.
+  broadcast runs over long contiguous rows;
+- as few passes as the arithmetic allows: the normalisation folded into
+  ``(x - mean) * scale + bias`` where that is exact enough, the backward computed from
+  ``x - mean``, the ReLU mask applied once.
+
+:func:`conv_bn_eval_nhwc` goes further for inference: batch norm, addition and ReLU run
+as the epilogue of the channels-last convolution, on each chunk of its output in cache.
 
 Semantics, arguments and return values are those of the reference functions (PyTorch's
 batch norm with biased batch variance, unbiased running variance; the fused ReLU's

@@ -7,7 +7,8 @@ Each function lives in its family module under :mod:`minires.ops`; this module g
 from .kernels.conv import (available_conv_algorithms, conv_algorithm, get_conv_algorithm,
                            set_conv_algorithm)
 from .ops.activation import relu, sigmoid
-from .ops.arith import abs, add, div, exp, log, matmul, mul, neg, pow, rpow, sqrt, sub  # noqa: A004
+from .ops.arith import (abs, add, div, exp, floor_divide, log, matmul, mul, neg, pow, remainder,  # noqa: A004
+                        rpow, sqrt, sub)
 from .ops.conv import conv2d
 from .ops.linear import linear
 from .ops.loss import cross_entropy, log_softmax, nll_loss, softmax
@@ -20,6 +21,6 @@ __all__ = [
     "relu", "sigmoid", "conv2d", "linear", "cross_entropy", "log_softmax", "softmax", "nll_loss",
     "batch_norm", "batch_norm_relu", "batch_norm_add_relu", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "cat", "flatten", "pad",
     "reshape", "transpose", "permute", "stack", "getitem", "sum", "mean", "max", "add", "sub",
-    "mul", "div", "neg", "pow", "rpow", "matmul", "exp", "log", "sqrt", "abs",
+    "mul", "div", "floor_divide", "remainder", "neg", "pow", "rpow", "matmul", "exp", "log", "sqrt", "abs",
     "set_conv_algorithm", "get_conv_algorithm", "conv_algorithm", "available_conv_algorithms",
 ]

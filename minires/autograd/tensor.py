@@ -330,6 +330,26 @@ class Tensor:
     def __rtruediv__(self, other):
         return _ops()[0].div(self._operand(other, true_divide=True), self)
 
+    def __floordiv__(self, other):
+        return _ops()[0].floor_divide(self, self._operand(other))
+
+    def __rfloordiv__(self, other):
+        return _ops()[0].floor_divide(self._operand(other), self)
+
+    def __mod__(self, other):
+        return _ops()[0].remainder(self, self._operand(other))
+
+    def __rmod__(self, other):
+        return _ops()[0].remainder(self._operand(other), self)
+
+    def floor_divide(self, other):
+        """``self // other``, rounded toward negative infinity (PyTorch's ``floor_divide``)."""
+        return self // other
+
+    def remainder(self, other):
+        """``self % other``, with the sign of ``other`` (PyTorch's ``remainder``)."""
+        return self % other
+
     def __matmul__(self, other):
         return _ops()[0].matmul(self, self._operand(other))
 

@@ -1,4 +1,4 @@
-"""Broadcasting arithmetic: add, sub, mul, div, neg, pow, rpow, matmul, exp, log, sqrt, abs.
+"""Broadcasting arithmetic: add, sub, mul, div, floor_divide, remainder, neg, pow, rpow, matmul, exp, log, sqrt, abs.
 
 Gradients of broadcast inputs are summed back over the broadcast axes
 (:func:`unbroadcast`).
@@ -71,6 +71,71 @@ class Div(Function):
         ga = unbroadcast(grad / self.b, self.a.shape) if self.needs_input_grad[0] else None
         gb = unbroadcast(-grad * self.a / (self.b * self.b), self.b.shape) if self.needs_input_grad[1] else None
         return ga, gb
+
+
+class FloorDivide(Function):
+    def forward(self, a, b):
+        return floor_divide_arrays(a, b)
+
+    def backward(self, grad):
+        # floor(a/b) is piecewise constant; PyTorch defines no derivative and refuses backward, so do we
+        raise RuntimeError("floor_divide: the derivative of floor_divide is not implemented (as in PyTorch); "
+                           "floor-divide detached tensors (.detach()) or under mr.no_grad()")
+
+
+class Remainder(Function):
+    def forward(self, a, b):
+        self.a, self.b = a, b
+        return remainder_arrays(a, b)
+
+    def backward(self, grad):
+        # a mod b = a - b floor(a/b): d/da = 1, d/db = -floor(a/b)
+        ga = unbroadcast(grad, self.a.shape) if self.needs_input_grad[0] else None
+        gb = (unbroadcast(-grad * floor_divide_arrays(self.a, self.b), self.b.shape)
+              if self.needs_input_grad[1] else None)
+        return ga, gb
+
+
+def floor_divide_arrays(a, b):
+    """``floor(a / b)`` of two arrays of one dtype, computed as PyTorch's ``div_floor``.
+
+    Integers: NumPy's floor division (``MIN // -1`` wraps, as in PyTorch); the caller has
+    refused zero divisors. Floats: ``(a - fmod(a, b)) / b``, less 1 where the remainder's
+    sign differs from ``b``'s, then rounded to the nearest integer (Python's float ``//``),
+    with ``a / b`` where ``b == 0`` (inf or NaN) and a zero carrying the sign of ``a / b``.
+    """
+    xp = get_array_module(a)
+    if a.dtype.kind in "biu":
+        with np.errstate(over="ignore", divide="ignore"):
+            return xp.floor_divide(a, b)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        mod = xp.fmod(a, b)
+        div = (a - mod) / b
+        div = xp.where((mod != 0) & ((b < 0) != (mod < 0)), div - 1, div)
+        floored = xp.floor(div)
+        floored = xp.where(div - floored > 0.5, floored + 1, floored)
+        quotient = a / b
+        floored = xp.where(div == 0, xp.copysign(xp.zeros((), div.dtype), quotient), floored)
+        return xp.where(b == 0, quotient, floored)
+
+
+def remainder_arrays(a, b):
+    """``a - b * floor(a / b)`` of two arrays of one dtype, with the sign of ``b`` (PyTorch's ``remainder``).
+
+    Floats: ``fmod(a, b)``, plus ``b`` where it is nonzero and its sign differs from ``b``'s;
+    so a zero remainder keeps ``a``'s sign and ``b == 0`` gives NaN, as in PyTorch.
+    """
+    xp = get_array_module(a)
+    if a.dtype.kind in "biu":
+        with np.errstate(divide="ignore"):
+            return xp.remainder(a, b)
+    with np.errstate(invalid="ignore"):
+        mod = xp.fmod(a, b)
+        return xp.where((mod != 0) & ((b < 0) != (mod < 0)), mod + b, mod)
+
+
+class IntegerDivisionByZeroError(ZeroDivisionError, RuntimeError):
+    """An integer ``floor_divide`` or ``remainder`` by zero (PyTorch raises ``RuntimeError`` here)."""
 
 
 class Neg(Function):
@@ -268,6 +333,50 @@ def div(a: Tensor, b: Tensor) -> Tensor:
     if a.dtype.kind in "biu":
         a, b = _cast(a, DEFAULT_FLOAT), _cast(b, DEFAULT_FLOAT)
     return Div.apply(a, b)
+
+
+def _check_division(name, a, b):
+    """Refuse what PyTorch refuses once ``a`` and ``b`` share their dtype: bools, integer zero divisors."""
+    if a.dtype == np.bool_ and b.dtype == np.bool_:
+        raise TypeError(f"{name}: not supported for bool operands (PyTorch has no bool kernel either); "
+                        "convert with .to('int64')")
+    if b.dtype.kind in "iu" and bool((b.data == 0).any()):
+        raise IntegerDivisionByZeroError(f"{name}: integer division by zero (the {b.dtype} divisor has a "
+                                         "zero); use a floating dtype for inf/NaN results")
+
+
+def floor_divide(a: Tensor, b: Tensor) -> Tensor:
+    """Elementwise ``floor(a / b)`` (``a // b``), rounding toward negative infinity, with broadcasting.
+
+    PyTorch's ``torch.floor_divide`` (1.13 on): the dtype is :func:`result_type` of the pair
+    (integers stay integers, an integer with a float gives float32); a float zero divisor
+    gives ``±inf`` or NaN. Piecewise constant: as in PyTorch, the result is recorded but
+    ``backward`` through it raises ``RuntimeError``.
+
+    Raises:
+        TypeError: both operands are bool, or an operand is not a Tensor.
+        IntegerDivisionByZeroError: an integer divisor holds a zero (a ``ZeroDivisionError``
+            and a ``RuntimeError``).
+    """
+    a, b = _check_pair("floor_divide", a, b)
+    _check_division("floor_divide", a, b)
+    return FloorDivide.apply(a, b)
+
+
+def remainder(a: Tensor, b: Tensor) -> Tensor:
+    """Elementwise ``a - b * floor(a / b)`` (``a % b``), with the sign of ``b``, with broadcasting.
+
+    PyTorch's ``torch.remainder``: dtypes as :func:`floor_divide`; a float zero divisor gives
+    NaN. Gradients: ``d/da = 1``, ``d/db = -floor(a / b)``.
+
+    Raises:
+        TypeError: both operands are bool, or an operand is not a Tensor.
+        IntegerDivisionByZeroError: an integer divisor holds a zero (a ``ZeroDivisionError``
+            and a ``RuntimeError``).
+    """
+    a, b = _check_pair("remainder", a, b)
+    _check_division("remainder", a, b)
+    return Remainder.apply(a, b)
 
 
 def neg(a: Tensor) -> Tensor:

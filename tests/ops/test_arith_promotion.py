@@ -14,10 +14,11 @@ sides. Deliberate differences, kept on purpose:
   TypeError in minires (no silent casting, see DESIGN.md and tests/autograd/test_tensor.py);
   PyTorch promotes them.
 - ``True ** bool_tensor`` gives int64 ones in minires; PyTorch has no bool ``pow`` kernel.
-- ``//`` is not an operator of minires' Tensor (TypeError).
 
-``@`` is not in the tables: PyTorch's matmul wants one dtype, minires joins an integer
-operand to the floating one (tests/test_outside_bad_input.py).
+``//`` and ``%`` have their own tables, zero divisors and signs included
+(tests/ops/test_arith_floordiv_remainder.py). ``@`` is not in the tables: PyTorch's
+matmul wants one dtype, minires joins an integer operand to the floating one
+(tests/test_outside_bad_input.py).
 """
 
 import itertools
@@ -118,8 +119,7 @@ def test_known_cases_from_the_issue():
     assert (mr.tensor([1.0]) + mr.tensor(2.0, dtype="float64")).dtype == np.float32
     assert (mr.tensor([1.0], dtype="float64") * 1.5).dtype == np.float64
     assert (ints > 1.5).dtype == np.bool_  # comparisons stay boolean
-    with pytest.raises(TypeError):
-        ints // 2  # noqa: B018  (no floor division in minires)
+    assert (ints // 2).dtype == np.int64 and (ints // 1.5).dtype == np.float32  # floor division promotes alike
 
 
 NUMBER_GRAD_OPS = {**OPS, "rsub": lambda t, n: n - t, "rtruediv": lambda t, n: n / t, "rpow": lambda t, n: n ** t}

@@ -88,9 +88,8 @@ def dtype_audit(fn, model) -> int:
     """Run ``fn`` once with every op's forward and backward wrapped; list float64 arrays."""
     import numpy as np  # noqa: PLC0415
 
-    from minires.autograd.function import Function  # noqa: PLC0415
+    from minires.autograd import record_ops  # noqa: PLC0415
     bad, seen = [], {"forward": 0, "backward": 0}
-    original_apply = Function.apply.__func__
 
     def check(where, name, array):
         if isinstance(array, np.ndarray) and array.dtype.kind == "f":
@@ -98,10 +97,10 @@ def dtype_audit(fn, model) -> int:
             if array.dtype != np.float32:
                 bad.append(f"{where} {name}: {array.dtype} {array.shape}")
 
-    def apply(cls, *inputs, **options):
-        out = original_apply(cls, *inputs, **options)
+    def audit(entry):
+        cls, _, _, out = entry
         check("forward", cls.__name__, out.data)
-        ctx = getattr(out, "_ctx", None)
+        ctx = out.grad_fn
         if ctx is not None and not getattr(ctx, "_audited", False):
             backward = ctx.backward
 
@@ -113,13 +112,9 @@ def dtype_audit(fn, model) -> int:
 
             ctx.backward = audited_backward
             ctx._audited = True
-        return out
 
-    Function.apply = classmethod(apply)
-    try:
+    with record_ops(observer=audit):
         fn()
-    finally:
-        Function.apply = classmethod(original_apply)
     for name, p in model.named_parameters():
         check("backward", "param " + name, p.grad)
     print(f"dtype audit: {seen['forward']} op outputs and {seen['backward']} gradients checked, "

@@ -1,15 +1,15 @@
 """Graph utilities for the analysis tools: cut VJPs, a grad guard and a forward-mode tape.
 
-Nothing here changes the engine. A VJP with respect to an inner tensor ``x`` is taken by
-making ``x`` a leaf for the duration of one backward (its recorded op is put aside and
-put back), so the traversal stops there and the gradient lands in ``x.grad``; the graph
-must have been built once and kept (``retain_graph=True``), so every VJP runs through
-the same saved buffers (the same batch statistics of a BN in train mode).
+Nothing here changes the engine or the recorded graph. A VJP with respect to an inner
+tensor ``x`` is :func:`minires.autograd.grad` with ``x`` among the inputs, so the
+traversal stops there; the graph must have been built once and kept
+(``retain_graph=True``), so every VJP runs through the same saved buffers (the same
+batch statistics of a BN in train mode).
 
 Forward mode (:class:`OpTape`, :func:`tangent_of`) records each op applied while a tape
-is active (class, inputs, options, output) and replays the recorded ops on tangents with
-one rule per op: linear ops rerun their own forward on the tangent, the others have
-their derivative written out below.
+is active (class, inputs, options, output; :func:`minires.autograd.record_ops`) and
+replays the recorded ops on tangents with one rule per op: linear ops rerun their own
+forward on the tangent, the others have their derivative written out below.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import contextlib
 
 import numpy as np
 
-from ..autograd import Function, Tensor
+from ..autograd import Tensor, grad, record_ops
 from ..backend import get_array_module
 from ..ops.arith import rpow_derivative
 
@@ -51,7 +51,8 @@ def vjp(outputs, grads, inputs, guard=()):
     """Vector-Jacobian products of recorded ``outputs`` with respect to inner tensors.
 
     Computes ``sum_k (d outputs[k] / d inputs[j])^T grads[k]`` for each ``j`` by one
-    backward through the already-recorded graph, stopping at ``inputs``. The graph is
+    reverse traversal (:func:`minires.autograd.grad`) of the already-recorded graph,
+    stopping at ``inputs``; the graph itself is not modified. The graph is
     kept (so later VJPs can reuse it) and no ``.grad`` outside ``inputs`` changes
     (those in ``guard`` are restored; ``inputs``' own ``.grad`` is restored too).
 
@@ -79,31 +80,13 @@ def vjp(outputs, grads, inputs, guard=()):
     for t in inputs:
         if not t.requires_grad:
             raise ValueError("vjp: every input must require grad (be on the recorded path)")
-    saved = [(t, t._ctx, t.grad) for t in inputs]
-    with GradGuard(list(guard) + list(outputs)):
-        try:
-            for t in inputs:
-                t._ctx = None  # a leaf for this backward: the traversal stops here
-                t.grad = None
-            live = [(out, g) for out, g in zip(outputs, grads) if out.requires_grad]
-            if len(live) == 1:
-                live[0][0].backward(live[0][1], retain_graph=True)
-            elif live:
-                # one traversal for several outputs: backward of sum_k <out_k, g_k>
-                root = None
-                for out, g in live:
-                    term = (out * Tensor(g)).sum()
-                    root = term if root is None else root + term
-                root.backward(retain_graph=True)
-            results = []
-            for t in inputs:
-                if t.grad is None:
-                    results.append(get_array_module(t.data).zeros_like(t.data))
-                else:
-                    results.append(t.grad)
-        finally:
-            for t, ctx, g in saved:
-                t._ctx, t.grad = ctx, g
+    live = [(out, g) for out, g in zip(outputs, grads) if out.requires_grad]
+    # outputs' and guarded tensors' .grad: grad() fills that of retain_grad tensors on the way
+    with GradGuard(list(guard) + list(outputs) + inputs):
+        arrived = grad([out for out, _ in live], inputs, [g for _, g in live],
+                       retain_graph=True, allow_unused=True) if live else [None] * len(inputs)
+    results = [get_array_module(t.data).zeros_like(t.data) if g is None else g.data
+               for t, g in zip(inputs, arrived)]
     return results[0] if single else results
 
 
@@ -114,35 +97,27 @@ def vjp(outputs, grads, inputs, guard=()):
 class OpTape:
     """Records ``(op class, inputs, options, output)`` for every ``Function.apply`` call.
 
-    Use as a context manager; while active, ``Function.apply`` is wrapped (and restored on
-    exit), so it is not safe to use from two threads at once. Ops that override ``apply``
-    (device moves, casts) are not recorded.
+    Use as a context manager; while active, the ops the calling thread applies are
+    recorded in ``entries`` (:func:`minires.autograd.record_ops`: other threads' ops are
+    not, and ``Function.apply`` is left as it is). Tapes nest (an outer tape also records
+    the ops of an inner one); a tape that is recording cannot be entered again.
+    Ops that override ``apply`` (device moves, casts) are not recorded.
     """
-
-    _active = None
 
     def __init__(self):
         self.entries = []
+        self._recorder = None
 
     def __enter__(self):
-        if OpTape._active is not None:
-            raise RuntimeError("OpTape: a tape is already recording")
-        original = Function.__dict__["apply"]
-        tape = self
-
-        def recording_apply(cls, *inputs, **options):
-            out = original.__func__(cls, *inputs, **options)
-            tape.entries.append((cls, inputs, options, out))
-            return out
-
-        self._original = original
-        Function.apply = classmethod(recording_apply)
-        OpTape._active = self
+        if self._recorder is not None:
+            raise RuntimeError("OpTape: this tape is already recording")
+        self._recorder = record_ops(observer=self.entries.append)
+        self._recorder.__enter__()
         return self
 
     def __exit__(self, *exc):
-        Function.apply = self._original
-        OpTape._active = None
+        recorder, self._recorder = self._recorder, None
+        recorder.__exit__(*exc)
         return False
 
 

@@ -6,11 +6,58 @@ arrays, keeping on ``self`` only what ``backward`` needs, and
 input (``None`` where an input needs no gradient). ``Op.apply(*tensors, **options)``
 checks devices and dtypes, runs ``forward`` and, when grad mode is on and an input
 requires grad, links the result into the graph.
+
+:func:`record_ops` lets a thread watch its own ``apply`` calls (the analysis tools replay
+them in forward mode); when nothing records, ``apply`` pays one attribute lookup for it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import threading
+
 from .grad_mode import is_grad_enabled
+
+
+class _Observers(threading.local):
+    """Per thread: the callables that receive each ``(op class, inputs, options, output)``."""
+
+    observers: tuple = ()
+
+
+_recording = _Observers()
+
+
+@contextlib.contextmanager
+def record_ops(observer=None):
+    """Record the ``Function.apply`` calls the calling thread makes inside the block.
+
+    Other threads' ops are not recorded. Recorders nest: an inner block's ops are recorded
+    by the outer one too. Ops that override ``apply`` (device moves, casts) are not seen.
+
+    Args:
+        observer: optional callable, called with each entry as soon as its op has run
+            (before the output is used further).
+
+    Yields:
+        A list that receives one ``(op class, inputs, options, output)`` tuple per op, in
+        call order: ``inputs`` is the tuple of positional inputs (``Tensor`` or ``None``),
+        ``options`` the keyword options, ``output`` the resulting ``Tensor``.
+
+    Example:
+        >>> with record_ops() as ops:
+        ...     y = (x * 2).sum()
+        >>> [cls.__name__ for cls, *_ in ops]
+        ['Mul', 'Sum']
+    """
+    entries = []
+    watchers = (entries.append,) if observer is None else (entries.append, observer)
+    previous = _recording.observers
+    _recording.observers = previous + watchers
+    try:
+        yield entries
+    finally:
+        _recording.observers = previous
 
 
 class Function:
@@ -44,6 +91,10 @@ class Function:
             fn.parents = inputs
             result.requires_grad = True
             result._ctx = fn
+        observers = _recording.observers
+        if observers:
+            for observe in observers:
+                observe((cls, inputs, options, result))
         return result
 
     def release(self) -> None:

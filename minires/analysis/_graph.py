@@ -20,7 +20,7 @@ import numpy as np
 
 from ..autograd import Tensor, grad, record_ops
 from ..backend import get_array_module
-from ..ops.arith import rpow_derivative
+from ..ops.arith import floor_divide_arrays, rpow_derivative
 
 # ------------------------------------------------------------------------------------------
 # reverse mode
@@ -148,6 +148,15 @@ def _rule_sub(cls, t, inputs, options, out):
     ta, tb = t
     result = 0 if ta is None else _broadcast(ta, out.shape)
     return result - (0 if tb is None else _broadcast(tb, out.shape))
+
+
+def _rule_remainder(cls, t, inputs, options, out):
+    # a mod b = a - b floor(a/b): d = da - floor(a/b) db, as the backward
+    (ta, tb), (a, b) = t, inputs
+    result = 0 if ta is None else _broadcast(ta, out.shape)
+    if tb is not None:
+        result = result - _broadcast(tb, out.shape) * floor_divide_arrays(a.data, b.data)
+    return result
 
 
 def _rule_mul(cls, t, inputs, options, out):
@@ -309,7 +318,8 @@ _LINEAR_OPS = {"Reshape", "Permute", "GetItem", "Cat", "Stack", "Sum", "Mean", "
 
 _RULES = {
     "Add": _rule_add, "Sub": _rule_sub, "Mul": _rule_mul, "Div": _rule_div, "Pow": _rule_pow,
-    "RPow": _rule_rpow, "Exp": _rule_exp, "Log": _rule_log, "Sqrt": _rule_sqrt, "Abs": _rule_abs,
+    "RPow": _rule_rpow, "Remainder": _rule_remainder, "Exp": _rule_exp, "Log": _rule_log,
+    "Sqrt": _rule_sqrt, "Abs": _rule_abs,
     "Matmul": _rule_matmul,
     "Pad": _rule_pad, "Max": _rule_max, "ReLU": _rule_relu, "Relu": _rule_relu,
     "Sigmoid": _rule_sigmoid, "Conv2d": _rule_conv2d, "Linear": _rule_linear,

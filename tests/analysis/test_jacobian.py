@@ -119,3 +119,26 @@ def test_jvp_of_power_zero_is_zero_at_zero():
     np.testing.assert_array_equal(tangent, np.zeros(3))
     _, tangent = jvp(lambda a: a ** 2, x, np.ones(3))
     np.testing.assert_allclose(tangent, 2 * x.numpy())
+
+
+def test_jvp_of_remainder_matches_reverse_mode():
+    # a % b: tangent da - floor(a/b) db, checked against reverse mode (the VJP's transpose)
+    import minires as mr
+    from minires.analysis.jacobian import jvp
+    rng = np.random.default_rng(0)
+    a = rng.uniform(-5, 5, 6)
+    b = rng.uniform(0.5, 2, 6) * rng.choice([-1, 1], 6)
+    v = rng.standard_normal(6)
+    for fn, wrt in ((lambda x: x % mr.tensor(b), "a"), (lambda x: mr.tensor(a) % x, "b")):
+        x = mr.tensor(a if wrt == "a" else b, requires_grad=True)
+        _, tangent = jvp(fn, x, v)
+        out = fn(x)
+        rows = []
+        for i in range(6):
+            e = np.zeros(6)
+            e[i] = 1.0
+            x.grad = None
+            fn(x).backward(mr.tensor(e))
+            rows.append(x.grad.numpy() if hasattr(x.grad, "numpy") else x.grad)
+        np.testing.assert_allclose(tangent, np.array(rows) @ v, rtol=1e-12, atol=1e-12)
+        assert out.shape == (6,)

@@ -348,6 +348,16 @@ def _backward_impl(grad, x_hat, out):
     return fused.batch_norm_backward_nhwc if fused.applies(x_hat, out) else batch_norm_backward_cpu
 
 
+def _forward(x, weight, bias, running_mean, running_var, training, momentum, eps, need_x_hat, relu, addend):
+    """Dispatch a forward; ``need_x_hat=False`` goes only to the channels-last fast path (the
+    only one that can skip ``x_hat``)."""
+    impl = _forward_impl(x)
+    extra = {} if addend is None else {"addend": addend}
+    if not need_x_hat and impl not in (batch_norm_forward_cpu, batch_norm_forward_gpu):
+        extra["need_x_hat"] = False
+    return impl(x, weight, bias, running_mean, running_var, training, momentum, eps, relu=relu, **extra)
+
+
 def batch_norm_forward(x, weight, bias, running_mean, running_var, training: bool,
                        momentum: float = 0.1, eps: float = 1e-5, need_x_hat: bool = True):
     """Batch normalisation of an ``(N, C, *spatial)`` array (no autograd).
@@ -369,10 +379,8 @@ def batch_norm_forward(x, weight, bias, running_mean, running_var, training: boo
         ``(out, x_hat, inv_std)``: ``out = weight * x_hat + bias`` with
         ``x_hat = (x - mean) * inv_std``, and the ``(C,)`` ``inv_std = 1/sqrt(var + eps)``.
     """
-    impl = _forward_impl(x)
-    if not need_x_hat and impl not in (batch_norm_forward_cpu, batch_norm_forward_gpu):
-        return impl(x, weight, bias, running_mean, running_var, training, momentum, eps, relu=False, need_x_hat=False)
-    return impl(x, weight, bias, running_mean, running_var, training, momentum, eps, relu=False)
+    return _forward(x, weight, bias, running_mean, running_var, training, momentum, eps, need_x_hat,
+                    relu=False, addend=None)
 
 
 def batch_norm_backward(grad, x_hat, inv_std, weight, training: bool,
@@ -409,11 +417,8 @@ def batch_norm_relu(x, weight, bias, running_mean, running_var, training: bool,
     if addend is not None and tuple(addend.shape) != tuple(x.shape):
         raise ValueError(f"batch_norm_relu: addend of shape {tuple(addend.shape)} does not match "
                          f"the input's {tuple(x.shape)}")
-    impl = _forward_impl(x)
-    extra = {} if addend is None else {"addend": addend}
-    if not need_x_hat and impl not in (batch_norm_forward_cpu, batch_norm_forward_gpu):
-        extra["need_x_hat"] = False
-    return impl(x, weight, bias, running_mean, running_var, training, momentum, eps, relu=True, **extra)
+    return _forward(x, weight, bias, running_mean, running_var, training, momentum, eps, need_x_hat,
+                    relu=True, addend=addend)
 
 
 batch_norm_relu_forward = batch_norm_relu

@@ -362,14 +362,15 @@ def minires_layers(args) -> dict:
         g = rng.standard_normal(y.shape, dtype=np.float32)
         if y.data.ndim == 4 and not (isinstance(y.data, np.ndarray) and y.data.flags.c_contiguous):
             g = channels_last(g)
-        t_f, _ = _median_time(lambda: fwd(x), args.layer_steps, 1)
-
-        def fb():
-            fwd(x).backward(g)
-
-        t_fb, _ = _median_time(fb, args.layer_steps, 1)
-        out[name] = {"forward_ms": 1e3 * t_f, "backward_ms": 1e3 * max(t_fb - t_f, 0.0)}
+        out[name] = _time_layer(fwd, x, g, args.layer_steps)
     return out
+
+
+def _time_layer(fwd, x, g, steps: int) -> dict:
+    """Median forward time and forward+backward minus forward, the same way for both frameworks."""
+    t_f, _ = _median_time(lambda: fwd(x), steps, 1)
+    t_fb, _ = _median_time(lambda: fwd(x).backward(g), steps, 1)
+    return {"forward_ms": 1e3 * t_f, "backward_ms": 1e3 * max(t_fb - t_f, 0.0)}
 
 
 def _layer_cases(batch: int):
@@ -382,29 +383,23 @@ def _layer_cases(batch: int):
             return (batch, cin, hw, hw), lambda x: F.conv2d(x, w, None, stride, 1)
         return make
 
-    def bn(c, hw):
+    def bn(c, hw, relu=False):
+        # with relu: minires' fused F.batch_norm_relu (what its blocks run); PyTorch's relu(batch_norm)
         def make(lib, F, rng, np):
             weight = lib.tensor(np.ones(c, np.float32), requires_grad=True)
             bias = lib.tensor(np.zeros(c, np.float32), requires_grad=True)
             rm, rv = lib.tensor(np.zeros(c, np.float32)), lib.tensor(np.ones(c, np.float32))
+            fused = getattr(F, "batch_norm_relu", None) if relu else None
+            if fused is not None:
+                return (batch, c, hw, hw), lambda x: fused(x, rm, rv, weight, bias, training=True)
+            if relu:
+                return (batch, c, hw, hw), lambda x: F.relu(F.batch_norm(x, rm, rv, weight, bias, training=True))
             return (batch, c, hw, hw), lambda x: F.batch_norm(x, rm, rv, weight, bias, training=True)
         return make
 
     def relu(c, hw):
         def make(lib, F, rng, np):
             return (batch, c, hw, hw), lambda x: F.relu(x)
-        return make
-
-    def bn_relu(c, hw):
-        # minires' fused F.batch_norm_relu (what its blocks run); PyTorch's relu(batch_norm)
-        def make(lib, F, rng, np):
-            weight = lib.tensor(np.ones(c, np.float32), requires_grad=True)
-            bias = lib.tensor(np.zeros(c, np.float32), requires_grad=True)
-            rm, rv = lib.tensor(np.zeros(c, np.float32)), lib.tensor(np.ones(c, np.float32))
-            fused = getattr(F, "batch_norm_relu", None)
-            if fused is not None:
-                return (batch, c, hw, hw), lambda x: fused(x, rm, rv, weight, bias, training=True)
-            return (batch, c, hw, hw), lambda x: F.relu(F.batch_norm(x, rm, rv, weight, bias, training=True))
         return make
 
     def head(c, hw):
@@ -422,7 +417,7 @@ def _layer_cases(batch: int):
     for c, hw in ((16, 32), (32, 16), (64, 8)):
         cases.append((f"batchnorm {c} @{hw}", bn(c, hw)))
         cases.append((f"relu {c} @{hw}", relu(c, hw)))
-        cases.append((f"batchnorm+relu {c} @{hw}", bn_relu(c, hw)))
+        cases.append((f"batchnorm+relu {c} @{hw}", bn(c, hw, relu=True)))
     cases.append(("avgpool+linear 64 @8", head(64, 8)))
     return cases
 
@@ -475,13 +470,7 @@ def torch_layers(args) -> dict:
         x = torch.tensor(rng.standard_normal(x_shape, dtype=np.float32), requires_grad=True)
         y = fwd(x)
         g = torch.from_numpy(rng.standard_normal(tuple(y.shape), dtype=np.float32))
-        t_f, _ = _median_time(lambda: fwd(x), args.layer_steps, 1)
-
-        def fb():
-            fwd(x).backward(g)
-
-        t_fb, _ = _median_time(fb, args.layer_steps, 1)
-        out[name] = {"forward_ms": 1e3 * t_f, "backward_ms": 1e3 * max(t_fb - t_f, 0.0)}
+        out[name] = _time_layer(fwd, x, g, args.layer_steps)
     return out
 
 

@@ -157,15 +157,19 @@ def _grouped_cols(x, g: ConvGeometry):
     return cols.reshape(g.N, g.groups, (g.C // g.groups) * g.KH * g.KW, g.OH * g.OW)
 
 
-def reference_forward(x, w, b, g: ConvGeometry, workspace=None):
-    """Reference convolution forward: ``out = W @ im2col(x) + b`` per group."""
-    xp = backend.get_array_module(x)
-    cols = _grouped_cols(x, g)                                  # (N, G, K, L)
+def _forward_from_cols(cols, w, b, g: ConvGeometry):
+    """``out = W @ cols + b`` per group, from the ``(N, G, K, L)`` columns of :func:`_grouped_cols`."""
+    xp = backend.get_array_module(cols)
     w_mat = w.reshape(g.groups, g.C_out // g.groups, -1)        # (G, Og, K)
     out = xp.matmul(w_mat, cols).reshape(g.out_shape)           # (N, G, Og, L) -> NCHW
     if b is not None:
         out += b.reshape(1, -1, 1, 1)
     return out
+
+
+def reference_forward(x, w, b, g: ConvGeometry, workspace=None):
+    """Reference convolution forward: ``out = W @ im2col(x) + b`` per group."""
+    return _forward_from_cols(_grouped_cols(x, g), w, b, g)
 
 
 def reference_backward_input(grad, w, g: ConvGeometry, workspace=None):

@@ -17,30 +17,19 @@ also runs, and is tested, on the CPU.
 from __future__ import annotations
 
 from .. import backend
-from .conv import (ConvAlgorithm, ConvGeometry, reference_backward_input, register_conv_algorithm)
-from .im2col import im2col
+from .conv import (ConvAlgorithm, ConvGeometry, _forward_from_cols, _grouped_cols, reference_backward_input,
+                   register_conv_algorithm)
 
 #: the largest column matrix (bytes) kept from forward to backward; larger ones are recomputed
 KEEP_COLS_BYTES = 512 << 20
 
 
-def _cols(x, g: ConvGeometry):
-    """``im2col(x)`` viewed as ``(N, G, K, L)``."""
-    cols = im2col(x, g.KH, g.KW, g.SH, g.SW, g.PH, g.PW)
-    return cols.reshape(g.N, g.groups, (g.C // g.groups) * g.KH * g.KW, g.OH * g.OW)
-
-
 def gemm_forward(x, w, b, g: ConvGeometry, workspace=None):
     """Forward ``out = W @ im2col(x) + b`` per group; keeps the columns in ``workspace['cols']``."""
-    xp = backend.get_array_module(x)
-    cols = _cols(x, g)                                           # (N, G, K, L)
+    cols = _grouped_cols(x, g)                                   # (N, G, K, L)
     if workspace is not None and cols.nbytes <= KEEP_COLS_BYTES:
         workspace["cols"] = cols
-    w_mat = w.reshape(g.groups, g.C_out // g.groups, -1)         # (G, Og, K)
-    out = xp.matmul(w_mat, cols).reshape(g.out_shape)            # (N, G, Og, L) -> NCHW
-    if b is not None:
-        out += b.reshape(1, -1, 1, 1)
-    return out
+    return _forward_from_cols(cols, w, b, g)
 
 
 def gemm_backward_weight(grad, x, g: ConvGeometry, workspace=None):
@@ -48,7 +37,7 @@ def gemm_backward_weight(grad, x, g: ConvGeometry, workspace=None):
     xp = backend.get_array_module(grad)
     cols = workspace.pop("cols", None) if workspace is not None else None
     if cols is None:
-        cols = _cols(x, g)
+        cols = _grouped_cols(x, g)
     Og = g.C_out // g.groups
     grad_mat = grad.reshape(g.N, g.groups, Og, g.OH * g.OW)      # (N, G, Og, L)
     dw = xp.matmul(grad_mat, xp.swapaxes(cols, -1, -2))          # (N, G, Og, K)

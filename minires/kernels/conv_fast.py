@@ -41,7 +41,7 @@ from numpy.lib.stride_tricks import as_strided
 
 from .conv import ConvAlgorithm, ConvGeometry, register_conv_algorithm
 from .memory import tune_malloc_by_default
-from .parallel import parallel_for
+from .parallel import parallel_for, parallel_sum
 
 tune_malloc_by_default()  # reuse freed activation memory across steps (see minires/kernels/memory.py)
 
@@ -395,10 +395,7 @@ def nhwc_backward_weight(grad, x, g: ConvGeometry, workspace=None):
             add_matmul_tn(_unfold_chunk(xh, start, n, g, C, n_chunk), g2d[start * L:(start + n) * L], dw)
         return dw
 
-    parts = parallel_for(run_rows if row_unfold else run, N, grain=n_chunk)
-    dw = parts[0]
-    for part in parts[1:]:
-        dw += part
+    dw = parallel_sum(run_rows if row_unfold else run, N, grain=n_chunk)
     return np.ascontiguousarray(dw.reshape(g.KH, g.KW, C, g.C_out).transpose(3, 2, 0, 1))
 
 

@@ -34,7 +34,7 @@ import numpy as np
 from .activation import _SAME_SIZE_UINT, keep_where_cpu
 from .conv_fast import is_channels_last
 from .norm import update_running_stats
-from .parallel import parallel_for
+from .parallel import parallel_for, parallel_sum
 
 #: target bytes of one chunk (a few images) so all passes over it hit the L2 cache
 _CHUNK_BYTES = 1 << 20
@@ -81,15 +81,6 @@ def _new_like(a: np.ndarray) -> np.ndarray:
 
 def _chunk(a: np.ndarray) -> int:
     return max(1, _CHUNK_BYTES // max(1, a[0].nbytes))
-
-
-def _per_channel_sums(fn, N: int, C: int, dtype, grain: int) -> np.ndarray:
-    """Sum over threads of ``fn(lo, hi)`` (each a length-``C`` partial sum)."""
-    parts = parallel_for(fn, N, grain=grain)
-    total = np.zeros(C, dtype)
-    for part in parts:
-        total += part
-    return total
 
 
 class SavedInput:
@@ -200,7 +191,7 @@ def batch_norm_forward_nhwc(x, weight, bias, running_mean, running_var, training
                 s += ones[:(b - a) * reps] @ x_rows[a:b].reshape(-1, C)
             return s
 
-        mean = _per_channel_sums(sums, N, C, dtype, step) / dtype.type(count)
+        mean = parallel_sum(sums, N, grain=step) / dtype.type(count)
         mean_t = np.tile(mean, reps)
 
         def centre(lo, hi):
@@ -217,10 +208,7 @@ def batch_norm_forward_nhwc(x, weight, bias, running_mean, running_var, training
                 s[1] += ones[:(b - a) * reps] @ sq.reshape(-1, C)
             return s
 
-        parts = parallel_for(centre, N, grain=step)
-        sums2 = parts[0]
-        for part in parts[1:]:
-            sums2 += part
+        sums2 = parallel_sum(centre, N, grain=step)
         # the mean of the centred data is the rounding error of the first mean: correct
         # both statistics by it (float32 parity when |mean| >> std, as the reference)
         residual = sums2[0] / dtype.type(count)
@@ -443,10 +431,7 @@ def batch_norm_backward_nhwc(grad, x_hat, inv_std, weight, training: bool, out=N
                     s[1] += ones[:(b - a) * reps] @ p.reshape(-1, C)
             return s
 
-        parts = parallel_for(sums, N, grain=step)
-        total = parts[0]
-        for part in parts[1:]:
-            total += part
+        total = parallel_sum(sums, N, grain=step)
         sum_g, sum_gc = total[0].copy(), total[1].copy()
 
     sum_gx = None

@@ -227,4 +227,14 @@ def parallel_for(fn, total: int, min_per_thread: int = 1, grain: int | None = No
     return results
 
 
-__all__ = ["parallel_for", "get_num_threads", "set_num_threads", "openblas_info"]
+def parallel_sum(fn, total: int, min_per_thread: int = 1, grain: int | None = None):
+    """The sum of the partial results of :func:`parallel_for` (each ``fn(lo, hi)`` returns a
+    new array), added in range order, so the sum does not depend on thread timing."""
+    parts = parallel_for(fn, total, min_per_thread, grain)
+    result = parts[0]
+    for part in parts[1:]:
+        result += part
+    return result
+
+
+__all__ = ["parallel_for", "parallel_sum", "get_num_threads", "set_num_threads", "openblas_info"]

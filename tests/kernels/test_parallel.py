@@ -185,3 +185,15 @@ def test_grain_cuts_pieces_at_whole_grains(two_threads, monkeypatch):
     idents = []
     parallel.parallel_for(lambda lo, hi: idents.append(threading.get_ident()), 7, grain=10)
     assert idents == [main]
+
+
+def test_parallel_sum_adds_the_pieces_in_range_order(two_threads):
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((37, 5))
+    total = parallel.parallel_sum(lambda lo, hi: a[lo:hi].sum(axis=0), 37, grain=4)
+    # the same sum, piece by piece in range order: bit for bit, whatever the thread timing
+    expected = a[0:4].sum(axis=0)
+    for lo in range(4, 37, 4):
+        expected = expected + a[lo:lo + 4].sum(axis=0)
+    np.testing.assert_array_equal(total, expected)
+    assert parallel.parallel_sum(lambda lo, hi: np.array([hi - lo]), 3, min_per_thread=4).tolist() == [3]

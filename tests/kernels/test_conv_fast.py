@@ -11,7 +11,7 @@ import minires as mr
 import minires.functional as F
 from minires.kernels import conv as K
 from minires.kernels import conv_fast as CF
-from minires.kernels import parallel
+from tests.kernels.test_fused import threads  # noqa: F401 - a fixture
 from tests.torch_parity import assert_torch_parity
 
 TOL = {np.float32: dict(rtol=2e-5, atol=2e-5), np.float64: dict(rtol=1e-12, atol=1e-12)}
@@ -44,14 +44,6 @@ def unfold(request, monkeypatch):
     """Run with the width-only row unfold (stride 1 in height) and with the full unfold."""
     monkeypatch.setattr(CF, "_ROW_UNFOLD", request.param)
     return request.param
-
-
-@pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
-def threads(request):
-    previous = parallel.get_num_threads()
-    parallel.set_num_threads(request.param)
-    yield request.param
-    parallel.set_num_threads(previous)
 
 
 def _arrays(case, dtype, rng, channels_last=False):

@@ -35,6 +35,7 @@ import pytest
 import minires as mr
 import minires.functional as F
 from minires.ops.arith import IntegerDivisionByZeroError
+from tests.ops.test_arith_promotion import _torch_number
 
 torch = pytest.importorskip("torch")
 
@@ -77,10 +78,6 @@ def _run(fn, *args):
             return fn(*args), None
     except Exception as error:  # noqa: BLE001  (compared with the other side's outcome)
         return None, error
-
-
-def _torch_number(number):
-    return number.item() if isinstance(number, np.generic) else number
 
 
 def _assert_same(case, mine, theirs):

@@ -121,8 +121,8 @@ def test_ctrl_c_then_resume_is_exact(tmp_path, stop_at):
     assert _strip_times(reference.read_metrics()) == _strip_times(resumed.read_metrics())
 
 
-def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
-    trainer = Trainer(_config(tmp_path, checkpoint_every=2), log=_quiet)
+def _poison_weights_after_step(trainer, bad_step: int, value: float) -> None:
+    """Set up ``trainer`` and make its first weight ``value`` right after optimizer step ``bad_step``."""
     trainer.setup()
     step = trainer.optimizer.step
     calls = [0]
@@ -130,10 +130,15 @@ def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     def poisoning_step(*args):
         step(*args)
         calls[0] += 1
-        if calls[0] == 3:  # after the checkpoint of step 2, the weights go bad
-            trainer.optimizer.param_groups[0]["params"][0].data[...] = np.nan
+        if calls[0] == bad_step:
+            trainer.optimizer.param_groups[0]["params"][0].data[...] = value
 
     trainer.optimizer.step = poisoning_step
+
+
+def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+    trainer = Trainer(_config(tmp_path, checkpoint_every=2), log=_quiet)
+    _poison_weights_after_step(trainer, 3, np.nan)  # after the checkpoint of step 2, the weights go bad
     with pytest.raises(NonFiniteLossError, match="(loss is|loss became) nan.*last good checkpoint is kept"):
         trainer.fit()
     arrays, meta = load_checkpoint(tmp_path / "checkpoint.npz")
@@ -143,17 +148,7 @@ def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
 
 def test_nonfinite_loss_mid_epoch(tmp_path):
     trainer = Trainer(_config(tmp_path, checkpoint_every=1, epochs=1), log=_quiet)
-    trainer.setup()
-    step = trainer.optimizer.step
-    calls = [0]
-
-    def poisoning_step(*args):
-        step(*args)
-        calls[0] += 1
-        if calls[0] == 1:
-            trainer.optimizer.param_groups[0]["params"][0].data[...] = np.inf
-
-    trainer.optimizer.step = poisoning_step
+    _poison_weights_after_step(trainer, 1, np.inf)
     with pytest.raises(NonFiniteLossError, match="became NaN/infinite at epoch 1, step 1|loss became nan"):
         trainer.fit()
     assert not (tmp_path / "checkpoint.npz").exists()  # no good state was ever reached

@@ -113,3 +113,22 @@ def test_resnet20_inference_equals_unfused(dtype):
     out = model(x)
     assert out.requires_grad and len(calls) == 19
     np.testing.assert_allclose(out.numpy(), plain, **TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_matches_pytorch(dtype, stride, rng):
+    torch = pytest.importorskip("torch")
+    tf = torch.nn.functional
+    x = rng.standard_normal((3, 4, 9, 8)).astype(dtype)
+    w = rng.standard_normal((5, 4, 3, 3)).astype(dtype)
+    weight, bias = rng.standard_normal(5).astype(dtype), rng.standard_normal(5).astype(dtype)
+    rm, rv = rng.standard_normal(5).astype(dtype), (rng.random(5) + 0.5).astype(dtype)
+    g = conv_geometry(x.shape, w.shape, stride, 1)
+    addend = rng.standard_normal(g.out_shape).astype(dtype)
+    out = FU.conv_bn_eval_nhwc(x, w, None, g, weight, bias, rm, rv, 1e-5, addend, True)
+    t = [torch.from_numpy(a) for a in (x, w, rm, rv, weight, bias, addend)]
+    ref = torch.relu(tf.batch_norm(tf.conv2d(t[0], t[1], stride=stride, padding=1), t[2], t[3], t[4], t[5],
+                                   training=False, eps=1e-5) + t[6]).numpy()
+    tol = dict(rtol=1e-4, atol=1e-4) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(out, ref, **tol)

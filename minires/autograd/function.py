@@ -3,12 +3,14 @@
 A subclass implements ``forward(self, *arrays, **options) -> array`` on raw NumPy/CuPy
 arrays, keeping on ``self`` only what ``backward`` needs, and
 ``backward(self, grad_output) -> grad or tuple of grads`` with one entry per positional
-input (``None`` where an input needs no gradient). ``Op.apply(*tensors, **options)``
-checks devices and dtypes, runs ``forward`` and, when grad mode is on and an input
-requires grad, links the result into the graph.
+input (``None`` where an input needs no gradient), and, for forward mode, ``jvp``
+(``jvp = Function.linear_jvp`` for an op linear in its inputs). ``Op.apply(*tensors,
+**options)`` checks devices and dtypes, runs ``forward`` and, when grad mode is on and an
+input requires grad, links the result into the graph. Every op goes through ``apply``.
 
 :func:`record_ops` lets a thread watch its own ``apply`` calls (the analysis tools replay
-them in forward mode); when nothing records, ``apply`` pays one attribute lookup for it.
+them in forward mode with each op's ``jvp``); when nothing records, ``apply`` pays one
+attribute lookup for it.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import threading
 
+from ..backend import get_array_module
 from .grad_mode import is_grad_enabled
 
 
@@ -33,7 +36,7 @@ def record_ops(observer=None):
     """Record the ``Function.apply`` calls the calling thread makes inside the block.
 
     Other threads' ops are not recorded. Recorders nest: an inner block's ops are recorded
-    by the outer one too. Ops that override ``apply`` (device moves, casts) are not seen.
+    by the outer one too.
 
     Args:
         observer: optional callable, called with each entry as soon as its op has run
@@ -73,6 +76,25 @@ class Function:
 
     def backward(self, grad_output):  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def jvp(self, tangents, inputs, output, **options):
+        """Forward mode: the output's tangent ``sum_i (d output / d input_i) tangents[i]``.
+
+        Called on a fresh instance. ``tangents`` holds one array, or ``None`` for a zero
+        tangent, per positional input (at least one is an array); ``inputs`` are the input
+        arrays (``None`` where the op got ``None``), ``output`` the output array and
+        ``options`` the keyword options of the call. Returns an array (broadcastable to
+        ``output``), or ``None`` where the output has no tangent (a cast to integers).
+        """
+        raise NotImplementedError(
+            f"forward-mode JVP: no rule for op {type(self).__name__}; give the class a jvp method "
+            "(jvp = Function.linear_jvp if it is linear in its inputs)")
+
+    def linear_jvp(self, tangents, inputs, output, **options):
+        """The ``jvp`` of an op linear in its inputs jointly: its own ``forward`` on the tangents."""
+        arrays = [None if x is None else (get_array_module(x).zeros_like(x) if t is None else t)
+                  for x, t in zip(inputs, tangents)]
+        return self.forward(*arrays, **options)
 
     @classmethod
     def apply(cls, *inputs, **options):

@@ -77,6 +77,8 @@ class _Gather(Function):
                 offset += size
         return tuple(self.gate.on_gradients(self.role, pieces))
 
+    jvp = Function.linear_jvp
+
 
 class _Scatter(Function):
     def forward(self, flat, *, gate, role, index, offset, shape, single):
@@ -99,6 +101,8 @@ class _Scatter(Function):
         out = xp.zeros(self.flat_shape, dtype=self.dtype)
         out[self.offset:self.offset + grad.size] = grad.reshape(-1)
         return out
+
+    jvp = Function.linear_jvp
 
 
 def _route(tensors, gate, role):

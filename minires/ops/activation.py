@@ -23,6 +23,9 @@ class ReLU(Function):
         # d relu(x)/dx = 0 where x <= 0 else 1 (0 at 0; NaN input passes the gradient, as PyTorch)
         return kernels.relu_backward(grad, self.out)
 
+    def jvp(self, tangents, inputs, output):
+        return tangents[0] * (output > 0)  # d relu(x) = 1[x > 0] dx
+
 
 class Sigmoid(Function):
     def forward(self, x):
@@ -32,6 +35,9 @@ class Sigmoid(Function):
     def backward(self, grad):
         # d sigmoid(x)/dx = s (1 - s)
         return kernels.sigmoid_backward(grad, self.out)
+
+    def jvp(self, tangents, inputs, output):
+        return tangents[0] * output * (1 - output)  # d s(x) = s (1 - s) dx
 
 
 def relu(x: Tensor) -> Tensor:

@@ -29,6 +29,16 @@ def unbroadcast(grad, shape):
     return grad
 
 
+def sum_tangents(shape, *parts):
+    """Forward mode: the sum of the tangent contributions that are not ``None``, broadcast to ``shape``."""
+    present = [p for p in parts if p is not None]
+    xp = get_array_module(present[0])
+    total = xp.broadcast_to(present[0], shape)
+    for p in present[1:]:
+        total = total + p
+    return total
+
+
 class Add(Function):
     def forward(self, a, b):
         self.a_shape, self.b_shape = a.shape, b.shape
@@ -37,6 +47,10 @@ class Add(Function):
     def backward(self, grad):
         # d(a+b)/da = 1, d(a+b)/db = 1
         return unbroadcast(grad, self.a_shape), unbroadcast(grad, self.b_shape)
+
+    def jvp(self, tangents, inputs, output):
+        # d(a+b) = da + db
+        return sum_tangents(output.shape, *tangents)
 
 
 class Sub(Function):
@@ -47,6 +61,11 @@ class Sub(Function):
     def backward(self, grad):
         # d(a-b)/da = 1, d(a-b)/db = -1
         return unbroadcast(grad, self.a_shape), unbroadcast(-grad, self.b_shape)
+
+    def jvp(self, tangents, inputs, output):
+        # d(a-b) = da - db
+        ta, tb = tangents
+        return sum_tangents(output.shape, ta, None if tb is None else -tb)
 
 
 class Mul(Function):
@@ -60,6 +79,11 @@ class Mul(Function):
         gb = unbroadcast(grad * self.a, self.b.shape) if self.needs_input_grad[1] else None
         return ga, gb
 
+    def jvp(self, tangents, inputs, output):
+        # d(ab) = da b + a db
+        (ta, tb), (a, b) = tangents, inputs
+        return sum_tangents(output.shape, None if ta is None else ta * b, None if tb is None else a * tb)
+
 
 class Div(Function):
     def forward(self, a, b):
@@ -71,6 +95,12 @@ class Div(Function):
         ga = unbroadcast(grad / self.b, self.a.shape) if self.needs_input_grad[0] else None
         gb = unbroadcast(-grad * self.a / (self.b * self.b), self.b.shape) if self.needs_input_grad[1] else None
         return ga, gb
+
+    def jvp(self, tangents, inputs, output):
+        # d(a/b) = da / b - a db / b^2
+        (ta, tb), (a, b) = tangents, inputs
+        return sum_tangents(output.shape, None if ta is None else ta / b,
+                            None if tb is None else -a * tb / (b * b))
 
 
 class FloorDivide(Function):
@@ -94,6 +124,11 @@ class Remainder(Function):
         gb = (unbroadcast(-grad * floor_divide_arrays(self.a, self.b), self.b.shape)
               if self.needs_input_grad[1] else None)
         return ga, gb
+
+    def jvp(self, tangents, inputs, output):
+        # d(a mod b) = da - floor(a/b) db
+        (ta, tb), (a, b) = tangents, inputs
+        return sum_tangents(output.shape, ta, None if tb is None else -tb * floor_divide_arrays(a, b))
 
 
 def floor_divide_arrays(a, b):
@@ -146,6 +181,8 @@ class Neg(Function):
         # d(-a)/da = -1
         return -grad
 
+    jvp = Function.linear_jvp
+
 
 class Pow(Function):
     def forward(self, a, exponent):
@@ -157,6 +194,12 @@ class Pow(Function):
         if self.exponent == 0:
             return get_array_module(grad).zeros_like(grad)
         return grad * (self.exponent * self.a ** (self.exponent - 1))
+
+    def jvp(self, tangents, inputs, output, exponent):
+        # d(a^p) = p a^(p-1) da; for p = 0 it is 0 everywhere (as the backward)
+        if exponent == 0:
+            return get_array_module(tangents[0]).zeros_like(tangents[0])
+        return exponent * inputs[0] ** (exponent - 1) * tangents[0]
 
 
 class RPow(Function):
@@ -175,6 +218,10 @@ class RPow(Function):
     def backward(self, grad):
         # d(b^x)/dx = b^x log(b)
         return grad * rpow_derivative(self.base, self.exponent, self.out)
+
+    def jvp(self, tangents, inputs, output, base):
+        # d(b^x) = b^x log(b) dx (0 for b = 0 where x >= 0, as the backward)
+        return rpow_derivative(base, inputs[0], output) * tangents[0]
 
 
 def rpow_derivative(base, exponent, out):
@@ -213,6 +260,9 @@ class Exp(Function):
         # d(e^a)/da = e^a
         return grad * self.out
 
+    def jvp(self, tangents, inputs, output):
+        return output * tangents[0]  # d e^a = e^a da
+
 
 class Log(Function):
     def forward(self, a):
@@ -222,6 +272,9 @@ class Log(Function):
     def backward(self, grad):
         # d(log a)/da = 1/a
         return grad / self.a
+
+    def jvp(self, tangents, inputs, output):
+        return tangents[0] / inputs[0]  # d log(a) = da / a
 
 
 class Sqrt(Function):
@@ -233,6 +286,9 @@ class Sqrt(Function):
         # d(sqrt a)/da = 1 / (2 sqrt a)
         return grad / (2 * self.out)
 
+    def jvp(self, tangents, inputs, output):
+        return tangents[0] / (2 * output)  # d sqrt(a) = da / (2 sqrt(a))
+
 
 class Abs(Function):
     def forward(self, a):
@@ -243,6 +299,9 @@ class Abs(Function):
     def backward(self, grad):
         # d|a|/da = sign(a) (0 at 0, as PyTorch)
         return grad * self.sign
+
+    def jvp(self, tangents, inputs, output):
+        return get_array_module(output).sign(inputs[0]) * tangents[0]  # d|a| = sign(a) da
 
 
 class Matmul(Function):
@@ -274,6 +333,11 @@ class Matmul(Function):
             gb = xp.swapaxes(a2, -1, -2) @ g
             gb = unbroadcast(gb, b2.shape).reshape(b.shape)
         return ga, gb
+
+    def jvp(self, tangents, inputs, output):
+        # d(ab) = da b + a db
+        (ta, tb), (a, b) = tangents, inputs
+        return sum_tangents(output.shape, None if ta is None else ta @ b, None if tb is None else a @ tb)
 
 
 def _check_pair(name, a, b, broadcast=True):

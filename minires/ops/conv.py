@@ -5,6 +5,7 @@ from __future__ import annotations
 from ..autograd import Function, Tensor
 from ..kernels.conv import (conv2d_backward_bias, conv2d_backward_input, conv2d_backward_weight,
                             conv2d_forward, conv_geometry)
+from .arith import sum_tangents
 from .shape import pad
 
 
@@ -30,6 +31,13 @@ class Conv2d(Function):
             # d out/d b = 1 at every output position of channel o
             gb = conv2d_backward_bias(grad)
         return gx, gw, gb
+
+    def jvp(self, tangents, inputs, output, **options):
+        # conv(x, w) + b is bilinear in (x, w) plus b: d = conv(dx, w) + conv(x, dw) + db
+        (tx, tw, tb), (x, w, _) = tangents, inputs
+        return sum_tangents(output.shape, None if tx is None else Conv2d().forward(tx, w, None, **options),
+                            None if tw is None else Conv2d().forward(x, tw, None, **options),
+                            None if tb is None else tb.reshape(1, -1, 1, 1))
 
 
 def _check_float_tensor(name: str, value, allow_none: bool = False) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..autograd import Function, Tensor
 from ..backend import get_array_module
+from .arith import sum_tangents
 
 
 class Linear(Function):
@@ -33,6 +34,11 @@ class Linear(Function):
             # dy/db = 1: db = dy summed over every leading position
             gb = grad_mat.sum(axis=0)
         return gx, gw, gb
+
+    def jvp(self, tangents, inputs, output):
+        # x W^T + b is bilinear in (x, W) plus b: d = dx W^T + x dW^T + db
+        (tx, tw, tb), (x, w, _) = tangents, inputs
+        return sum_tangents(output.shape, None if tx is None else tx @ w.T, None if tw is None else x @ tw.T, tb)
 
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:

@@ -9,6 +9,7 @@ import numpy as np
 from .. import backend
 from ..autograd import Function, Tensor
 from ..kernels import norm as kernels
+from .arith import sum_tangents
 
 
 class BatchNorm(Function):
@@ -50,6 +51,32 @@ class BatchNorm(Function):
                 grad, self.x_hat, self.inv_std, self.weight, self.training,
                 needs_weight_grad=needs_weight, needs_bias_grad=needs_bias)
         return (grad_x if needs[0] else None), grad_weight, grad_bias, grad_addend
+
+    def jvp(self, tangents, inputs, output, **options):
+        # d(w x_hat + b [+ a]) = w d x_hat + x_hat dw + db [+ da], then the fused ReLU's 1[out > 0];
+        # training: the batch statistics move with x, d x_hat = inv_std (dx - mean(dx) - x_hat mean(x_hat dx))
+        (tx, tw, tb), (x, w, _) = tangents[:3], inputs[:3]
+        ta = tangents[3] if len(tangents) > 3 else None
+        xp = backend.get_array_module(x)
+        axes, bshape = (0,) + tuple(range(2, x.ndim)), (1, -1) + (1,) * (x.ndim - 2)
+        if options["training"]:
+            mean = x.mean(axis=axes, keepdims=True)
+            inv_std = 1.0 / xp.sqrt(x.var(axis=axes, keepdims=True) + options["eps"])
+        else:
+            mean = options["running_mean"].reshape(bshape)
+            inv_std = 1.0 / xp.sqrt(options["running_var"].reshape(bshape) + options["eps"])
+        x_hat = (x - mean) * inv_std
+        d_hat = None
+        if tx is not None and options["training"]:
+            d_hat = inv_std * (tx - tx.mean(axis=axes, keepdims=True)
+                               - x_hat * (x_hat * tx).mean(axis=axes, keepdims=True))
+        elif tx is not None:
+            d_hat = inv_std * tx  # fixed running statistics: an affine map
+        if d_hat is not None and w is not None:
+            d_hat = w.reshape(bshape) * d_hat
+        tangent = sum_tangents(output.shape, d_hat, None if tw is None else tw.reshape(bshape) * x_hat,
+                               None if tb is None else tb.reshape(bshape), ta)
+        return tangent * (output > 0) if options["relu"] else tangent
 
 
 def _stat_array(name: str, stat, x: Tensor):

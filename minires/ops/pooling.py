@@ -33,6 +33,8 @@ class AvgPool2d(Function):
         # d out[o]/d x[p] = 1/(KH KW) for every pixel p in window o (padding included in the count)
         return kernels.avg_pool2d_backward(grad, self.x_shape, *self.window)
 
+    jvp = Function.linear_jvp
+
 
 class AdaptiveAvgPool2d(Function):
     def forward(self, x, *, OH, OW):  # noqa: N803
@@ -42,6 +44,8 @@ class AdaptiveAvgPool2d(Function):
     def backward(self, grad):
         # d out[i, j]/d x[h, w] = 1/(|bin_i| |bin_j|) where (h, w) lies in bin (i, j)
         return kernels.adaptive_avg_pool2d_backward(grad, self.x_shape)
+
+    jvp = Function.linear_jvp
 
 
 def _pair(name: str, arg: str, value, minimum: int):

@@ -53,6 +53,8 @@ class Sum(Function):
         xp = get_array_module(grad)
         return xp.broadcast_to(_expand(grad, self.in_shape, self.axis, self.keepdims), self.in_shape).copy()
 
+    jvp = Function.linear_jvp
+
 
 class Mean(Function):
     def forward(self, a, axis, keepdims):
@@ -65,6 +67,8 @@ class Mean(Function):
         xp = get_array_module(grad)
         g = _expand(grad, self.in_shape, self.axis, self.keepdims) / self.count
         return xp.broadcast_to(g, self.in_shape).astype(grad.dtype, copy=True)
+
+    jvp = Function.linear_jvp
 
 
 class Max(Function):
@@ -81,6 +85,13 @@ class Max(Function):
         count = mask.sum(axis=self.axis, keepdims=True)
         g = _expand(grad, self.a.shape, self.axis, self.keepdims)
         return (mask * (g / count)).astype(grad.dtype)
+
+    def jvp(self, tangents, inputs, output, axis, keepdims):
+        # the tangent of the maximum: the mean tangent over tied maxima (as the backward splits them)
+        a, tangent = inputs[0], tangents[0]
+        mask = a == a.max(axis=axis, keepdims=True)
+        tangent = (tangent * mask).sum(axis=axis, keepdims=True) / mask.sum(axis=axis, keepdims=True)
+        return tangent.reshape(output.shape)
 
 
 def sum(a: Tensor, axis=None, keepdims: bool = False) -> Tensor:  # noqa: A001

@@ -7,7 +7,7 @@ import numbers
 import numpy as np
 
 from .. import backend
-from ..autograd import Function, Tensor
+from ..autograd import Function, Tensor, no_grad
 from ..backend import get_array_module
 
 
@@ -20,6 +20,8 @@ class Reshape(Function):
         # reshape moves no values: reshape the gradient back
         return grad.reshape(self.in_shape)
 
+    jvp = Function.linear_jvp
+
 
 class Permute(Function):
     def forward(self, a, axes):
@@ -29,6 +31,8 @@ class Permute(Function):
     def backward(self, grad):
         # the gradient of a permutation is the inverse permutation
         return grad.transpose(self.inverse)
+
+    jvp = Function.linear_jvp
 
 
 class GetItem(Function):
@@ -45,6 +49,8 @@ class GetItem(Function):
         else:
             xp.add.at(out, self.index, grad)
         return out
+
+    jvp = Function.linear_jvp
 
 
 def _is_basic_index(index) -> bool:
@@ -65,6 +71,8 @@ class Cat(Function):
         xp = get_array_module(grad)
         return tuple(xp.split(grad, bounds, axis=self.axis))
 
+    jvp = Function.linear_jvp
+
 
 class Stack(Function):
     def forward(self, *arrays, axis):
@@ -77,6 +85,8 @@ class Stack(Function):
         xp = get_array_module(grad)
         return tuple(xp.moveaxis(grad, self.axis, 0))
 
+    jvp = Function.linear_jvp
+
 
 class Pad(Function):
     def forward(self, a, pad_width, value):
@@ -88,6 +98,10 @@ class Pad(Function):
         # padded positions are constants: crop the gradient
         return grad[self.slices]
 
+    def jvp(self, tangents, inputs, output, pad_width, value):
+        # padding with a constant is affine: pad the tangent with zeros
+        return self.forward(tangents[0], pad_width, 0)
+
 
 class ToDevice(Function):
     def forward(self, a, device):
@@ -98,20 +112,7 @@ class ToDevice(Function):
         # a copy between devices: copy the gradient back
         return backend.to_device(grad, self.source)
 
-    @classmethod
-    def apply(cls, a, device):
-        # the one op whose output lives on another device than its input
-        fn = cls()
-        out = fn.forward(a.data, device)
-        result = Tensor(out)
-        from ..autograd.grad_mode import is_grad_enabled  # noqa: PLC0415
-
-        if is_grad_enabled() and a.requires_grad:
-            fn.needs_input_grad = (True,)
-            fn.parents = (a,)
-            result.requires_grad = True
-            result._ctx = fn
-        return result
+    jvp = Function.linear_jvp
 
 
 class Cast(Function):
@@ -123,18 +124,9 @@ class Cast(Function):
         # a cast: cast the gradient back
         return grad.astype(self.source)
 
-    @classmethod
-    def apply(cls, a, dtype):
-        fn = cls()
-        result = Tensor(fn.forward(a.data, dtype))
-        from ..autograd.grad_mode import is_grad_enabled  # noqa: PLC0415
-
-        if is_grad_enabled() and a.requires_grad and np.dtype(dtype).kind == "f":
-            fn.needs_input_grad = (True,)
-            fn.parents = (a,)
-            result.requires_grad = True
-            result._ctx = fn
-        return result
+    def jvp(self, tangents, inputs, output, dtype):
+        # a cast between floating dtypes is linear; an integer result has no tangent
+        return tangents[0].astype(dtype) if np.dtype(dtype).kind == "f" else None
 
 
 class TensorIndexError(IndexError, ValueError):
@@ -290,7 +282,7 @@ def to_device(a: Tensor, device) -> Tensor:
         return a
     if device != "cpu":
         backend.cupy_module()
-    return ToDevice.apply(a, device)
+    return ToDevice.apply(a, device=device)
 
 
 def cast(a: Tensor, dtype) -> Tensor:
@@ -301,4 +293,7 @@ def cast(a: Tensor, dtype) -> Tensor:
         raise TypeError(f"unknown dtype or device {dtype!r}") from None
     if dtype == a.dtype:
         return a
-    return Cast.apply(a, dtype)
+    if dtype.kind != "f":  # only floating tensors carry gradients
+        with no_grad():
+            return Cast.apply(a, dtype=dtype)
+    return Cast.apply(a, dtype=dtype)

@@ -142,3 +142,76 @@ def test_jvp_of_remainder_matches_reverse_mode():
             rows.append(x.grad.numpy() if hasattr(x.grad, "numpy") else x.grad)
         np.testing.assert_allclose(tangent, np.array(rows) @ v, rtol=1e-12, atol=1e-12)
         assert out.shape == (6,)
+
+
+def test_jvp_through_a_cast_equals_the_vjp():
+    # the cast is an op like any other: forward mode sees it (it used to give zeros)
+    x = np.random.default_rng(0).standard_normal(4).astype(np.float32)
+    v = np.random.default_rng(1).standard_normal(4).astype(np.float32)
+    out, jv = analysis.jvp(lambda t: t.double() * 3, x, v)
+    assert out.dtype == jv.dtype == np.float64
+    np.testing.assert_allclose(jv, 3 * v.astype(np.float64), rtol=1e-7)
+    lin = analysis.Linearization(lambda t: t.double() * 3, x)
+    np.testing.assert_allclose(analysis.jacobian_matrix(lin, "forward"), 3 * np.eye(4))
+    np.testing.assert_allclose(analysis.jacobian_matrix(lin, "reverse"), 3 * np.eye(4))
+    assert analysis.spectral_norm(lin)[0] == pytest.approx(3.0, rel=1e-6)
+    _, jv = analysis.jvp(lambda t: t.double().float() * 2, x, v)      # float64 -> float32 and back
+    np.testing.assert_allclose(jv, 2 * v, rtol=1e-6)
+
+
+@pytest.mark.parametrize("fn", [lambda t: mr.tensor(t.numpy() * 2.0), lambda t: t.detach() * 2.0,
+                                lambda t: (t * 10.0).to("int64").double()],
+                         ids=["left-minires", "detached", "through-integers"])
+def test_jvp_refuses_an_output_that_does_not_depend_on_the_input(fn):
+    x = np.linspace(-1.0, 1.0, 3)
+    with pytest.raises(ValueError, match="does not depend on the input through ops minires recorded"):
+        analysis.jvp(fn, x, np.ones(3))
+    with pytest.raises(ValueError, match="does not depend on the input"):
+        analysis.jacobian_matrix(analysis.Linearization(fn, x), "forward")
+
+
+def test_jvp_of_linear_shape_and_pooling_ops_matches_finite_differences():
+    rng = np.random.default_rng(2)
+
+    def fn(t):
+        a = F.pad(t, (1, 2, 0, 1), value=3.0)
+        b = F.avg_pool2d(a, 2) * 2.0 - F.adaptive_avg_pool2d(a, (2, 3))[:, :, :1, :1]
+        c = F.stack([-t, t.permute(0, 1, 3, 2)], axis=0).sum(axis=0)
+        return F.cat([F.flatten(b), F.flatten(c) @ mr.tensor(np.ones((32, 3)))], axis=1)
+
+    x, v = rng.standard_normal((2, 2, 4, 4)), rng.standard_normal((2, 2, 4, 4))
+    _, jv = analysis.jvp(fn, x, v)
+    np.testing.assert_allclose(jv, _fd_jvp(fn, x, v), rtol=1e-6, atol=1e-9)
+
+
+def test_every_op_has_a_forward_mode_rule_except_the_listed_ones():
+    import minires.nn  # noqa: F401  (the hook nodes are ops too)
+    from minires.autograd import Function
+
+    def subclasses(cls):
+        for sub in cls.__subclasses__():
+            yield sub
+            yield from subclasses(sub)
+
+    without = {cls.__name__ for cls in subclasses(Function)
+               if cls.__module__.startswith("minires.") and cls.jvp is Function.jvp}
+    assert without == {"FloorDivide", "MaxPool2d", "LogSoftmax", "Softmax", "NLLLoss", "CrossEntropy"}
+
+
+def test_registered_rules_are_keyed_by_class(monkeypatch):
+    from minires.analysis import _graph
+
+    class Twice(mr.Function):
+        def forward(self, a):
+            return a * 2
+
+        def backward(self, grad):
+            return grad * 2
+
+    monkeypatch.setattr(_graph, "_RULES", {})
+    with pytest.raises(TypeError, match="expected a Function subclass, got 'Twice'"):
+        analysis.register_jvp_rule("Twice", lambda *args: None)
+    analysis.register_linear_op(Twice)
+    np.testing.assert_array_equal(analysis.jvp(lambda t: Twice.apply(t), np.ones(2), np.arange(2.0))[1], [0, 2])
+    analysis.register_jvp_rule(Twice, lambda cls, t, inputs, options, out: 5 * t[0])
+    np.testing.assert_array_equal(analysis.jvp(lambda t: Twice.apply(t), np.ones(2), np.arange(2.0))[1], [0, 5])

@@ -107,3 +107,18 @@ def test_recording_in_another_thread_does_not_see_this_threads_ops():
     done.set()
     thread.join()
     assert ops_box == [[]]
+
+
+def test_casts_go_through_apply_and_are_recorded():
+    from minires.ops.shape import Cast
+    x = mr.tensor(np.arange(3.0, dtype=np.float32), requires_grad=True)
+    with record_ops() as ops:
+        y = x.double()
+        n = x.to("int64")
+    assert [(cls, out) for cls, _, _, out in ops] == [(Cast, y), (Cast, n)]
+    assert ops[0][2] == {"dtype": np.dtype(np.float64)} and ops[0][1] == (x,)
+    assert y.requires_grad and y.dtype == np.float64
+    assert not n.requires_grad and n.dtype == np.int64   # only floating tensors carry gradients
+    (y * 3).sum().backward()
+    assert x.grad.dtype == np.float32
+    np.testing.assert_array_equal(x.grad, np.full(3, 3.0))

@@ -16,11 +16,12 @@ and one anatomy, which the gradient-flow tools rely on. For an input ``x``:
 - ``block.forward(x) == block.post_activation(F(x) + S(x))`` (``post_activation(F(x))``
   when ``block.skip`` is False).
 
-Where a BN feeds a ReLU (and, in post-activation blocks, where the last BN, the addition
-and ``post_activation`` meet) the blocks run them as one fused op when the modules are
-untouched (:mod:`minires.nn.fusion`): same values and gradients, fewer passes over memory.
-A hook on any of those modules, or ``minires.nn.set_fusion(False)``, restores the
-module-by-module calls.
+Each block's ``forward`` is its figure, written with the fused ops of :mod:`minires.nn.fusion`
+called by name: ``conv_bn_relu`` / ``bn_relu`` where a BN feeds a ReLU, and ``tail`` where
+the last convolution and BN, the addition and ``post_activation`` meet (``join`` where no
+BN ends the branch). They run as one fused op when the modules are untouched: same values
+and gradients, fewer passes over memory. A hook on any of those modules, a replaced or
+subclassed module, or ``minires.nn.set_fusion(False)`` restores the module-by-module calls.
 
 Calling ``residual_branch`` and ``shortcut`` separately runs BN layers again; in training
 mode that updates running statistics a second time, so analyse blocks in ``eval()`` mode
@@ -32,7 +33,7 @@ from __future__ import annotations
 
 from minires import nn
 from minires.autograd import Tensor
-from minires.nn.fusion import bn_relu, conv_bn_relu, fusable
+from minires.nn.fusion import bn_relu, conv_bn_relu
 
 from .layers import SEModule, check_shortcut, conv1x1, conv3x3, make_shortcut
 
@@ -90,19 +91,6 @@ class ResidualBlock(nn.Module):
         """``F(x)``: the block's stacked layers (implemented by each block type)."""
         raise NotImplementedError
 
-    #: names of the convolution and batch norm that end ``F`` in post-activation blocks
-    #: (fusable with the addition and ``post_activation``), ``None`` where ``F`` ends otherwise
-    _last_conv_bn = None
-
-    def _branch_head(self, x: Tensor) -> Tensor:
-        """``F(x)`` up to the input of the last convolution (named in ``_last_conv_bn``)."""
-        raise NotImplementedError
-
-    def _fused_tail(self) -> bool:
-        """Whether ``post_activation(last_bn(last_conv(...)) [+ S(x)])`` can run fused."""
-        return (self._last_conv_bn is not None and self.se is None
-                and fusable(getattr(self, self._last_conv_bn[1]), self.post_activation))
-
     def shortcut(self, x: Tensor) -> Tensor | None:
         """``S(x)``: ``shortcut_scale`` times the identity or ``downsample(x)``; ``None`` for plain blocks."""
         if not self.skip:
@@ -111,14 +99,27 @@ class ResidualBlock(nn.Module):
         return s * self.shortcut_scale if self.shortcut_scale != 1.0 else s
 
     def forward(self, x: Tensor) -> Tensor:
-        if self._fused_tail():
-            conv, bn = (getattr(self, name) for name in self._last_conv_bn)
-            h = self._branch_head(x)
-            return conv_bn_relu(conv, bn, self.post_activation, h, self.shortcut(x) if self.skip else None)
-        out = self.residual_branch(x)
-        if self.skip:
-            out = out + self.shortcut(x)
-        return self.post_activation(out)
+        """``post_activation(F(x) + S(x))``; the block types below write out their own figure."""
+        out, shortcut = self.residual_branch(x), self.shortcut(x)
+        return self.post_activation(out if shortcut is None else out + shortcut)
+
+    def gate(self, out: Tensor) -> Tensor:
+        """The squeeze-excitation gate on the branch output, where the block has one."""
+        return out if self.se is None else self.se(out)
+
+    def join(self, out: Tensor, shortcut: Tensor | None) -> Tensor:
+        """``post_activation(se(out) + shortcut)``: the branch output meets the shortcut
+        (``shortcut=None``, a plain block, adds nothing)."""
+        out = self.gate(out)
+        return self.post_activation(out if shortcut is None else out + shortcut)
+
+    def tail(self, conv: nn.Conv2d, bn: nn.BatchNorm2d, out: Tensor, shortcut: Tensor | None) -> Tensor:
+        """``join(bn(conv(out)), shortcut)``: the last layers of a post-activation block, the
+        addition and the activation, as one fused op where it applies (:func:`conv_bn_relu`
+        with the shortcut as addend; not across an SE gate)."""
+        if self.se is None:
+            return conv_bn_relu(conv, bn, self.post_activation, out, addend=shortcut)
+        return self.join(bn(conv(out)), shortcut)
 
     def zero_init_residual_(self) -> None:
         """Zero the last scale of ``F`` so the block starts as (scaled) identity (Goyal et al. 2017)."""
@@ -157,15 +158,14 @@ class BasicBlock(ResidualBlock):
         self.bn2 = nn.BatchNorm2d(planes)
         self._finish(se_reduction)
 
-    _last_conv_bn = ("conv2", "bn2")
-
-    def _branch_head(self, x: Tensor) -> Tensor:
-        return conv_bn_relu(self.conv1, self.bn1, self.relu, x)
+    def forward(self, x: Tensor) -> Tensor:
+        out = conv_bn_relu(self.conv1, self.bn1, self.relu, x)
+        return self.tail(self.conv2, self.bn2, out, shortcut=self.shortcut(x))
 
     def residual_branch(self, x: Tensor) -> Tensor:
         """``F(x) = bn2(conv2(relu(bn1(conv1(x)))))``, then the SE gate if present."""
-        out = self.bn2(self.conv2(self._branch_head(x)))
-        return self.se(out) if self.se is not None else out
+        out = conv_bn_relu(self.conv1, self.bn1, self.relu, x)
+        return self.gate(self.bn2(self.conv2(out)))
 
     def zero_init_residual_(self) -> None:
         """Set ``bn2.weight`` to zero."""
@@ -199,16 +199,16 @@ class Bottleneck(ResidualBlock):
         self.bn3 = nn.BatchNorm2d(self.out_planes)
         self._finish(se_reduction)
 
-    _last_conv_bn = ("conv3", "bn3")
-
-    def _branch_head(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor) -> Tensor:
         out = conv_bn_relu(self.conv1, self.bn1, self.relu, x)
-        return conv_bn_relu(self.conv2, self.bn2, self.relu, out)
+        out = conv_bn_relu(self.conv2, self.bn2, self.relu, out)
+        return self.tail(self.conv3, self.bn3, out, shortcut=self.shortcut(x))
 
     def residual_branch(self, x: Tensor) -> Tensor:
         """``F(x) = bn3(conv3(relu(bn2(conv2(relu(bn1(conv1(x))))))))``, then the SE gate if present."""
-        out = self.bn3(self.conv3(self._branch_head(x)))
-        return self.se(out) if self.se is not None else out
+        out = conv_bn_relu(self.conv1, self.bn1, self.relu, x)
+        out = conv_bn_relu(self.conv2, self.bn2, self.relu, out)
+        return self.gate(self.bn3(self.conv3(out)))
 
     def zero_init_residual_(self) -> None:
         """Set ``bn3.weight`` to zero."""
@@ -216,14 +216,14 @@ class Bottleneck(ResidualBlock):
 
 
 class _PreActivation(ResidualBlock):
-    """Shared forward of pre-activation blocks: ``a = relu(bn1(x))`` feeds F and a projection."""
+    """Pre-activation blocks: ``a = relu(bn1(x))`` feeds ``F`` and a projection shortcut."""
 
     preactivation = True
 
-    def _branch_from_preact(self, a: Tensor) -> Tensor:
-        raise NotImplementedError
-
-    def _shortcut_from(self, x: Tensor, a: Tensor) -> Tensor:
+    def preact_shortcut(self, x: Tensor, a: Tensor | None) -> Tensor | None:
+        """``S(x)`` given the pre-activation ``a = relu(bn1(x))`` (needed by projections only)."""
+        if not self.skip:
+            return None
         if self.downsample is None:
             s = x
         elif self.shortcut_option == "A":
@@ -232,23 +232,10 @@ class _PreActivation(ResidualBlock):
             s = self.downsample(a)  # projections read the shared pre-activation
         return s * self.shortcut_scale if self.shortcut_scale != 1.0 else s
 
-    def residual_branch(self, x: Tensor) -> Tensor:
-        """``F(x)``, starting from the pre-activation ``relu(bn1(x))``."""
-        return self._branch_from_preact(bn_relu(self.bn1, self.relu, x))
-
     def shortcut(self, x: Tensor) -> Tensor | None:
         """``S(x)``: scaled identity / option A of ``x``, or the projection of ``relu(bn1(x))``; ``None`` if plain."""
-        if not self.skip:
-            return None
-        a = bn_relu(self.bn1, self.relu, x) if self.downsample is not None and self.shortcut_option != "A" else None
-        return self._shortcut_from(x, a)
-
-    def forward(self, x: Tensor) -> Tensor:
-        a = bn_relu(self.bn1, self.relu, x)
-        out = self._branch_from_preact(a)
-        if self.skip:
-            out = out + self._shortcut_from(x, a)
-        return self.post_activation(out)
+        projects = self.skip and self.downsample is not None and self.shortcut_option != "A"
+        return self.preact_shortcut(x, bn_relu(self.bn1, self.relu, x) if projects else None)
 
 
 class PreActBasicBlock(_PreActivation):
@@ -277,9 +264,15 @@ class PreActBasicBlock(_PreActivation):
         self.conv2 = conv3x3(planes, planes)
         self._finish(se_reduction)
 
-    def _branch_from_preact(self, a: Tensor) -> Tensor:
+    def forward(self, x: Tensor) -> Tensor:
+        a = bn_relu(self.bn1, self.relu, x)
         out = self.conv2(conv_bn_relu(self.conv1, self.bn2, self.relu, a))
-        return self.se(out) if self.se is not None else out
+        return self.join(out, self.preact_shortcut(x, a))
+
+    def residual_branch(self, x: Tensor) -> Tensor:
+        """``F(x) = conv2(relu(bn2(conv1(relu(bn1(x))))))``, then the SE gate if present."""
+        a = bn_relu(self.bn1, self.relu, x)
+        return self.gate(self.conv2(conv_bn_relu(self.conv1, self.bn2, self.relu, a)))
 
     def zero_init_residual_(self) -> None:
         """Set ``conv2.weight`` to zero (the branch ends in a convolution)."""
@@ -311,10 +304,17 @@ class PreActBottleneck(_PreActivation):
         self.conv3 = conv1x1(width, self.out_planes)
         self._finish(se_reduction)
 
-    def _branch_from_preact(self, a: Tensor) -> Tensor:
-        out = conv_bn_relu(self.conv1, self.bn2, self.relu, a)      # relu(bn2(conv1(a)))
+    def forward(self, x: Tensor) -> Tensor:
+        a = bn_relu(self.bn1, self.relu, x)
+        out = conv_bn_relu(self.conv1, self.bn2, self.relu, a)
         out = self.conv3(conv_bn_relu(self.conv2, self.bn3, self.relu, out))
-        return self.se(out) if self.se is not None else out
+        return self.join(out, self.preact_shortcut(x, a))
+
+    def residual_branch(self, x: Tensor) -> Tensor:
+        """``F(x) = conv3(relu(bn3(conv2(relu(bn2(conv1(relu(bn1(x)))))))))``, then the SE gate if present."""
+        a = bn_relu(self.bn1, self.relu, x)
+        out = conv_bn_relu(self.conv1, self.bn2, self.relu, a)
+        return self.gate(self.conv3(conv_bn_relu(self.conv2, self.bn3, self.relu, out)))
 
     def zero_init_residual_(self) -> None:
         """Set ``conv3.weight`` to zero."""

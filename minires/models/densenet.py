@@ -12,6 +12,7 @@ from collections import OrderedDict
 import minires.functional as F
 from minires import nn
 from minires.autograd import Tensor
+from minires.nn.fusion import bn_relu
 
 
 class DenseLayer(nn.Module):
@@ -36,8 +37,8 @@ class DenseLayer(nn.Module):
         self.conv2 = nn.Conv2d(bn_size * growth_rate, growth_rate, kernel_size=3, stride=1, padding=1, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        out = self.conv1(self.relu1(self.norm1(x)))
-        return self.conv2(self.relu2(self.norm2(out)))
+        out = self.conv1(bn_relu(self.norm1, self.relu1, x))
+        return self.conv2(bn_relu(self.norm2, self.relu2, out))
 
 
 class DenseBlock(nn.Module):

@@ -75,20 +75,27 @@ def _wants_grad(*tensors) -> bool:
     return is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
+def _inference_epilogue(conv, bn, x, addend):
+    """``relu(bn(conv(x)) [+ addend])`` as the convolution's epilogue (eval mode, no gradient
+    wanted, the modules fusable), or ``None`` where that does not apply."""
+    if (bn.training or not bn.track_running_stats or not _untouched(conv, Conv2d) or conv.groups != 1
+            or conv.out_channels != bn.num_features or not isinstance(x, Tensor)
+            or not (addend is None or isinstance(addend, Tensor))
+            or _wants_grad(x, addend, conv.weight, conv.bias, bn.weight, bn.bias)):
+        return None  # (anything unusual falls through to the module calls, which raise their own errors)
+    return conv_batch_norm_eval(x, conv.weight, conv.bias, conv.stride, conv._numeric_padding,
+                                bn.running_mean, bn.running_var, bn.weight, bn.bias, bn.eps, addend)
+
+
 def conv_bn_relu(conv, bn, relu, x, addend=None):
     """``relu(bn(conv(x)) [+ addend])``: one pass for inference where it applies, else
-    :func:`bn_relu` / :func:`bn_add_relu` of ``conv(x)``."""
-    if (fusable(bn, relu) and not bn.training and bn.track_running_stats and _untouched(conv, Conv2d)
-            and conv.groups == 1 and conv.out_channels == bn.num_features and isinstance(x, Tensor)
-            and (addend is None or isinstance(addend, Tensor))
-            and not _wants_grad(x, addend, conv.weight, conv.bias, bn.weight, bn.bias)):
-        # (anything unusual falls through to the module calls, which raise their own errors)
-        out = conv_batch_norm_eval(x, conv.weight, conv.bias, conv.stride, conv._numeric_padding,
-                                   bn.running_mean, bn.running_var, bn.weight, bn.bias, bn.eps, addend)
-        if out is not None:
-            return out
-    y = conv(x)
-    return bn_relu(bn, relu, y) if addend is None else bn_add_relu(bn, relu, y, addend)
+    ``conv`` and the fused batch norm + ReLU when :func:`fusable`, else the three (four)
+    module calls."""
+    if not fusable(bn, relu):
+        y = bn(conv(x))
+        return relu(y if addend is None else y + addend)
+    out = _inference_epilogue(conv, bn, x, addend)
+    return bn.forward_fused(conv(x), addend) if out is None else out
 
 
 __all__ = ["set_fusion", "fusion_enabled", "fusable", "bn_relu", "bn_add_relu", "conv_bn_relu"]

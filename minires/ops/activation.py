@@ -3,14 +3,8 @@
 from __future__ import annotations
 
 from ..autograd import Function, Tensor
+from ..autograd.tensor import check_float_tensor
 from ..kernels import activation as kernels
-
-
-def _check_float_tensor(name: str, x) -> None:
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{name}: expected a Tensor, got {type(x).__name__}")
-    if x.dtype.kind != "f":
-        raise TypeError(f"{name}: expected a floating-point tensor, got dtype {x.dtype}")
 
 
 class ReLU(Function):
@@ -56,7 +50,7 @@ def relu(x: Tensor) -> Tensor:
     Raises:
         TypeError: ``x`` is not a floating-point Tensor.
     """
-    _check_float_tensor("relu", x)
+    check_float_tensor("relu", x, what=None)
     return ReLU.apply(x)
 
 
@@ -75,7 +69,7 @@ def sigmoid(x: Tensor) -> Tensor:
     Raises:
         TypeError: ``x`` is not a floating-point Tensor.
     """
-    _check_float_tensor("sigmoid", x)
+    check_float_tensor("sigmoid", x, what=None)
     return Sigmoid.apply(x)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..autograd import Function, Tensor
+from ..autograd.tensor import check_float_tensor
 from ..kernels.conv import (conv2d_backward_bias, conv2d_backward_input, conv2d_backward_weight,
                             conv2d_forward, conv_geometry)
 from .arith import sum_tangents
@@ -38,16 +39,6 @@ class Conv2d(Function):
         return sum_tangents(output.shape, None if tx is None else Conv2d().forward(tx, w, None, **options),
                             None if tw is None else Conv2d().forward(x, tw, None, **options),
                             None if tb is None else tb.reshape(1, -1, 1, 1))
-
-
-def _check_float_tensor(name: str, value, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if not isinstance(value, Tensor):
-        expected = "a Tensor or None" if allow_none else "a Tensor"
-        raise TypeError(f"conv2d: expected {name} to be {expected}, got {type(value).__name__}")
-    if value.dtype.kind != "f":
-        raise TypeError(f"conv2d: expected {name} to be a floating tensor (float32/float64), got {value.dtype}")
 
 
 def _string_padding(x: Tensor, weight: Tensor, stride, padding: str):
@@ -98,9 +89,9 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1, padd
         ValueError: wrong ranks, channel/group or bias mismatch, non-positive stride,
             negative padding, a kernel larger than the padded input, mixed devices.
     """
-    _check_float_tensor("input", x)
-    _check_float_tensor("weight", weight)
-    _check_float_tensor("bias", bias, allow_none=True)
+    check_float_tensor("conv2d", x)
+    check_float_tensor("conv2d", weight, "weight")
+    check_float_tensor("conv2d", bias, "bias", allow_none=True)
     if isinstance(padding, str):
         x, padding = _string_padding(x, weight, stride, padding)
     if x.ndim == 3:  # unbatched (C, H, W), as PyTorch allows

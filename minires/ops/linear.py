@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..autograd import Function, Tensor
+from ..autograd.tensor import check_float_tensor
 from ..backend import get_array_module
 from .arith import sum_tangents
 
@@ -57,19 +58,14 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
         ValueError: wrong ranks, ``x.shape[-1] != in_features``, a bias of the wrong
             shape, mixed devices.
     """
-    for name, value in (("input", x), ("weight", weight), ("bias", bias)):
-        if value is None and name == "bias":
-            continue
-        if not isinstance(value, Tensor):
-            raise TypeError(f"linear: expected {name} to be a Tensor{' or None' if name == 'bias' else ''}, "
-                            f"got {type(value).__name__}")
-        if value.dtype.kind != "f":
-            raise TypeError(f"linear: expected {name} to be a floating tensor (float32/float64), got {value.dtype}")
+    check_float_tensor("linear", x)
+    check_float_tensor("linear", weight, "weight")
+    check_float_tensor("linear", bias, "bias", allow_none=True)
     if weight.ndim != 2:
         raise ValueError(f"linear: expected weight of rank 2 (out_features, in_features), got rank "
                          f"{weight.ndim} with shape {weight.shape}")
     if x.ndim < 1:
-        raise ValueError(f"linear: expected input of rank >= 1 (..., in_features), got a 0-d tensor")
+        raise ValueError("linear: expected input of rank >= 1 (..., in_features), got a 0-d tensor")
     out_features, in_features = weight.shape
     if x.shape[-1] != in_features:
         raise ValueError(f"linear: weight {weight.shape} expects input (..., {in_features}), "

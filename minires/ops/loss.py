@@ -15,6 +15,7 @@ import numpy as np
 
 from .. import backend
 from ..autograd import Function, Tensor
+from ..autograd.tensor import check_float_tensor
 from ..kernels import loss as kernels
 
 _REDUCTIONS = ("mean", "sum", "none")
@@ -145,13 +146,6 @@ class CrossEntropy(Function):
 
 # --- validation helpers -------------------------------------------------------------------
 
-def _check_float_tensor(name: str, x, what: str = "input") -> None:
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{name}: expected a Tensor {what}, got {type(x).__name__}")
-    if x.dtype.kind != "f":
-        raise TypeError(f"{name}: expected a floating-point {what}, got dtype {x.dtype}")
-
-
 def _axis(name: str, x: Tensor, axis, dim) -> int:
     if dim is not None:
         if axis != -1 and axis != dim:
@@ -225,7 +219,7 @@ def log_softmax(x: Tensor, axis: int = -1, *, dim: int | None = None) -> Tensor:
         TypeError: non-Tensor or non-floating input.
         ValueError: ``axis`` out of range.
     """
-    _check_float_tensor("log_softmax", x)
+    check_float_tensor("log_softmax", x)
     return LogSoftmax.apply(x, axis=_axis("log_softmax", x, axis, dim))
 
 
@@ -244,7 +238,7 @@ def softmax(x: Tensor, axis: int = -1, *, dim: int | None = None) -> Tensor:
         TypeError: non-Tensor or non-floating input.
         ValueError: ``axis`` out of range.
     """
-    _check_float_tensor("softmax", x)
+    check_float_tensor("softmax", x)
     return Softmax.apply(x, axis=_axis("softmax", x, axis, dim))
 
 
@@ -267,7 +261,7 @@ def nll_loss(log_probs: Tensor, target, *, ignore_index: int = -100, reduction: 
         TypeError: non-floating input or non-integer targets.
         ValueError: target shape that does not match, a target outside ``[0, C)``, or an unknown reduction.
     """
-    _check_float_tensor("nll_loss", log_probs)
+    check_float_tensor("nll_loss", log_probs)
     target = _target("nll_loss", target, log_probs, ignore_index)
     return NLLLoss.apply(log_probs, target, ignore_index=int(ignore_index),
                          reduction=_reduction("nll_loss", reduction))
@@ -298,7 +292,7 @@ def cross_entropy(logits: Tensor, target, label_smoothing: float = 0.0, *, ignor
             ``label_smoothing`` outside ``[0, 1]`` or an unknown reduction.
     """
     name = "cross_entropy"
-    _check_float_tensor(name, logits, "logits")
+    check_float_tensor(name, logits, "logits")
     if not isinstance(label_smoothing, numbers.Real) or isinstance(label_smoothing, bool):
         raise TypeError(f"{name}: label_smoothing must be a float, got {label_smoothing!r}")
     if not 0.0 <= label_smoothing <= 1.0:

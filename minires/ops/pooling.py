@@ -10,6 +10,7 @@ import numbers
 import numpy as np
 
 from ..autograd import Function, Tensor
+from ..autograd.tensor import check_float_tensor
 from ..kernels import pooling as kernels
 
 
@@ -63,10 +64,7 @@ def _pair(name: str, arg: str, value, minimum: int):
 
 
 def _check_input(name: str, x) -> None:
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{name}: expected a Tensor input, got {type(x).__name__}")
-    if x.dtype.kind != "f":
-        raise TypeError(f"{name}: expected a floating-point input, got dtype {x.dtype}")
+    check_float_tensor(name, x)
     if x.ndim not in (3, 4):
         raise ValueError(f"{name}: expected a 3-d (C, H, W) or 4-d (N, C, H, W) input, got shape {x.shape}")
     if 0 in x.shape[-3:] or (x.ndim == 4 and x.shape[1] == 0):

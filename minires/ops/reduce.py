@@ -7,6 +7,7 @@ import numbers
 import numpy as np
 
 from ..autograd import Function, Tensor
+from ..autograd.tensor import check_float_tensor
 from ..backend import get_array_module
 
 
@@ -101,8 +102,7 @@ def sum(a: Tensor, axis=None, keepdims: bool = False) -> Tensor:  # noqa: A001
 
 def mean(a: Tensor, axis=None, keepdims: bool = False) -> Tensor:
     """Mean over ``axis`` (an int, a tuple, or None for all)."""
-    if a.dtype.kind != "f":
-        raise TypeError(f"mean: expected a floating tensor, got dtype {a.dtype}")
+    check_float_tensor("mean", a, what=None)
     return Mean.apply(a, axis=_axes(axis, a.ndim, "mean"), keepdims=_keepdims(keepdims, "mean"))
 
 

@@ -10,7 +10,7 @@ import minires as mr
 import minires.functional as F
 import minires.models as models
 from minires import analysis
-from tests.nn.test_fusion import _randomise_bn, fusion, graph_ops  # noqa: F401 (fixture)
+from tests.helpers import graph_ops, randomise_bn
 
 TIGHT = dict(rtol=1e-10, atol=1e-12)
 
@@ -29,8 +29,8 @@ def _jvp_both(model, x, v, set_fusion):
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
 @pytest.mark.parametrize("make", [lambda: models.BasicBlock(4, 4), lambda: models.BasicBlock(4, 8, 2, shortcut="B"),
                                   lambda: models.PreActBasicBlock(4, 4)], ids=["identity", "projection", "preact"])
-def test_block_jvp_fused_equals_unfused(make, training, rng, fusion):  # noqa: F811
-    block = _randomise_bn(make().double(), rng).train(training)
+def test_block_jvp_fused_equals_unfused(make, training, rng, fusion):
+    block = randomise_bn(make().double(), rng).train(training)
     x, v = rng.standard_normal((3, 4, 5, 5)), rng.standard_normal((3, 4, 5, 5))
     (out, jv, ops), (ref_out, ref_jv, ref_ops) = _jvp_both(block, x, v, fusion)
     assert ops["ReLU"] == 0 and ref_ops["ReLU"] > 0        # the fused rule was exercised
@@ -44,8 +44,8 @@ def test_block_jvp_fused_equals_unfused(make, training, rng, fusion):  # noqa: F
     np.testing.assert_allclose(jv, fd, rtol=1e-6, atol=1e-8)
 
 
-def test_resnet20_jvp_fused_equals_unfused(rng, fusion):  # noqa: F811
-    model = _randomise_bn(models.create("resnet20", num_classes=5).double(), rng).train()
+def test_resnet20_jvp_fused_equals_unfused(rng, fusion):
+    model = randomise_bn(models.create("resnet20", num_classes=5).double(), rng).train()
     x, v = rng.standard_normal((2, 3, 8, 8)), rng.standard_normal((2, 3, 8, 8))
     (out, jv, ops), (ref_out, ref_jv, ref_ops) = _jvp_both(model, x, v, fusion)
     assert ops["ReLU"] == 0 and ref_ops["ReLU"] == 19

@@ -12,7 +12,7 @@ from minires.kernels import conv_fast as CF
 from minires.kernels import fused as FU
 from minires.kernels.conv import conv_geometry
 from minires.ops.norm import conv_batch_norm_eval
-from tests.kernels.test_fused import TOL, channels_last, threads  # noqa: F401 - threads is a fixture
+from tests.kernels.test_fused import TOL, channels_last
 
 
 def _unfused(x, w, cb, stride, padding, weight, bias, rm, rv, eps, addend, relu):

@@ -11,7 +11,6 @@ import minires as mr
 import minires.functional as F
 from minires.kernels import conv as K
 from minires.kernels import conv_fast as CF
-from tests.kernels.test_fused import threads  # noqa: F401 - a fixture
 from tests.torch_parity import assert_torch_parity
 
 TOL = {np.float32: dict(rtol=2e-5, atol=2e-5), np.float64: dict(rtol=1e-12, atol=1e-12)}

@@ -8,27 +8,12 @@ import pytest
 
 from minires.kernels import fused as FU
 from minires.kernels import norm as NK
-from minires.kernels import parallel
 
 TOL = {np.float32: dict(rtol=1e-5, atol=1e-5), np.float64: dict(rtol=1e-12, atol=1e-12)}
 
 
 def channels_last(a):
     return np.ascontiguousarray(a.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
-
-
-@pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
-def threads(request):
-    previous = parallel.get_num_threads()
-    parallel.set_num_threads(request.param)
-    yield request.param
-    parallel.set_num_threads(previous)
-
-
-@pytest.fixture(params=["one-image-chunks", "default-chunks"])
-def chunks(request, monkeypatch):
-    if request.param == "one-image-chunks":
-        monkeypatch.setattr(FU, "_CHUNK_BYTES", 1)
 
 
 def _case(rng, dtype, shape=(5, 3, 4, 6), affine=(True, True)):

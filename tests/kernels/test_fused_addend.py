@@ -9,7 +9,7 @@ import pytest
 
 from minires.kernels import fused as FU
 from minires.kernels import norm as NK
-from tests.kernels.test_fused import TOL, _case, channels_last, chunks, threads  # noqa: F401 (fixtures)
+from tests.kernels.test_fused import TOL, _case, channels_last
 
 ADDEND_LAYOUTS = {"channels_last": channels_last, "nchw": np.ascontiguousarray}
 
@@ -28,7 +28,7 @@ def _forward_both(x, weight, bias, rm, rv, training, addend, relu=True, **fast_o
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
 @pytest.mark.parametrize("relu", [True, False], ids=["relu", "no_relu"])
 @pytest.mark.parametrize("layout", sorted(ADDEND_LAYOUTS))
-def test_addend_matches_reference(dtype, training, relu, layout, rng, threads, chunks):  # noqa: F811
+def test_addend_matches_reference(dtype, training, relu, layout, rng, threads, chunks):
     x, weight, bias, (rm, rv), grad = _case(rng, dtype)
     addend = ADDEND_LAYOUTS[layout](rng.standard_normal(x.shape).astype(dtype))
     (out, saved, inv_std), (ref_out, ref_x_hat, ref_inv_std), (rm_ref, rv_ref) = _forward_both(
@@ -58,7 +58,7 @@ def test_addend_matches_reference(dtype, training, relu, layout, rng, threads, c
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_eval_without_x_hat_adds_the_addend(dtype, rng, threads):  # noqa: F811
+def test_eval_without_x_hat_adds_the_addend(dtype, rng, threads):
     x, weight, bias, (rm, rv), _ = _case(rng, dtype)
     addend = rng.standard_normal(x.shape).astype(dtype)
     (out, saved, inv_std), (ref_out, _, _), _ = _forward_both(x, weight, bias, rm, rv, False, addend,
@@ -100,7 +100,7 @@ def _count_exact(monkeypatch):
 
 @pytest.mark.parametrize("limit", [0.0, np.inf], ids=["exact", "folded"])
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
-def test_each_normalisation_branch_matches_reference(limit, training, rng, monkeypatch, chunks):  # noqa: F811
+def test_each_normalisation_branch_matches_reference(limit, training, rng, monkeypatch, chunks):
     monkeypatch.setattr(FU, "_FOLD_LIMIT", limit)
     calls = _count_exact(monkeypatch)
     x, weight, bias, (rm, rv), grad = _case(rng, np.float32)
@@ -151,7 +151,7 @@ def test_large_mean_folded_would_lose_accuracy(rng, monkeypatch):
 # --- NaN ----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
-def test_nan_semantics_with_an_addend(training, rng, threads):  # noqa: F811
+def test_nan_semantics_with_an_addend(training, rng, threads):
     x, weight, bias, (rm, rv), grad = _case(rng, np.float64)
     addend = rng.standard_normal(x.shape)
     addend[0, 1, 2, 3] = np.nan                               # relu(NaN) stays NaN

@@ -9,20 +9,11 @@ import minires as mr
 import minires.models as models
 from minires import nn
 from minires.models.layers import ShortcutA, make_shortcut
+from tests.helpers import randomise_bn
 
 ORIGINAL = [models.BasicBlock, models.Bottleneck]
 PREACT = [models.PreActBasicBlock, models.PreActBottleneck]
 PLAIN = [models.PlainBasicBlock, models.PlainBottleneck]
-
-
-def _randomise_bn(module, rng):
-    for m in module.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.weight.data[...] = 1 + 0.3 * rng.standard_normal(m.weight.shape)
-            m.bias.data[...] = 0.2 * rng.standard_normal(m.bias.shape)
-            m.running_mean.data[...] = 0.1 * rng.standard_normal(m.running_mean.shape)
-            m.running_var.data[...] = 1 + rng.random(m.running_var.shape)
-    return module
 
 
 @pytest.mark.parametrize("block_cls", ORIGINAL + PREACT + PLAIN, ids=lambda c: c.__name__)
@@ -30,7 +21,7 @@ def _randomise_bn(module, rng):
 def test_forward_is_post_activation_of_branch_plus_shortcut(rng, block_cls, stride, shortcut, scale):
     in_planes = 8
     block = block_cls(in_planes, 4 if block_cls.expansion == 4 else 8, stride, shortcut=shortcut, shortcut_scale=scale)
-    _randomise_bn(block, rng).eval()
+    randomise_bn(block, rng).eval()
     x = mr.tensor(rng.standard_normal((2, in_planes, 6, 6)).astype(np.float32))
     with mr.no_grad():
         out = block(x).numpy()

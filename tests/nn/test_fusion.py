@@ -6,7 +6,6 @@ import copy
 import os
 import subprocess
 import sys
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -16,31 +15,10 @@ import minires as mr
 import minires.models as models
 from minires import nn
 from minires.nn.fusion import fusable
-from tests.models.test_blocks import _randomise_bn
+from tests.helpers import graph_ops, randomise_bn
 
 TIGHT = dict(rtol=1e-10, atol=1e-12)
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def fusion():
-    """Yields ``nn.set_fusion``; the process-wide switch is put back afterwards."""
-    previous = nn.fusion_enabled()
-    yield nn.set_fusion
-    nn.set_fusion(previous)
-
-
-def graph_ops(out) -> Counter:
-    """Op class names in the autograd graph below ``out`` (before backward releases it)."""
-    counts, seen, stack = Counter(), set(), [out._ctx]
-    while stack:
-        fn = stack.pop()
-        if fn is None or id(fn) in seen:
-            continue
-        seen.add(id(fn))
-        counts[type(fn).__name__] += 1
-        stack.extend(p._ctx for p in getattr(fn, "parents", ()) if p is not None)
-    return counts
 
 
 def _step(model, x, fused, set_fusion, training=True):
@@ -89,7 +67,7 @@ BLOCKS = {
 
 
 def _block_case(name, rng):
-    block = _randomise_bn(BLOCKS[name]().double(), rng)
+    block = randomise_bn(BLOCKS[name]().double(), rng)
     x = rng.standard_normal((3, block.in_planes, 6, 6))
     return block, x
 
@@ -127,7 +105,7 @@ def test_block_inference_under_no_grad(name, rng, fusion):
 
 @pytest.mark.parametrize("name", ["resnet20", "preact_resnet20"])
 def test_whole_model_fused_equals_unfused(name, rng, fusion):
-    model = _randomise_bn(models.create(name, num_classes=5).double(), rng)
+    model = randomise_bn(models.create(name, num_classes=5).double(), rng)
     x = rng.standard_normal((2, 3, 12, 12))
     fused = _step(model, x, True, fusion)
     unfused = _step(model, x, False, fusion)

@@ -34,7 +34,7 @@ import speed  # noqa: E402
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("variants", nargs="+", help="Python statements, one per variant")
-    parser.add_argument("--model", default="resnet20", choices=sorted(speed.DEPTHS))
+    parser.add_argument("--model", default="resnet20", choices=speed.MODELS)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=16)
     parser.add_argument("--infer", action="store_true", help="time eval-mode inference under no_grad")
@@ -50,8 +50,7 @@ def main(argv=None) -> int:
     scope = {"mr": mr, "F": F, "nn": nn, "cf": cf, "fu": fu, "par": par}
     images_np, labels_np = speed._batch(args.batch_size)
     mr.manual_seed(0)
-    model = speed._minires_model(args.model)
-    opt = speed._minires_sgd(model.parameters())
+    model, opt = speed.minires_model_and_sgd(args.model)
     images, labels = mr.tensor(images_np), mr.tensor(labels_np)
     if args.infer:
         model.eval()

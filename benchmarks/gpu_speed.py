@@ -66,7 +66,7 @@ SYNC_CALL = re.compile(r"Synchronize|^cudaMemcpy$|^cudaMemcpy2D$|^cuMemcpyDtoH(_
 # --- the PyTorch reference model: the same one the CPU benchmark uses -------------------------
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from speed import DEPTHS, torch_cifar_resnet  # noqa: E402,F401
+from speed import torch_cifar_resnet  # noqa: E402
 
 
 # --- device helpers ----------------------------------------------------------------------------
@@ -179,7 +179,7 @@ class TorchCase:
         self.torch = torch
         torch.backends.cudnn.benchmark = True
         self.tdevice = "cuda" if device != "cpu" else "cpu"
-        self.model = torch_cifar_resnet(DEPTHS[name])
+        self.model = torch_cifar_resnet(name)
         wanted = self.model.state_dict()
         missing = [k for k in wanted if k not in state]
         if missing:

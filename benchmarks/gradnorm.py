@@ -5,9 +5,10 @@ ratio ``||dL/dW conv1|| / ||dL/dW last conv||`` for plain and residual CIFAR net
 depth 20, 56 and 110, option A against B, original against pre-activation, shortcut
 scales ``lambda`` in {0.5, 0.9, 1.0, 1.1}, and the path-length curve of Veit et al. (2016).
 
-When PyTorch is installed, every minires model is mirrored by an equivalent PyTorch
-model built here, loaded with minires' initial weights (state-dict keys match), and run
-on the same batch, so the two numbers compare like with like.
+When PyTorch is installed, every minires model is mirrored by the equivalent PyTorch
+model of the parity tests (``tests/torch_reference.py``), loaded with minires' initial
+weights (state-dict keys match), and run on the same batch, so the two numbers compare
+like with like.
 
 Writes ``benchmarks/results/gradnorm.csv`` (one row per run), ``gradnorm.md`` (tables),
 ``gradnorm_depth.png``, ``gradnorm_scale.png``, ``path_length.csv`` and ``path_length.png``.
@@ -48,95 +49,15 @@ FIELDS = ["part", "model", "family", "depth", "shortcut", "scale", "seed", "batc
 
 
 # ----------------------------------------------------------------------------------------
-# PyTorch mirror of minires' CIFAR nets (same state-dict keys)
+# PyTorch mirror of minires' CIFAR nets: the tests' reference CIFAR ResNet (same state-dict keys)
 
 def torch_mirror(name: str, shortcut: str, scale: float):
     """A PyTorch CIFAR net with minires' structure and keys, for ``name`` like 'plain56'."""
-    import torch  # noqa: PLC0415
-    from torch import nn  # noqa: PLC0415
-    import torch.nn.functional as TF  # noqa: PLC0415
+    from tests.torch_reference import CifarBasicBlock, PreActBlock, cifar_resnet  # noqa: PLC0415
 
     family, depth = _family(name)
-    n = (depth - 2) // 6
-    preact = family == "preact"
-
-    class ShortcutA(nn.Module):
-        def __init__(self, cin, cout, stride):
-            super().__init__()
-            self.cin, self.cout, self.stride = cin, cout, stride
-
-        def forward(self, x):
-            x = x[:, :, ::self.stride, ::self.stride]
-            extra = self.cout - self.cin
-            return TF.pad(x, (0, 0, 0, 0, extra // 2, extra - extra // 2))
-
-    class Block(nn.Module):
-        def __init__(self, cin, planes, stride):
-            super().__init__()
-            if preact:
-                self.bn1 = nn.BatchNorm2d(cin)
-                self.conv1 = nn.Conv2d(cin, planes, 3, stride, 1, bias=False)
-                self.bn2 = nn.BatchNorm2d(planes)
-                self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
-            else:
-                self.conv1 = nn.Conv2d(cin, planes, 3, stride, 1, bias=False)
-                self.bn1 = nn.BatchNorm2d(planes)
-                self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
-                self.bn2 = nn.BatchNorm2d(planes)
-            changes = stride != 1 or cin != planes
-            self.skip = family != "plain"
-            self.downsample = None
-            if self.skip and (changes or shortcut == "C"):
-                if shortcut == "A":
-                    self.downsample = ShortcutA(cin, planes, stride)
-                elif preact:
-                    self.downsample = nn.Sequential(nn.Conv2d(cin, planes, 1, stride, bias=False))
-                else:
-                    self.downsample = nn.Sequential(nn.Conv2d(cin, planes, 1, stride, bias=False),
-                                                    nn.BatchNorm2d(planes))
-
-        def forward(self, x):
-            if preact:
-                a = torch.relu(self.bn1(x))
-                out = self.conv2(torch.relu(self.bn2(self.conv1(a))))
-                if self.downsample is None:
-                    s = x
-                else:
-                    s = self.downsample(x if shortcut == "A" else a)
-                return out + scale * s
-            out = self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x)))))
-            if self.skip:
-                s = x if self.downsample is None else self.downsample(x)
-                out = out + scale * s
-            return torch.relu(out)
-
-    class Net(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
-            if not preact:
-                self.bn1 = nn.BatchNorm2d(16)
-            cin = 16
-            for i, planes in enumerate((16, 32, 64)):
-                blocks = []
-                for j in range(n):
-                    blocks.append(Block(cin, planes, 2 if (i > 0 and j == 0) else 1))
-                    cin = planes
-                setattr(self, f"layer{i + 1}", nn.Sequential(*blocks))
-            if preact:
-                self.final_bn = nn.BatchNorm2d(64)
-            self.fc = nn.Linear(64, 10)
-
-        def forward(self, x):
-            x = self.conv1(x)
-            if not preact:
-                x = torch.relu(self.bn1(x))
-            x = self.layer3(self.layer2(self.layer1(x)))
-            if preact:
-                x = torch.relu(self.final_bn(x))
-            return self.fc(x.mean(dim=(2, 3)))
-
-    return Net()
+    block = PreActBlock if family == "preact" else CifarBasicBlock
+    return cifar_resnet(depth, 10, block, shortcut=shortcut, skip=family != "plain", scale=scale)
 
 
 def _family(name: str):

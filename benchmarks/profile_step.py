@@ -26,7 +26,7 @@ import speed  # noqa: E402
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="resnet20", choices=sorted(speed.DEPTHS))
+    parser.add_argument("--model", default="resnet20", choices=speed.MODELS)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--infer", action="store_true", help="profile eval-mode inference instead")
@@ -45,8 +45,7 @@ def main(argv=None) -> int:
     set_conv_algorithm(args.conv_algorithm)
     images_np, labels_np = speed._batch(args.batch_size)
     mr.manual_seed(0)
-    model = speed._minires_model(args.model)
-    opt = speed._minires_sgd(model.parameters())
+    model, opt = speed.minires_model_and_sgd(args.model)
     images, labels = mr.tensor(images_np), mr.tensor(labels_np)
 
     def train_step():

@@ -23,9 +23,9 @@ What one worker process measures (same model architecture, same weights, same ba
 The minires model is ``minires.models.create(name)`` trained with ``minires.optim.SGD``
 and ``minires.functional.cross_entropy`` (the documented API); the PyTorch model is the
 CIFAR ResNet of He et al. (option-A shortcuts: stride-2 subsampling and zero channel
-padding, as in akamaster/pytorch_resnet_cifar10) written below, with minires' weights
-copied in, and the first loss of both is recorded as a check that the two compute the same
-function.
+padding, as in akamaster/pytorch_resnet_cifar10) of the parity tests
+(``tests/torch_reference.py``), loaded with minires' weights by name, and the first loss of
+both is recorded as a check that the two compute the same function.
 
 Usage::
 
@@ -54,7 +54,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
-DEPTHS = {"resnet20": 3, "resnet32": 5, "resnet44": 7, "resnet56": 9, "resnet110": 18}
+MODELS = ("resnet20", "resnet32", "resnet44", "resnet56", "resnet110")
 
 
 # --- helpers shared by both workers --------------------------------------------------------
@@ -133,169 +133,24 @@ def _openblas_info() -> dict:
             "openblas_core": found["core"], "openblas_threads": found["threads"]}
 
 
-# --- the PyTorch reference model -----------------------------------------------------------
+# --- the two models ----------------------------------------------------------------------------
 
-def torch_cifar_resnet(depth_per_stage: int, num_classes: int = 10):
-    """CIFAR ResNet (He et al. 2016, option-A shortcuts) in PyTorch, torchvision-style names."""
-    import torch  # noqa: PLC0415
-    import torch.nn as tnn  # noqa: PLC0415
-    import torch.nn.functional as TF  # noqa: PLC0415
+def torch_cifar_resnet(model_name: str):
+    """The PyTorch CIFAR ResNet of the tests (``tests/torch_reference.py``), minires' keys."""
+    if ROOT not in sys.path:
+        sys.path.insert(0, ROOT)
+    from tests.torch_reference import cifar_resnet  # noqa: PLC0415
 
-    class Shortcut(tnn.Module):
-        def __init__(self, planes):
-            super().__init__()
-            self.extra = planes // 2
-
-        def forward(self, x):
-            x = x[:, :, ::2, ::2]
-            return TF.pad(x, (0, 0, 0, 0, self.extra // 2, self.extra - self.extra // 2))
-
-    class BasicBlock(tnn.Module):
-        def __init__(self, in_planes, planes, stride):
-            super().__init__()
-            self.conv1 = tnn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
-            self.bn1 = tnn.BatchNorm2d(planes)
-            self.conv2 = tnn.Conv2d(planes, planes, 3, 1, 1, bias=False)
-            self.bn2 = tnn.BatchNorm2d(planes)
-            self.shortcut = Shortcut(planes) if (stride != 1 or in_planes != planes) else tnn.Identity()
-
-        def forward(self, x):
-            out = torch.relu(self.bn1(self.conv1(x)))
-            out = self.bn2(self.conv2(out))
-            return torch.relu(out + self.shortcut(x))
-
-    class ResNet(tnn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv1 = tnn.Conv2d(3, 16, 3, 1, 1, bias=False)
-            self.bn1 = tnn.BatchNorm2d(16)
-            layers, in_planes = [], 16
-            for planes, stride in ((16, 1), (32, 2), (64, 2)):
-                blocks = []
-                for i in range(depth_per_stage):
-                    blocks.append(BasicBlock(in_planes, planes, stride if i == 0 else 1))
-                    in_planes = planes
-                layers.append(tnn.Sequential(*blocks))
-            self.layer1, self.layer2, self.layer3 = layers
-            self.fc = tnn.Linear(64, num_classes)
-
-        def forward(self, x):
-            x = torch.relu(self.bn1(self.conv1(x)))
-            x = self.layer3(self.layer2(self.layer1(x)))
-            x = TF.adaptive_avg_pool2d(x, 1).flatten(1)
-            return self.fc(x)
-
-    return ResNet()
+    return cifar_resnet(int(model_name.removeprefix("resnet")))
 
 
-def _copy_weights_into_torch(tmodel, state: dict) -> str:
-    """Load minires' state dict into the PyTorch model: by name when every name matches,
-    else in order (parameters, then buffers), each matched by shape."""
-    import numpy as np  # noqa: PLC0415
-    import torch  # noqa: PLC0415
-    tstate = tmodel.state_dict()
-    wanted = {k: v for k, v in tstate.items() if not k.endswith("num_batches_tracked")}
-    have = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
-    if set(wanted) <= set(have):
-        tmodel.load_state_dict({k: torch.from_numpy(np.asarray(have[k])) for k in wanted}, strict=False)
-        return "by-name"
-    tparams = [k for k, _ in tmodel.named_parameters()]
-    tbufs = [k for k in wanted if k not in tparams]
-    src_params = [k for k in have if k.endswith(("weight", "bias"))]
-    src_bufs = [k for k in have if k not in src_params]
-    if len(tparams) != len(src_params) or len(tbufs) != len(src_bufs):
-        raise RuntimeError(f"cannot match state dicts: torch {len(tparams)}+{len(tbufs)} entries, "
-                           f"minires {len(src_params)}+{len(src_bufs)}")
-    loaded = {}
-    for tk, mk in list(zip(tparams, src_params)) + list(zip(tbufs, src_bufs)):
-        if tuple(tstate[tk].shape) != tuple(np.shape(have[mk])):
-            raise RuntimeError(f"shape mismatch {tk} {tuple(tstate[tk].shape)} vs {mk} {np.shape(have[mk])}")
-        loaded[tk] = torch.from_numpy(np.ascontiguousarray(have[mk]))
-    tmodel.load_state_dict(loaded, strict=False)
-    return "by-order"
+def minires_model_and_sgd(model_name: str):
+    """``minires.models.create(model_name)`` and its ``SGD(lr=0.1, momentum=0.9, weight_decay=5e-4)``."""
+    import minires.models as models  # noqa: PLC0415
+    from minires.optim import SGD  # noqa: PLC0415
 
-
-# --- minires side ------------------------------------------------------------------------------
-
-def _minires_model(name: str):
-    """``minires.models.create(name)``; while that does not exist yet, the same network built here."""
-    try:
-        import minires.models as models  # noqa: PLC0415
-        return models.create(name)
-    except (ImportError, AttributeError):
-        return _fallback_minires_resnet(DEPTHS[name])
-
-
-def _fallback_minires_resnet(depth_per_stage: int, num_classes: int = 10):
-    """The CIFAR ResNet of :func:`torch_cifar_resnet` on ``minires.nn`` (used only without minires.models)."""
-    import minires.functional as F  # noqa: PLC0415
-    import minires.nn as nn  # noqa: PLC0415
-
-    class BasicBlock(nn.Module):
-        def __init__(self, in_planes, planes, stride):
-            super().__init__()
-            self.conv1 = nn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
-            self.bn1 = nn.BatchNorm2d(planes)
-            self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
-            self.bn2 = nn.BatchNorm2d(planes)
-            self.extra = planes - in_planes if (stride != 1 or in_planes != planes) else 0
-
-        def forward(self, x):
-            out = F.relu(self.bn1(self.conv1(x)))
-            out = self.bn2(self.conv2(out))
-            short = x
-            if self.extra:
-                short = F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, self.extra // 2, self.extra - self.extra // 2))
-            return F.relu(out + short)
-
-    class ResNet(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
-            self.bn1 = nn.BatchNorm2d(16)
-            in_planes = 16
-            for index, (planes, stride) in enumerate(((16, 1), (32, 2), (64, 2))):
-                blocks = []
-                for i in range(depth_per_stage):
-                    blocks.append(BasicBlock(in_planes, planes, stride if i == 0 else 1))
-                    in_planes = planes
-                setattr(self, f"layer{index + 1}", nn.Sequential(*blocks))
-            self.fc = nn.Linear(64, num_classes)
-
-        def forward(self, x):
-            x = F.relu(self.bn1(self.conv1(x)))
-            x = self.layer3(self.layer2(self.layer1(x)))
-            return self.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))
-
-    return ResNet()
-
-
-class _FallbackSGD:
-    """PyTorch's SGD update (momentum, weight decay) for when ``minires.optim`` is missing."""
-
-    def __init__(self, params, lr, momentum, weight_decay):
-        self.params, self.lr, self.momentum, self.wd = list(params), lr, momentum, weight_decay
-        self.buf = [None] * len(self.params)
-
-    def zero_grad(self):
-        for p in self.params:
-            p.grad = None
-
-    def step(self):
-        for i, p in enumerate(self.params):
-            if p.grad is None:
-                continue
-            d = p.grad + self.wd * p.data
-            self.buf[i] = d if self.buf[i] is None else self.buf[i] * self.momentum + d
-            p.data -= self.lr * self.buf[i]
-
-
-def _minires_sgd(params):
-    try:
-        from minires.optim import SGD  # noqa: PLC0415
-    except ImportError:
-        return _FallbackSGD(params, lr=0.1, momentum=0.9, weight_decay=5e-4)
-    return SGD(params, lr=0.1, momentum=0.9, weight_decay=5e-4)
+    model = models.create(model_name)
+    return model, SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
 
 
 def prepare_weights(model_name: str, path: str) -> None:
@@ -304,7 +159,7 @@ def prepare_weights(model_name: str, path: str) -> None:
 
     import minires as mr  # noqa: PLC0415
     mr.manual_seed(0)
-    model = _minires_model(model_name)
+    model, _ = minires_model_and_sgd(model_name)
     state = {k: np.asarray(v.data if hasattr(v, "data") else v) for k, v in model.state_dict().items()}
     np.savez(path, **state)
 
@@ -317,17 +172,11 @@ def worker_minires(args, weights_path: str) -> dict:
     images_np, labels_np = _batch(args.batch_size)
     base = _rss_mib()
     mr.manual_seed(0)
-    model = _minires_model(args.model)
+    model, opt = minires_model_and_sgd(args.model)
     model.load_state_dict(dict(np.load(weights_path)))
-    opt = _minires_sgd(model.parameters())
     images, labels = mr.tensor(images_np), mr.tensor(labels_np)
-    result = {"framework": "minires", "model_source": type(model).__module__,
-              "optimizer": type(opt).__module__ + "." + type(opt).__name__}
-    try:
-        from minires.kernels.conv import get_conv_algorithm  # noqa: PLC0415
-        result["conv_algorithm"] = get_conv_algorithm()
-    except ImportError:
-        pass
+    from minires.kernels.conv import get_conv_algorithm  # noqa: PLC0415
+    result = {"framework": "minires", "conv_algorithm": get_conv_algorithm()}
 
     _time_step_and_inference(result, model, opt, images, labels, F.cross_entropy, mr.no_grad, args)
     if args.layers:
@@ -431,9 +280,9 @@ def worker_torch(args, weights_path: str) -> dict:
     torch.set_num_threads(args.threads)
     images_np, labels_np = _batch(args.batch_size)
     base = _rss_mib()
-    model = torch_cifar_resnet(DEPTHS[args.model])
-    result = {"framework": "torch", "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-              "weights": _copy_weights_into_torch(model, dict(np.load(weights_path)))}
+    model = torch_cifar_resnet(args.model)
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in np.load(weights_path).items()})  # same keys
+    result = {"framework": "torch", "torch": torch.__version__, "torch_threads": torch.get_num_threads()}
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
     images, labels = torch.from_numpy(images_np), torch.from_numpy(labels_np)
     _time_step_and_inference(result, model, opt, images, labels, TF.cross_entropy, torch.no_grad, args)
@@ -625,7 +474,7 @@ def markdown(record: dict) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="resnet20", choices=sorted(DEPTHS))
+    parser.add_argument("--model", default="resnet20", choices=MODELS)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=5, help="timed steps per worker")
@@ -696,7 +545,6 @@ def main(argv=None) -> int:
         "torch": rounds[0]["torch"].get("torch"), "model": args.model, "batch_size": args.batch_size,
         "threads": args.threads, "omp_wait_policy": "PASSIVE" if args.omp_passive else "default",
         "load_average_before_after": [load_before, os.getloadavg()], "conv_algorithm": rounds[0]["minires"].get("conv_algorithm"),
-        "weights_copied": rounds[0]["torch"].get("weights"),
         "summary": summary, "rounds": rounds,
     }
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)

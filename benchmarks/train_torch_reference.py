@@ -39,13 +39,12 @@ from minires.data import Loader, channel_stats, load_dataset  # noqa: E402
 from minires.optim import create_schedule  # noqa: E402
 
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from speed import torch_cifar_resnet  # noqa: E402  (the PyTorch CIFAR ResNet the speed benchmark times)
+from tests.torch_reference import cifar_resnet as torch_cifar_resnet  # noqa: E402  (the tests' and benchmarks' one)
 
 
 def cifar_resnet(depth: int, num_classes: int):
     """ResNet-``depth`` (option A) with He-normal fan-out conv init and BN weight 1, bias 0."""
-    model = torch_cifar_resnet((depth - 2) // 6, num_classes)
+    model = torch_cifar_resnet(depth, num_classes)
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")

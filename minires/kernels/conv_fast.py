@@ -17,7 +17,7 @@ the name ``'nhwc'`` (picked by ``'auto'`` for CPU problems with ``groups == 1``;
 - **Row unfold for stride 1 in height.** Only the width is unfolded (``KW*C`` values per
   row instead of ``KH*KW*C``); the ``KH`` kernel rows become ``KH`` GEMMs over row-shifted
   contiguous blocks of that matrix (see :func:`_unfold_rows_chunk`). This writes a third
-  of the columns of a 3x3 convolution and was 1.2-1.6x faster on 16-32 channels.
+  of the columns of a 3x3 convolution and was faster on 16-32 channels (benchmarks/RESULTS.md).
 - **Small-matrix GEMM blocks.** Long products are issued as stacks of blocks small enough
   for OpenBLAS's unpacked small-matrix kernels (see :func:`matmul_rows`).
 - **Threads.** The batch is split across threads (:mod:`minires.kernels.parallel`).
@@ -46,7 +46,7 @@ from .parallel import parallel_for, parallel_sum
 tune_malloc_by_default()  # reuse freed activation memory across steps (see minires/kernels/memory.py)
 
 #: target size of one chunk's column matrix (per thread); measured best at 1-2 MiB on the
-#: ResNet-20 shapes (1 MiB L2 per core), 8 MiB was 1.4x slower
+#: ResNet-20 shapes (1 MiB L2 per core), larger chunks slower (benchmarks/RESULTS.md)
 _CHUNK_BYTES = 2 << 20
 
 _local = threading.local()
@@ -97,11 +97,9 @@ def _chunk(n_total: int, row_bytes: int) -> int:
 
 
 #: OpenBLAS (0.3.x, x86-64) runs products with ``M*N*K`` up to about 1e6 through its
-#: "small matrix" kernels, which skip packing the operands; measured single-threaded on
-#: the ResNet shapes (AMD EPYC, AVX-512), 256x144 @ 144x16 blocks ran at 49 GFLOP/s
-#: against 34 for one 10240-row product, 64x288 @ 288x32 at 75 against 54, 16x576 @ 576x64
-#: at 98 against 66. So long products are issued as a stack of such blocks (one NumPy
-#: call; NumPy loops over the stack in C).
+#: "small matrix" kernels, which skip packing the operands; on the ResNet shapes such
+#: blocks ran faster than one long product (benchmarks/RESULTS.md). So long products are
+#: issued as a stack of such blocks (one NumPy call; NumPy loops over the stack in C).
 _SMALL_GEMM_MNK = 1_000_000
 #: row block of the weight-gradient products ``cols^T @ dout`` (measured best at 256)
 _WGRAD_ROWS = 256
@@ -198,7 +196,7 @@ def _unfold_rows_chunk(xh, start: int, n: int, g: ConvGeometry, C: int, n_chunk:
     if g.SW == 1:
         # stride 1: for an interior output column q (every tap inside the input) the KW*C
         # values are one contiguous run of the input row, so all interior columns are one
-        # strided copy of KW*C-float runs (2x faster than KW copies of C-float runs at
+        # strided copy of KW*C-float runs (faster than KW copies of C-float runs at
         # C = 16); the few border columns are copied one by one
         q0, q1 = g.PW, W - g.KW + g.PW
         if q1 >= q0:

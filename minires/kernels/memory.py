@@ -3,9 +3,9 @@
 A training step allocates every activation and gradient afresh (NumPy arrays of several
 MiB each) and frees them at the end of the backward pass. With glibc's default settings
 the freed top of the heap is returned to the operating system (``M_TRIM_THRESHOLD``) and
-arrays above the mmap threshold get fresh pages, so each step touches its memory anew:
-measured on a CIFAR ResNet-20 at batch 128, about 39,000 page faults and 140 ms of
-kernel time per step (about 14% of the step). :func:`tune_malloc` raises both thresholds,
+arrays above the mmap threshold get fresh pages, so each step touches its memory anew
+(tens of thousands of page faults per ResNet-20 step: benchmarks/RESULTS.md).
+:func:`tune_malloc` raises both thresholds,
 so the memory of one step is reused by the next (the peak RSS is unchanged; the process
 keeps up to ``trim_threshold`` bytes of free heap instead of returning them). PyTorch's
 CPU allocator and most deep-learning runtimes keep freed blocks for the same reason.

@@ -151,7 +151,7 @@ def _center_kernel():
 
 
 def _sum_sq_kernel():
-    # no broadcast operand: CuPy reductions with a broadcast input lose their fast paths (~30x slower)
+    # no broadcast operand: CuPy reductions with a broadcast input lose their fast paths (benchmarks/RESULTS.md)
     return backend.reduction_kernel("minires_bn_sum_sq", "T x", "T out", "x * x", "a + b", "out = a", "0")
 
 

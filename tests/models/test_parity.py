@@ -8,7 +8,7 @@ torch = pytest.importorskip("torch")
 import minires as mr  # noqa: E402
 import minires.models as models  # noqa: E402
 from minires.models.layers import SEModule, ShortcutA  # noqa: E402
-from tests.models import torch_reference as ref  # noqa: E402
+from tests import torch_reference as ref  # noqa: E402
 from tests.models.parity import block_parity, model_step_parity  # noqa: E402
 
 pytestmark = pytest.mark.torch
@@ -48,12 +48,12 @@ BLOCK_CASES = [
     ("basic_C_same_shape", lambda: models.BasicBlock(8, 8, 1, shortcut="C"),
      lambda: ref.TVBasicBlock(8, 8, 1, tv_downsample(8, 8, 1)), (3, 8, 5, 5)),
     ("basic_A_stride2", lambda: models.BasicBlock(8, 16, 2, shortcut="A"),
-     lambda: ref.AkaBasicBlock(8, 16, 2, "A"), (3, 8, 6, 6)),
+     lambda: ref.CifarBasicBlock(8, 16, 2, "A"), (3, 8, 6, 6)),
     ("basic_A_scaled", lambda: models.BasicBlock(8, 16, 2, shortcut="A", shortcut_scale=0.5),
-     lambda: ref.AkaBasicBlock(8, 16, 2, "A", scale=0.5), (3, 8, 6, 6)),
+     lambda: ref.CifarBasicBlock(8, 16, 2, "A", scale=0.5), (3, 8, 6, 6)),
     ("basic_identity_scaled", lambda: models.BasicBlock(8, 8, shortcut="A", shortcut_scale=0.25),
-     lambda: ref.AkaBasicBlock(8, 8, 1, "A", scale=0.25), (3, 8, 5, 5)),
-    ("plain_basic", lambda: models.PlainBasicBlock(8, 16, 2), lambda: ref.AkaBasicBlock(8, 16, 2, skip=False),
+     lambda: ref.CifarBasicBlock(8, 8, 1, "A", scale=0.25), (3, 8, 5, 5)),
+    ("plain_basic", lambda: models.PlainBasicBlock(8, 16, 2), lambda: ref.CifarBasicBlock(8, 16, 2, skip=False),
      (3, 8, 6, 6)),
     ("bottleneck_B_stride2", lambda: models.Bottleneck(16, 8, 2),
      lambda: ref.TVBottleneck(16, 8, 2, tv_downsample(16, 32, 2)), (2, 16, 7, 7)),
@@ -138,8 +138,7 @@ def both_precisions(make_mine, make_ref, x, y, rename=lambda k: k, global_grad_r
 ])
 def test_cifar_resnet20_matches_akamaster(rng, name, option, skip, make_mine):
     x, y = _xy(rng, 4, 12, 7)
-    both_precisions(make_mine, lambda: ref.CifarResNet([3, 3, 3], num_classes=7, option=option, skip=skip), x, y,
-                    rename=lambda k: k.replace(".shortcut.", ".downsample."))
+    both_precisions(make_mine, lambda: ref.CifarResNet([3, 3, 3], num_classes=7, shortcut=option, skip=skip), x, y)
 
 
 # Deep nets at realistic sizes (slow). ResNet-50 at 4 x 64 x 64 is so ill-conditioned that torch
@@ -154,9 +153,9 @@ def test_cifar_resnet56_matches_akamaster(rng):
 def test_preact_resnets_match_reference(rng):
     x, y = _xy(rng, 3, 12, 5)
     both_precisions(lambda: models.preact_resnet20(num_classes=5),
-                    lambda: ref.PreActResNet(ref.PreActBlock, [3, 3, 3], 5), x, y)
+                    lambda: ref.CifarResNet([3, 3, 3], 5, ref.PreActBlock), x, y)
     both_precisions(lambda: models.cifar_resnet(20, models.PreActBottleneck, num_classes=5, shortcut="B"),
-                    lambda: ref.PreActResNet(ref.PreActBottleneck, [2, 2, 2], 5), x, y)
+                    lambda: ref.CifarResNet([2, 2, 2], 5, ref.PreActBottleneck), x, y)
 
 
 def test_resnet18_matches_torchvision_layout(rng):

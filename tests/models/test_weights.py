@@ -60,7 +60,7 @@ HIDDEN_TORCH_FORWARD = textwrap.dedent("""
 @pytest.mark.torch
 def test_torchvision_style_resnet18_checkpoint_runs_in_minires_without_torch(tmp_path, rng):
     torch = pytest.importorskip("torch")
-    from tests.models import torch_reference as ref
+    from tests import torch_reference as ref
 
     torch.manual_seed(0)
     net = ref.TVResNet(ref.TVBasicBlock, [2, 2, 2, 2], num_classes=10)

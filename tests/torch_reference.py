@@ -1,17 +1,18 @@
-"""PyTorch reference models for parity tests (torchvision is not installed, so they are written here).
-
-Import only after ``pytest.importorskip("torch")``. The classes follow the public reference
+"""PyTorch reference models for the parity tests and the benchmarks (torchvision is not installed,
+so they are written here). Import only where PyTorch is installed (``pytest.importorskip("torch")``
+in tests); minires itself never imports this module. The classes follow the public reference
 implementations that minires promises compatibility with:
 
 - ``TVBasicBlock`` / ``TVBottleneck`` / ``TVResNet``: torchvision's ``models/resnet.py``
   layout (stride on the 3x3 of the bottleneck, ``downsample = Sequential(conv1x1, BN)``),
   with an optional SE gate in timm's form (``se.fc1`` / ``se.fc2`` 1x1 convs with bias).
-- ``CifarResNet``: the akamaster ``pytorch_resnet_cifar10`` network (option A is a lambda
-  that subsamples and zero-pads planes // 4 channels on each side), option B projection,
-  a skip-free plain variant and a ``shortcut_scale``.
-- ``PreActBlock`` / ``PreActBottleneck`` / ``PreActResNet``: He et al. 2016 as in the
-  fb.resnet.torch / kuangliu code: shared BN-ReLU feeds both the branch and a projection
-  (a bare 1x1 conv), final BN-ReLU before pooling.
+- ``CifarResNet`` / :func:`cifar_resnet`: THE CIFAR ResNet reference, used by the tests and by
+  ``benchmarks/speed.py``, ``gpu_speed.py``, ``gradnorm.py`` and ``train_torch_reference.py``:
+  the akamaster ``pytorch_resnet_cifar10`` network (option A subsamples and zero-pads),
+  options B and C, a skip-free plain variant and a shortcut scale (``CifarBasicBlock``),
+  and He et al. 2016's pre-activation blocks as in the fb.resnet.torch / kuangliu code
+  (``PreActBlock`` / ``PreActBottleneck``: the shared BN-ReLU feeds the branch and a
+  projection, a bare 1x1 conv; final BN-ReLU before pooling), all with minires' keys.
 - ``TVDenseNet``: torchvision's ``models/densenet.py`` layout.
 """
 
@@ -129,133 +130,150 @@ class TVResNet(tnn.Module):
         return self.fc(torch.flatten(self.avgpool(x), 1))
 
 
-class LambdaLayer(tnn.Module):
-    def __init__(self, fn):
+class ShortcutA(tnn.Module):
+    """Option A (parameter-free): subsample by ``stride`` and zero-pad the new channels, half
+    before and half after (for a doubling, akamaster's ``planes // 4`` on each side)."""
+
+    def __init__(self, in_planes, out_planes, stride):
         super().__init__()
-        self.fn = fn
+        self.stride, self.extra = stride, out_planes - in_planes
 
     def forward(self, x):
-        return self.fn(x)
+        x = x[:, :, ::self.stride, ::self.stride]
+        return TF.pad(x, (0, 0, 0, 0, self.extra // 2, self.extra - self.extra // 2))
 
 
-class AkaBasicBlock(tnn.Module):
-    """akamaster's BasicBlock, plus ``skip`` (plain nets) and ``scale`` (constant-scaled shortcut)."""
+class CifarBlock(tnn.Module):
+    """What the CIFAR blocks share: the shortcut ``downsample`` (option A, B or C), ``skip`` and ``scale``."""
+
+    preactivation = False
+
+    def _make_shortcut(self, shortcut, in_planes, out_planes, stride, skip, scale):
+        self.skip, self.scale, self.option = skip, scale, shortcut
+        changes = stride != 1 or in_planes != out_planes
+        self.downsample = None
+        if not skip or (shortcut != "C" and not changes):
+            return
+        if shortcut == "A":
+            self.downsample = ShortcutA(in_planes, out_planes, stride)
+        elif self.preactivation:  # a bare 1x1 convolution: the skip path of a pre-activation net has no BN
+            self.downsample = tnn.Sequential(conv1x1(in_planes, out_planes, stride))
+        else:
+            self.downsample = tnn.Sequential(conv1x1(in_planes, out_planes, stride), tnn.BatchNorm2d(out_planes))
+
+    def shortcut(self, x, preactivated=None):
+        """The skip path; projections of pre-activation blocks read ``preactivated``."""
+        if self.downsample is not None:
+            x = self.downsample(preactivated if self.preactivation and self.option != "A" else x)
+        return x if self.scale == 1.0 else self.scale * x
+
+
+class CifarBasicBlock(CifarBlock):
+    """akamaster's BasicBlock with torchvision's names (``downsample`` for the projection of options
+    B and C), ``skip=False`` for plain nets and a constant ``scale`` on the shortcut."""
 
     expansion = 1
 
-    def __init__(self, in_planes, planes, stride=1, option="A", skip=True, scale=1.0):
+    def __init__(self, in_planes, planes, stride=1, shortcut="A", skip=True, scale=1.0):
         super().__init__()
-        self.conv1 = tnn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
+        self.conv1 = conv3x3(in_planes, planes, stride)
         self.bn1 = tnn.BatchNorm2d(planes)
-        self.conv2 = tnn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.conv2 = conv3x3(planes, planes)
         self.bn2 = tnn.BatchNorm2d(planes)
-        self.skip, self.scale = skip, scale
-        self.shortcut = tnn.Sequential()
-        if skip and (stride != 1 or in_planes != planes):
-            if option == "A":
-                self.shortcut = LambdaLayer(lambda x: TF.pad(x[:, :, ::2, ::2],
-                                                             (0, 0, 0, 0, planes // 4, planes // 4), "constant", 0))
-            else:
-                self.shortcut = tnn.Sequential(tnn.Conv2d(in_planes, planes, 1, stride, bias=False),
-                                               tnn.BatchNorm2d(planes))
+        self._make_shortcut(shortcut, in_planes, planes, stride, skip, scale)
 
     def forward(self, x):
         out = self.bn2(self.conv2(TF.relu(self.bn1(self.conv1(x)))))
-        if self.skip:
-            out = out + self.scale * self.shortcut(x)
-        return TF.relu(out)
+        return TF.relu(out + self.shortcut(x) if self.skip else out)
+
+
+class PreActBlock(CifarBlock):
+    """He et al. 2016 as in fb.resnet.torch / kuangliu: the shared ``relu(bn1(x))`` feeds both the
+    branch and a projection shortcut (option A subsamples the raw ``x``); no ReLU after the addition."""
+
+    expansion = 1
+    preactivation = True
+
+    def __init__(self, in_planes, planes, stride=1, shortcut="B", skip=True, scale=1.0):
+        super().__init__()
+        self.bn1 = tnn.BatchNorm2d(in_planes)
+        self.conv1 = conv3x3(in_planes, planes, stride)
+        self.bn2 = tnn.BatchNorm2d(planes)
+        self.conv2 = conv3x3(planes, planes)
+        self._make_shortcut(shortcut, in_planes, planes, stride, skip, scale)
+
+    def forward(self, x):
+        a = TF.relu(self.bn1(x))
+        out = self.conv2(TF.relu(self.bn2(self.conv1(a))))
+        return out + self.shortcut(x, a) if self.skip else out
+
+
+class PreActBottleneck(CifarBlock):
+    """The pre-activation bottleneck: BN-ReLU-conv1x1, BN-ReLU-conv3x3 (stride), BN-ReLU-conv1x1 (x4)."""
+
+    expansion = 4
+    preactivation = True
+
+    def __init__(self, in_planes, planes, stride=1, shortcut="B", skip=True, scale=1.0):
+        super().__init__()
+        self.bn1 = tnn.BatchNorm2d(in_planes)
+        self.conv1 = conv1x1(in_planes, planes)
+        self.bn2 = tnn.BatchNorm2d(planes)
+        self.conv2 = conv3x3(planes, planes, stride)
+        self.bn3 = tnn.BatchNorm2d(planes)
+        self.conv3 = conv1x1(planes, planes * 4)
+        self._make_shortcut(shortcut, in_planes, planes * 4, stride, skip, scale)
+
+    def forward(self, x):
+        a = TF.relu(self.bn1(x))
+        out = self.conv2(TF.relu(self.bn2(self.conv1(a))))
+        out = self.conv3(TF.relu(self.bn3(out)))
+        return out + self.shortcut(x, a) if self.skip else out
 
 
 class CifarResNet(tnn.Module):
-    """akamaster's ResNet (``linear`` renamed ``fc``; option-B projections named like torchvision)."""
+    """The CIFAR ResNet (He et al. 2015, 4.2; akamaster's network) with minires' state-dict keys:
+    stem ``conv1`` (+ ``bn1``, except for pre-activation blocks), ``layer1..3`` of 16/32/64 planes,
+    ``final_bn`` (pre-activation only), global average pooling, ``fc``.
 
-    def __init__(self, num_blocks, num_classes=10, option="A", skip=True, scale=1.0):
+    Args:
+        num_blocks: blocks per stage, e.g. ``[3, 3, 3]`` for ResNet-20.
+        num_classes: classifier outputs.
+        block: :class:`CifarBasicBlock`, :class:`PreActBlock` or :class:`PreActBottleneck`.
+        **block_options: ``shortcut`` (``'A'``, ``'B'``, ``'C'``), ``skip``, ``scale``.
+    """
+
+    def __init__(self, num_blocks, num_classes=10, block=CifarBasicBlock, **block_options):
         super().__init__()
-        self.in_planes = 16
-        self.conv1 = tnn.Conv2d(3, 16, 3, 1, 1, bias=False)
-        self.bn1 = tnn.BatchNorm2d(16)
-        self.layer1 = self._make_layer(16, num_blocks[0], 1, option, skip, scale)
-        self.layer2 = self._make_layer(32, num_blocks[1], 2, option, skip, scale)
-        self.layer3 = self._make_layer(64, num_blocks[2], 2, option, skip, scale)
-        self.fc = tnn.Linear(64, num_classes)
-
-    def _make_layer(self, planes, n, stride, option, skip, scale):
-        layers = []
-        for s in [stride] + [1] * (n - 1):
-            layers.append(AkaBasicBlock(self.in_planes, planes, s, option, skip, scale))
-            self.in_planes = planes
-        return tnn.Sequential(*layers)
-
-    def forward(self, x):
-        out = TF.relu(self.bn1(self.conv1(x)))
-        out = self.layer3(self.layer2(self.layer1(out)))
-        out = TF.avg_pool2d(out, out.size()[3])
-        return self.fc(out.view(out.size(0), -1))
-
-    def minires_state_dict(self):
-        """The state dict under minires/torchvision names (akamaster calls projections ``shortcut``)."""
-        return OrderedDict((k.replace(".shortcut.", ".downsample."), v) for k, v in self.state_dict().items())
-
-
-class PreActBlock(tnn.Module):
-    expansion = 1
-
-    def __init__(self, in_planes, planes, stride=1):
-        super().__init__()
-        self.bn1 = tnn.BatchNorm2d(in_planes)
-        self.conv1 = tnn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
-        self.bn2 = tnn.BatchNorm2d(planes)
-        self.conv2 = tnn.Conv2d(planes, planes, 3, 1, 1, bias=False)
-        if stride != 1 or in_planes != planes:
-            self.downsample = tnn.Sequential(tnn.Conv2d(in_planes, planes, 1, stride, bias=False))
-
-    def forward(self, x):
-        out = TF.relu(self.bn1(x))
-        shortcut = self.downsample(out) if hasattr(self, "downsample") else x
-        out = self.conv2(TF.relu(self.bn2(self.conv1(out))))
-        return out + shortcut
-
-
-class PreActBottleneck(tnn.Module):
-    expansion = 4
-
-    def __init__(self, in_planes, planes, stride=1):
-        super().__init__()
-        self.bn1 = tnn.BatchNorm2d(in_planes)
-        self.conv1 = tnn.Conv2d(in_planes, planes, 1, bias=False)
-        self.bn2 = tnn.BatchNorm2d(planes)
-        self.conv2 = tnn.Conv2d(planes, planes, 3, stride, 1, bias=False)
-        self.bn3 = tnn.BatchNorm2d(planes)
-        self.conv3 = tnn.Conv2d(planes, planes * 4, 1, bias=False)
-        if stride != 1 or in_planes != planes * 4:
-            self.downsample = tnn.Sequential(tnn.Conv2d(in_planes, planes * 4, 1, stride, bias=False))
-
-    def forward(self, x):
-        out = TF.relu(self.bn1(x))
-        shortcut = self.downsample(out) if hasattr(self, "downsample") else x
-        out = self.conv2(TF.relu(self.bn2(self.conv1(out))))
-        out = self.conv3(TF.relu(self.bn3(out)))
-        return out + shortcut
-
-
-class PreActResNet(tnn.Module):
-    def __init__(self, block, num_blocks, num_classes=10):
-        super().__init__()
-        self.in_planes = 16
-        self.conv1 = tnn.Conv2d(3, 16, 3, 1, 1, bias=False)
+        self.preactivation = block.preactivation
+        self.conv1 = conv3x3(3, 16)
+        if not self.preactivation:
+            self.bn1 = tnn.BatchNorm2d(16)
+        in_planes = 16
         for i, (planes, n) in enumerate(zip((16, 32, 64), num_blocks)):
             layers = []
-            for s in [1 if i == 0 else 2] + [1] * (n - 1):
-                layers.append(block(self.in_planes, planes, s))
-                self.in_planes = planes * block.expansion
+            for stride in [1 if i == 0 else 2] + [1] * (n - 1):
+                layers.append(block(in_planes, planes, stride, **block_options))
+                in_planes = planes * block.expansion
             setattr(self, f"layer{i + 1}", tnn.Sequential(*layers))
-        self.final_bn = tnn.BatchNorm2d(self.in_planes)
-        self.fc = tnn.Linear(self.in_planes, num_classes)
+        if self.preactivation:
+            self.final_bn = tnn.BatchNorm2d(in_planes)
+        self.fc = tnn.Linear(in_planes, num_classes)
 
     def forward(self, x):
-        out = self.layer3(self.layer2(self.layer1(self.conv1(x))))
-        out = TF.relu(self.final_bn(out))
-        return self.fc(torch.flatten(TF.adaptive_avg_pool2d(out, 1), 1))
+        x = self.conv1(x)
+        if not self.preactivation:
+            x = TF.relu(self.bn1(x))
+        x = self.layer3(self.layer2(self.layer1(x)))
+        if self.preactivation:
+            x = TF.relu(self.final_bn(x))
+        return self.fc(torch.flatten(TF.adaptive_avg_pool2d(x, 1), 1))
+
+
+def cifar_resnet(depth, num_classes=10, block=CifarBasicBlock, **block_options):
+    """:class:`CifarResNet` of ``depth`` layers: ``6n + 2`` (``9n + 2`` with :class:`PreActBottleneck`)."""
+    n = (depth - 2) // (9 if block.expansion == 4 else 6)
+    return CifarResNet([n, n, n], num_classes, block, **block_options)
 
 
 class _DenseLayer(tnn.Module):

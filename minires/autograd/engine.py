@@ -81,6 +81,27 @@ def _run_hooks(tensor, g):
     return g
 
 
+def _backward_through(fn, g, grads: dict, needed: set) -> None:
+    """Run ``fn.backward(g)`` and add each needed input's gradient into ``grads`` (by id)."""
+    input_grads = fn.backward(g)
+    if not isinstance(input_grads, tuple):
+        input_grads = (input_grads,)
+    if len(input_grads) != len(fn.parents):
+        raise RuntimeError(
+            f"{type(fn).__name__}.backward returned {len(input_grads)} gradients "
+            f"for {len(fn.parents)} inputs"
+        )
+    for parent, pg in zip(fn.parents, input_grads):
+        if parent is None or pg is None or not parent.requires_grad or id(parent) not in needed:
+            continue
+        if pg.shape != parent.data.shape:
+            raise RuntimeError(
+                f"{type(fn).__name__}.backward gave a gradient of shape {tuple(pg.shape)} "
+                f"for an input of shape {tuple(parent.data.shape)}"
+            )
+        grads[id(parent)] = _accumulate(grads.get(id(parent)), pg)
+
+
 def backpropagate(roots, root_grads, retain_graph: bool = False, targets=None) -> list:
     """The one reverse traversal behind ``Tensor.backward`` and :func:`grad`.
 
@@ -125,23 +146,7 @@ def backpropagate(roots, root_grads, retain_graph: bool = False, targets=None) -
             tensor.grad = _accumulate(tensor.grad, g)
         if fn.released or not any(p is not None and id(p) in needed for p in fn.parents):
             continue  # a target with no further target above it
-        input_grads = fn.backward(g)
-        if not isinstance(input_grads, tuple):
-            input_grads = (input_grads,)
-        if len(input_grads) != len(fn.parents):
-            raise RuntimeError(
-                f"{type(fn).__name__}.backward returned {len(input_grads)} gradients "
-                f"for {len(fn.parents)} inputs"
-            )
-        for parent, pg in zip(fn.parents, input_grads):
-            if parent is None or pg is None or not parent.requires_grad or id(parent) not in needed:
-                continue
-            if pg.shape != parent.data.shape:
-                raise RuntimeError(
-                    f"{type(fn).__name__}.backward gave a gradient of shape {tuple(pg.shape)} "
-                    f"for an input of shape {tuple(parent.data.shape)}"
-                )
-            grads[id(parent)] = _accumulate(grads.get(id(parent)), pg)
+        _backward_through(fn, g, grads, needed)
         if not retain_graph:
             fn.release()
     if targets is None:
@@ -227,8 +232,3 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, allow_unused: bo
             raise RuntimeError(f"The differentiated Tensor at index {index} appears to not have been "
                                "used in the graph. Set allow_unused=True if this is the desired behavior.")
     return tuple(None if g is None else Tensor(g) for g in arrived)
-
-
-def ones_like(array):
-    xp = get_array_module(array)
-    return xp.ones_like(array)

@@ -20,6 +20,63 @@ import threading
 
 from ..backend import get_array_module
 from .grad_mode import is_grad_enabled
+from .tensor import Tensor
+
+
+def check_float_tensor(op_name: str, value, what: str | None = "input", allow_none: bool = False) -> None:
+    """Check that one argument of an op is a floating-point ``Tensor`` (or ``None`` where allowed).
+
+    Args:
+        op_name: the op, first word of the message (``'conv2d'``).
+        value: the argument.
+        what: its name in the message (``'weight'``); ``None`` for a one-argument op.
+        allow_none: accept ``None`` (an optional bias).
+
+    Raises:
+        TypeError: ``value`` is not a Tensor (nor an allowed ``None``), or not floating-point.
+    """
+    if value is None and allow_none:
+        return
+    if not isinstance(value, Tensor):
+        name = f"a Tensor or None as {what}" if allow_none else "a Tensor" + (f" {what}" if what else "")
+        raise TypeError(f"{op_name}: expected {name}, got {type(value).__name__}")
+    if value.dtype.kind != "f":
+        raise TypeError(f"{op_name}: expected a floating-point {what or 'tensor'}, got dtype {value.dtype}")
+
+
+def check_same_device_and_dtype(op_name: str, inputs) -> str:
+    """Check that the tensor inputs of one op share a device and a floating dtype.
+
+    Returns:
+        The common device string.
+
+    Raises:
+        ValueError: two inputs live on different devices (both are named).
+        TypeError: two floating inputs have different dtypes (no silent casting).
+    """
+    device = None
+    float_dtype = None
+    for t in inputs:
+        if t is None:
+            continue
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{op_name}: expected Tensor inputs, got {type(t).__name__}")
+        if device is None:
+            device = t.device
+        elif t.device != device:
+            raise ValueError(
+                f"{op_name}: expected all tensors on one device, got {device} and {t.device}; "
+                "move them with .to(device)"
+            )
+        if t.data.dtype.kind == "f":
+            if float_dtype is None:
+                float_dtype = t.data.dtype
+            elif t.data.dtype != float_dtype:
+                raise TypeError(
+                    f"{op_name}: expected all floating tensors to have one dtype, got "
+                    f"{float_dtype} and {t.data.dtype}; convert one with .to(dtype) or .float()/.double()"
+                )
+    return device if device is not None else "cpu"
 
 
 class _Observers(threading.local):
@@ -99,8 +156,6 @@ class Function:
     @classmethod
     def apply(cls, *inputs, **options):
         """Run the op on ``Tensor`` (or ``None``) inputs and return a ``Tensor``."""
-        from .tensor import Tensor, check_same_device_and_dtype  # noqa: PLC0415
-
         device = check_same_device_and_dtype(cls.__name__, inputs)
         fn = cls()
         arrays = [t.data if t is not None else None for t in inputs]

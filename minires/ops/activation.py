@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..autograd import Function, Tensor
-from ..autograd.tensor import check_float_tensor
+from ..autograd.function import check_float_tensor
 from ..kernels import activation as kernels
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..autograd import Function, Tensor
-from ..autograd.tensor import check_float_tensor
+from ..autograd.function import check_float_tensor
 from ..kernels.conv import (conv2d_backward_bias, conv2d_backward_input, conv2d_backward_weight,
                             conv2d_forward, conv_geometry)
 from .arith import sum_tangents

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..autograd import Function, Tensor
-from ..autograd.tensor import check_float_tensor
+from ..autograd.function import check_float_tensor
 from ..backend import get_array_module
 from .arith import sum_tangents
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from .. import backend
 from ..autograd import Function, Tensor
-from ..autograd.tensor import check_float_tensor
+from ..autograd.function import check_float_tensor
 from ..kernels import loss as kernels
 
 _REDUCTIONS = ("mean", "sum", "none")

@@ -7,7 +7,7 @@ import numbers
 import numpy as np
 
 from ..autograd import Function, Tensor
-from ..autograd.tensor import check_float_tensor
+from ..autograd.function import check_float_tensor
 from ..backend import get_array_module
 
 

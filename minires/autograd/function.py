@@ -79,6 +79,16 @@ def check_same_device_and_dtype(op_name: str, inputs) -> str:
     return device if device is not None else "cpu"
 
 
+def sum_tangents(shape, *parts):
+    """Forward mode: the sum of the tangent contributions that are not ``None``, broadcast to ``shape``."""
+    present = [p for p in parts if p is not None]
+    xp = get_array_module(present[0])
+    total = xp.broadcast_to(present[0], shape)
+    for p in present[1:]:
+        total = total + p
+    return total
+
+
 class _Observers(threading.local):
     """Per thread: the callables that receive each ``(op class, inputs, options, output)``."""
 

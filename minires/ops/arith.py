@@ -12,8 +12,10 @@ import numbers
 import numpy as np
 
 from ..autograd import Function, Tensor
+from ..autograd.function import sum_tangents
 from ..autograd.tensor import DEFAULT_FLOAT, result_type
 from ..backend import get_array_module
+from .shape import cast
 
 
 def unbroadcast(grad, shape):
@@ -27,16 +29,6 @@ def unbroadcast(grad, shape):
     if stretched:
         grad = grad.sum(axis=stretched, keepdims=True)
     return grad
-
-
-def sum_tangents(shape, *parts):
-    """Forward mode: the sum of the tangent contributions that are not ``None``, broadcast to ``shape``."""
-    present = [p for p in parts if p is not None]
-    xp = get_array_module(present[0])
-    total = xp.broadcast_to(present[0], shape)
-    for p in present[1:]:
-        total = total + p
-    return total
 
 
 class Add(Function):
@@ -357,13 +349,7 @@ def _check_pair(name, a, b, broadcast=True):
     if a.dtype.kind == b.dtype.kind == "f" and a.dtype != b.dtype and (a.ndim == 0) == (b.ndim == 0):
         return a, b
     dtype = result_type(a, b)
-    return _cast(a, dtype), _cast(b, dtype)
-
-
-def _cast(t, dtype):
-    from .shape import cast  # noqa: PLC0415  (shape imports nothing from here)
-
-    return cast(t, dtype)
+    return cast(a, dtype), cast(b, dtype)
 
 
 def add(a: Tensor, b: Tensor) -> Tensor:
@@ -395,7 +381,7 @@ def div(a: Tensor, b: Tensor) -> Tensor:
     """Elementwise true division ``a / b`` with broadcasting; integers and bools give float32."""
     a, b = _check_pair("div", a, b)
     if a.dtype.kind in "biu":
-        a, b = _cast(a, DEFAULT_FLOAT), _cast(b, DEFAULT_FLOAT)
+        a, b = cast(a, DEFAULT_FLOAT), cast(b, DEFAULT_FLOAT)
     return Div.apply(a, b)
 
 
@@ -461,7 +447,7 @@ def pow(a: Tensor, exponent) -> Tensor:  # noqa: A001
     if not isinstance(exponent, (numbers.Real, np.bool_)):
         raise TypeError(f"pow: exponent must be a Python number, got {type(exponent).__name__}")
     exponent = exponent.item() if isinstance(exponent, np.generic) else exponent  # NumPy scalars count as numbers
-    a = _cast(a, result_type(a, exponent))
+    a = cast(a, result_type(a, exponent))
     if a.dtype.kind in "iu" and exponent < 0:
         raise ValueError(f"pow: integers to negative integer powers are not allowed ({a.dtype} ** {exponent})")
     return Pow.apply(a, exponent=exponent)

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from ..autograd import Function, Tensor
-from ..autograd.function import check_float_tensor
+from ..autograd.function import check_float_tensor, sum_tangents
 from ..kernels.conv import (conv2d_backward_bias, conv2d_backward_input, conv2d_backward_weight,
                             conv2d_forward, conv_geometry)
-from .arith import sum_tangents
 from .shape import pad
 
 

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from ..autograd import Function, Tensor
-from ..autograd.function import check_float_tensor
+from ..autograd.function import check_float_tensor, sum_tangents
 from ..backend import get_array_module
-from .arith import sum_tangents
 
 
 class Linear(Function):

@@ -8,8 +8,8 @@ import numpy as np
 
 from .. import backend
 from ..autograd import Function, Tensor
+from ..autograd.function import sum_tangents
 from ..kernels import norm as kernels
-from .arith import sum_tangents
 
 
 class BatchNorm(Function):

@@ -76,9 +76,9 @@ def _wants_grad(*tensors) -> bool:
 
 
 def _inference_epilogue(conv, bn, x, addend):
-    """``relu(bn(conv(x)) [+ addend])`` as the convolution's epilogue (eval mode, no gradient
-    wanted, the modules fusable), or ``None`` where that does not apply."""
-    if (bn.training or not bn.track_running_stats or not _untouched(conv, Conv2d) or conv.groups != 1
+    """``relu(bn(conv(x)) [+ addend])`` as the convolution's epilogue (for an eval-mode ``bn``
+    fusable with its ReLU, no gradient wanted), or ``None`` where that does not apply."""
+    if (not bn.track_running_stats or not _untouched(conv, Conv2d) or conv.groups != 1
             or conv.out_channels != bn.num_features or not isinstance(x, Tensor)
             or not (addend is None or isinstance(addend, Tensor))
             or _wants_grad(x, addend, conv.weight, conv.bias, bn.weight, bn.bias)):
@@ -94,7 +94,7 @@ def conv_bn_relu(conv, bn, relu, x, addend=None):
     if not fusable(bn, relu):
         y = bn(conv(x))
         return relu(y if addend is None else y + addend)
-    out = _inference_epilogue(conv, bn, x, addend)
+    out = None if bn.training else _inference_epilogue(conv, bn, x, addend)
     return bn.forward_fused(conv(x), addend) if out is None else out
 
 

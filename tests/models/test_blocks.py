@@ -39,6 +39,21 @@ def test_forward_is_post_activation_of_branch_plus_shortcut(rng, block_cls, stri
     np.testing.assert_allclose(out, expected, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("block_cls", ORIGINAL + PREACT + PLAIN, ids=lambda c: c.__name__)
+@pytest.mark.parametrize("training", [False, True], ids=["eval", "train"])
+def test_forward_with_an_se_gate_is_the_anatomy_too(rng, block_cls, training):
+    # forward (the figure, fused) and residual_branch / shortcut (the anatomy) are written
+    # separately in each block: they must agree, SE gate included, with a graph too
+    # (train mode normalises with the batch statistics, so running the parts again gives the same values)
+    block = randomise_bn(block_cls(8, 4 if block_cls.expansion == 4 else 8, 2, shortcut="B", se_reduction=4), rng)
+    block.double().train(training)
+    x = mr.tensor(rng.standard_normal((2, 8, 6, 6)), requires_grad=True)
+    out = block(x).numpy()
+    branch, skip = block.residual_branch(x), block.shortcut(x)
+    expected = block.post_activation(branch if skip is None else branch + skip).numpy()
+    np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12)
+
+
 def test_shortcut_contents_for_each_option(rng):
     x = mr.tensor(rng.standard_normal((2, 8, 6, 6)).astype(np.float32))
     ident = models.BasicBlock(8, 8, shortcut="B", shortcut_scale=0.5)

@@ -13,13 +13,15 @@ The reference algorithm is im2col + GEMM::
     dw   = sum_n dout[n] @ cols[n]^T       # (G, Og, K)
     db   = dout.sum(over N, OH, OW)
 
-Algorithms are chosen at one point. :func:`set_conv_algorithm` sets the process-wide
-choice (``'auto'``, the default, takes the first registered algorithm that supports the
-problem, falling back to ``'reference'``); every entry point also takes ``algorithm=`` to
-override it, so the reference stays callable for tests. Faster paths (NHWC layouts,
-shift-and-accumulate, reuse of the forward columns in the weight gradient) plug in with
-:func:`register_conv_algorithm`; the ``workspace`` dict that the forward receives is
-handed to both backward functions, so an algorithm can keep what it computed there.
+Algorithms are chosen at one point, the :class:`~minires.kernels.dispatch.KernelFamily`
+:data:`CONV2D`. :func:`set_conv_algorithm` sets the process-wide choice (the setting
+``conv_algorithm`` of :mod:`minires.config`; ``'auto'``, the default, takes the first
+registered algorithm that supports the problem, falling back to ``'reference'``); every
+entry point also takes ``algorithm=`` to override it, so the reference stays callable for
+tests. Faster paths (NHWC layouts, shift-and-accumulate, reuse of the forward columns in
+the weight gradient) plug in with :func:`register_conv_algorithm`; the ``workspace`` dict
+that the forward receives is handed to both backward functions, so an algorithm can keep
+what it computed there.
 """
 
 from __future__ import annotations
@@ -29,8 +31,10 @@ import numbers
 from dataclasses import dataclass
 from typing import Callable
 
-from .. import backend
+from .. import backend, config
+from .dispatch import KernelFamily
 from .im2col import col2im, conv_output_size, im2col
+from .memory import tune_malloc_once
 
 
 # --- geometry and validation -------------------------------------------------------------
@@ -216,9 +220,9 @@ class ConvAlgorithm:
     supports: Callable = lambda geometry, device: True
 
 
-_ALGORITHMS: dict[str, ConvAlgorithm] = {}
-_AUTO_ORDER: list[str] = []
-_current = "auto"
+#: the convolution's algorithms; the process-wide choice is ``minires.config`` ``conv_algorithm``
+CONV2D = KernelFamily("conv2d", ConvAlgorithm("reference", reference_forward, reference_backward_input,
+                                              reference_backward_weight), choice=lambda: config.get("conv_algorithm"))
 
 
 def register_conv_algorithm(algorithm: ConvAlgorithm, auto_priority: bool = True) -> None:
@@ -229,22 +233,16 @@ def register_conv_algorithm(algorithm: ConvAlgorithm, auto_priority: bool = True
         auto_priority: when True, ``'auto'`` tries it before every algorithm registered
             earlier (the reference is always the last resort).
     """
-    if algorithm.name == "auto":
-        raise ValueError("conv2d: 'auto' is reserved for automatic selection")
-    _ALGORITHMS[algorithm.name] = algorithm
-    if algorithm.name in _AUTO_ORDER:
-        _AUTO_ORDER.remove(algorithm.name)
-    if auto_priority and algorithm.name != "reference":
-        _AUTO_ORDER.insert(0, algorithm.name)
+    CONV2D.register(algorithm, auto_priority)
 
 
 def available_conv_algorithms() -> list[str]:
     """Names accepted by :func:`set_conv_algorithm` (``'auto'`` first)."""
-    return ["auto"] + list(_ALGORITHMS)
+    return CONV2D.names()
 
 
 def set_conv_algorithm(name: str) -> None:
-    """Choose the convolution algorithm for the whole process.
+    """Choose the convolution algorithm for the whole process (``minires.config`` ``conv_algorithm``).
 
     Args:
         name: ``'auto'`` (default: the first registered algorithm that supports the
@@ -256,50 +254,24 @@ def set_conv_algorithm(name: str) -> None:
     Raises:
         ValueError: an unknown name (the message lists the known ones).
     """
-    global _current
-    _check_name(name)
-    _current = name
+    config.set(conv_algorithm=CONV2D.check(name))
 
 
 def get_conv_algorithm() -> str:
     """The name set with :func:`set_conv_algorithm`."""
-    return _current
+    return config.get("conv_algorithm")
 
 
 @contextlib.contextmanager
 def conv_algorithm(name: str):
     """Context manager: use algorithm ``name`` inside the block, then restore the previous one."""
-    previous = get_conv_algorithm()
-    set_conv_algorithm(name)
-    try:
+    with config.using(conv_algorithm=CONV2D.check(name)):
         yield
-    finally:
-        set_conv_algorithm(previous)
-
-
-def _check_name(name) -> None:
-    if name != "auto" and name not in _ALGORITHMS:
-        raise ValueError(f"conv2d: unknown algorithm {name!r}; expected one of {available_conv_algorithms()}")
 
 
 def select_conv_algorithm(geometry: ConvGeometry, device: str = "cpu", algorithm: str | None = None) -> ConvAlgorithm:
     """Resolve ``algorithm`` (default: the process-wide setting) to a :class:`ConvAlgorithm`."""
-    name = _current if algorithm is None else algorithm
-    _check_name(name)
-    if name != "auto":
-        chosen = _ALGORITHMS[name]
-        # a named algorithm that cannot do this problem (e.g. 'nhwc' with groups > 1 or on
-        # a GPU) leaves it to the reference instead of failing inside its GEMM
-        return chosen if chosen.supports(geometry, device) else _ALGORITHMS["reference"]
-    for candidate in _AUTO_ORDER:
-        algo = _ALGORITHMS[candidate]
-        if algo.supports(geometry, device):
-            return algo
-    return _ALGORITHMS["reference"]
-
-
-register_conv_algorithm(ConvAlgorithm("reference", reference_forward, reference_backward_input,
-                                      reference_backward_weight))
+    return CONV2D.select(geometry, device, algorithm=algorithm)
 
 
 # --- public entry points -------------------------------------------------------------------
@@ -324,6 +296,7 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, groups=1, *, algorithm: st
     Returns:
         ``(N, C_out, OH, OW)`` with ``OH = (H + 2*PH - KH) // SH + 1`` (likewise ``OW``).
     """
+    tune_malloc_once()       # the allocator tuning of minires/kernels/memory.py, on the first convolution
     g = conv_geometry(x.shape, w.shape, stride, padding, groups, None if b is None else b.shape)
     algo = select_conv_algorithm(g, backend.array_device(x), algorithm)
     if workspace is not None:
@@ -387,6 +360,6 @@ def _backward_algorithm(g, grad, algorithm, workspace) -> ConvAlgorithm:
 __all__ = [
     "ConvGeometry", "ConvAlgorithm", "conv_geometry", "conv2d_forward", "conv2d_backward_input",
     "conv2d_backward_weight", "conv2d_backward_bias", "set_conv_algorithm", "get_conv_algorithm",
-    "conv_algorithm", "register_conv_algorithm", "available_conv_algorithms", "select_conv_algorithm",
+    "conv_algorithm", "register_conv_algorithm", "CONV2D", "available_conv_algorithms", "select_conv_algorithm",
     "reference_forward", "reference_backward_input", "reference_backward_weight",
 ]

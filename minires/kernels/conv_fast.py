@@ -17,7 +17,7 @@ the name ``'nhwc'`` (picked by ``'auto'`` for CPU problems with ``groups == 1``;
 - **Row unfold for stride 1 in height.** Only the width is unfolded (``KW*C`` values per
   row instead of ``KH*KW*C``); the ``KH`` kernel rows become ``KH`` GEMMs over row-shifted
   contiguous blocks of that matrix (see :func:`_unfold_rows_chunk`). This writes a third
-  of the columns of a 3x3 convolution and was 1.2-1.6x faster on 16-32 channels.
+  of the columns of a 3x3 convolution.
 - **Small-matrix GEMM blocks.** Long products are issued as stacks of blocks small enough
   for OpenBLAS's unpacked small-matrix kernels (see :func:`matmul_rows`).
 - **Threads.** The batch is split across threads (:mod:`minires.kernels.parallel`).
@@ -34,76 +34,32 @@ Shapes follow :mod:`minires.kernels.conv`: ``x (N, C, H, W)``, ``w (C_out, C, KH
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
+from .. import config
 from .conv import ConvAlgorithm, ConvGeometry, register_conv_algorithm
-from .memory import tune_malloc_by_default
-from .parallel import parallel_for, parallel_sum
+from .layout import is_channels_last, to_nhwc
+from .parallel import chunk_length, clear_scratch, for_each_chunk, parallel_for, parallel_sum, scratch, \
+    sum_over_chunks
 
-tune_malloc_by_default()  # reuse freed activation memory across steps (see minires/kernels/memory.py)
-
-#: target size of one chunk's column matrix (per thread); measured best at 1-2 MiB on the
-#: ResNet-20 shapes (1 MiB L2 per core), 8 MiB was 1.4x slower
+#: target size of one chunk's column matrix (per thread): about the L2 cache (benchmarks/RESULTS.md)
 _CHUNK_BYTES = 2 << 20
 
-_local = threading.local()
-
-
-def _buffers() -> dict:
-    """This thread's scratch buffers (threads never share one)."""
-    store = getattr(_local, "buffers", None)
-    if store is None:
-        store = _local.buffers = {}
-    return store
-
-
-def _buffer(tag: str, shape: tuple, dtype, zero: bool = False) -> np.ndarray:
-    """A reused scratch array for ``(tag, shape, dtype)``; zero-filled once when ``zero``.
-
-    Buffers whose padding must stay zero are only ever written in their interior.
-    """
-    store = _buffers()
-    key = (tag, shape, np.dtype(dtype).str)
-    buf = store.get(key)
-    if buf is None:
-        if len(store) > 64:  # many shapes seen: forget old buffers rather than grow forever
-            store.clear()
-        buf = np.zeros(shape, dtype) if zero else np.empty(shape, dtype)
-        store[key] = buf
-    return buf
-
-
-def clear_buffers() -> None:
-    """Free this thread's cached scratch buffers (they are re-made on the next call)."""
-    _buffers().clear()
-
-
-def to_nhwc(x: np.ndarray) -> np.ndarray:
-    """An NCHW-shaped array as a C-contiguous ``(N, H, W, C)`` array (a view when its memory is NHWC)."""
-    v = x.transpose(0, 2, 3, 1)
-    return v if v.flags.c_contiguous else np.ascontiguousarray(v)
-
-
-def is_channels_last(x: np.ndarray) -> bool:
-    """True when the 4-D NCHW-shaped ``x`` is stored NHWC-contiguous."""
-    return x.ndim == 4 and x.transpose(0, 2, 3, 1).flags.c_contiguous
+#: free this thread's cached scratch arrays (they are re-made on the next call)
+clear_buffers = clear_scratch
 
 
 def _chunk(n_total: int, row_bytes: int) -> int:
-    return int(max(1, min(n_total, _CHUNK_BYTES // max(row_bytes, 1))))
+    return chunk_length(n_total, row_bytes, _CHUNK_BYTES)
 
 
 #: OpenBLAS (0.3.x, x86-64) runs products with ``M*N*K`` up to about 1e6 through its
-#: "small matrix" kernels, which skip packing the operands; measured single-threaded on
-#: the ResNet shapes (AMD EPYC, AVX-512), 256x144 @ 144x16 blocks ran at 49 GFLOP/s
-#: against 34 for one 10240-row product, 64x288 @ 288x32 at 75 against 54, 16x576 @ 576x64
-#: at 98 against 66. So long products are issued as a stack of such blocks (one NumPy
-#: call; NumPy loops over the stack in C).
+#: "small matrix" kernels, which skip packing the operands and were faster on the ResNet
+#: shapes (benchmarks/RESULTS.md); so long products are issued as a stack of such blocks
+#: (one NumPy call; NumPy loops over the stack in C)
 _SMALL_GEMM_MNK = 1_000_000
-#: row block of the weight-gradient products ``cols^T @ dout`` (measured best at 256)
+#: row block of the weight-gradient products ``cols^T @ dout`` (the best one measured)
 _WGRAD_ROWS = 256
 
 
@@ -153,8 +109,8 @@ def _patch_view(padded: np.ndarray, OH: int, OW: int, KH: int, KW: int, SH: int,
 def _unfold_chunk(xh, start: int, n: int, g: ConvGeometry, C: int, n_chunk: int) -> np.ndarray:
     """Columns ``(n*OH*OW, KH*KW*C)`` of images ``start:start+n`` in this thread's reused buffers."""
     H, W = xh.shape[1], xh.shape[2]
-    padded = _buffer(f"pad{g.PH},{g.PW}", (n_chunk, H + 2 * g.PH, W + 2 * g.PW, C), xh.dtype, zero=True)
-    cols = _buffer("cols", (n_chunk * g.OH * g.OW, g.KH * g.KW * C), xh.dtype)
+    padded = scratch(f"pad{g.PH},{g.PW}", (n_chunk, H + 2 * g.PH, W + 2 * g.PW, C), xh.dtype, zero=True)
+    cols = scratch("cols", (n_chunk * g.OH * g.OW, g.KH * g.KW * C), xh.dtype)
     p = padded[:n]
     p[:, g.PH:g.PH + H, g.PW:g.PW + W, :] = xh[start:start + n]   # the border stays zero
     c = cols[:n * g.OH * g.OW]
@@ -169,12 +125,9 @@ def _pointwise_source(xh, g: ConvGeometry):
     return None
 
 
-#: use the row unfold (below) for stride-1-in-height convolutions; False forces the full unfold
-_ROW_UNFOLD = True
-
-
 def _uses_row_unfold(g: ConvGeometry) -> bool:
-    return _ROW_UNFOLD and g.SH == 1 and g.KH > 1
+    """The row unfold (below) for stride-1-in-height convolutions, unless ``config`` ``conv_row_unfold`` is off."""
+    return g.SH == 1 and g.KH > 1 and config.get("conv_row_unfold")
 
 
 def _unfold_rows_chunk(xh, start: int, n: int, g: ConvGeometry, C: int, n_chunk: int) -> np.ndarray:
@@ -191,15 +144,15 @@ def _unfold_rows_chunk(xh, start: int, n: int, g: ConvGeometry, C: int, n_chunk:
     HP = H + 2 * g.PH
     # entries that read the zero padding are never written, so the buffer (one per
     # geometry) keeps the zeros it was created with; each kernel column j is one slice copy
-    rows = _buffer(f"rows{g.PH},{g.PW},{g.KW},{g.SW},{H},{W}", (n_chunk, HP * g.OW, g.KW * C), xh.dtype, zero=True)
+    rows = scratch(f"rows{g.PH},{g.PW},{g.KW},{g.SW},{H},{W}", (n_chunk, HP * g.OW, g.KW * C), xh.dtype, zero=True)
     r = rows[:n]
     r5 = r.reshape(n, HP, g.OW, g.KW, C)
     src = xh[start:start + n]
     if g.SW == 1:
         # stride 1: for an interior output column q (every tap inside the input) the KW*C
         # values are one contiguous run of the input row, so all interior columns are one
-        # strided copy of KW*C-float runs (2x faster than KW copies of C-float runs at
-        # C = 16); the few border columns are copied one by one
+        # strided copy of KW*C-float runs (faster than KW copies of C-float runs); the few
+        # border columns are copied one by one
         q0, q1 = g.PW, W - g.KW + g.PW
         if q1 >= q0:
             s0, s1, s2, s3 = src.strides
@@ -224,24 +177,21 @@ def _unfold_rows_chunk(xh, start: int, n: int, g: ConvGeometry, C: int, n_chunk:
     return r
 
 
-def _conv_rows(xh, w_rows: np.ndarray, g: ConvGeometry, C: int, out3: np.ndarray, n_chunk: int, lo: int, hi: int,
-               epilogue=None):
+def _conv_rows_chunk(xh, w_rows: np.ndarray, g: ConvGeometry, out3: np.ndarray, n_chunk: int, lo: int, hi: int,
+                     epilogue=None):
     """Row-unfold convolution of images ``lo:hi`` into ``out3 (N, OH*OW, C_out)``;
     ``w_rows (KH, KW*C, C_out)``; ``epilogue`` as in :func:`_conv_nhwc`."""
-    L = g.OH * g.OW
-    tmp = _buffer("rows_out", (n_chunk, L, w_rows.shape[2]), xh.dtype)
-    for start in range(lo, hi, n_chunk):
-        n = min(n_chunk, hi - start)
-        rows = _unfold_rows_chunk(xh, start, n, g, C, n_chunk)
-        out = out3[start:start + n]
-        t = tmp[:n]
-        for i in range(g.KH):
-            block = rows[:, i * g.OW:i * g.OW + L]                 # (n, L, KW*C), one image per matrix
-            np.matmul(block, w_rows[i], out=out if i == 0 else t)
-            if i:
-                out += t
-        if epilogue is not None:
-            epilogue(out.reshape(n, -1), start, n)
+    L, n = g.OH * g.OW, hi - lo
+    rows = _unfold_rows_chunk(xh, lo, n, g, xh.shape[3], n_chunk)
+    out = out3[lo:hi]
+    partial = scratch("rows_out", (n_chunk, L, w_rows.shape[2]), xh.dtype)[:n]
+    for i in range(g.KH):
+        block = rows[:, i * g.OW:i * g.OW + L]                 # (n, L, KW*C), one image per matrix
+        np.matmul(block, w_rows[i], out=out if i == 0 else partial)
+        if i:
+            out += partial
+    if epilogue is not None:
+        epilogue(out.reshape(n, -1), lo, n)
 
 
 def _conv_nhwc(xh: np.ndarray, wmat: np.ndarray, g: ConvGeometry, epilogue=None) -> np.ndarray:
@@ -261,29 +211,25 @@ def _conv_nhwc(xh: np.ndarray, wmat: np.ndarray, g: ConvGeometry, epilogue=None)
         w_rows = wmat.reshape(g.KH, g.KW * C, wmat.shape[1])
         n_rows = _chunk(N, (g.H + 2 * g.PH) * g.OW * g.KW * C * xh.itemsize)
         out3 = out2d.reshape(N, L, wmat.shape[1])
-        parallel_for(lambda lo, hi: _conv_rows(xh, w_rows, g, C, out3, n_rows, lo, hi, epilogue), N, grain=n_rows)
+        for_each_chunk(lambda lo, hi: _conv_rows_chunk(xh, w_rows, g, out3, n_rows, lo, hi, epilogue), N, n_rows)
         return out2d
     n_chunk = _chunk(N, L * K * xh.itemsize)
+    if src is not None and epilogue is None:     # a 1x1 convolution is one GEMM over each thread's pixels
+        parallel_for(lambda lo, hi: matmul_rows(np.ascontiguousarray(src[lo:hi]).reshape(-1, C), wmat,
+                                                out2d[lo * L:hi * L]), N, grain=n_chunk)
+        return out2d
 
-    def run(lo, hi):
-        if src is not None and epilogue is None:  # a 1x1 convolution is one GEMM over the pixels
-            part = src[lo:hi]
-            if not part.flags.c_contiguous:
-                part = np.ascontiguousarray(part)
-            matmul_rows(part.reshape(-1, C), wmat, out2d[lo * L:hi * L])
-            return
-        for start in range(lo, hi, n_chunk):
-            n = min(n_chunk, hi - start)
-            if src is not None:
-                part = src[start:start + n]
-                cols = (part if part.flags.c_contiguous else np.ascontiguousarray(part)).reshape(-1, C)
-            else:
-                cols = _unfold_chunk(xh, start, n, g, C, n_chunk)
-            matmul_rows(cols, wmat, out2d[start * L:(start + n) * L])
-            if epilogue is not None:
-                epilogue(out2d[start * L:(start + n) * L].reshape(n, -1), start, n)
+    def conv_chunk(lo, hi):
+        if src is not None:
+            cols = np.ascontiguousarray(src[lo:hi]).reshape(-1, C)
+        else:
+            cols = _unfold_chunk(xh, lo, hi - lo, g, C, n_chunk)
+        out = out2d[lo * L:hi * L]
+        matmul_rows(cols, wmat, out)
+        if epilogue is not None:
+            epilogue(out.reshape(hi - lo, -1), lo, hi - lo)
 
-    parallel_for(run, N, grain=n_chunk)
+    for_each_chunk(conv_chunk, N, n_chunk)
     return out2d
 
 
@@ -338,23 +284,20 @@ def _backward_input_scatter(gh, w, g: ConvGeometry):
     n_chunk = _chunk(N, L * K * gh.itemsize)
     g2d = gh.reshape(N * L, C_out)
 
-    def run(lo, hi):
-        dcols_buf = _buffer("dcols", (n_chunk * L, K), gh.dtype)
-        padded = _buffer("dpad", (n_chunk, HP, WP, C), gh.dtype)
-        for start in range(lo, hi, n_chunk):
-            n = min(n_chunk, hi - start)
-            dcols = dcols_buf[:n * L]
-            matmul_rows(g2d[start * L:(start + n) * L], wmat_t, dcols)
-            d6 = dcols.reshape(n, OH, OW, g.KH, g.KW, C)
-            p = padded[:n]
-            p.fill(0)
-            for i in range(g.KH):
-                for j in range(g.KW):
-                    # within one offset (i, j) the slice touches distinct pixels, so += is exact
-                    p[:, i:i + g.SH * OH:g.SH, j:j + g.SW * OW:g.SW, :] += d6[:, :, :, i, j, :]
-            dx[start:start + n] = p[:, g.PH:g.PH + g.H, g.PW:g.PW + g.W, :]
+    def scatter_chunk(lo, hi):
+        n = hi - lo
+        dcols = scratch("dcols", (n_chunk * L, K), gh.dtype)[:n * L]
+        matmul_rows(g2d[lo * L:hi * L], wmat_t, dcols)
+        d6 = dcols.reshape(n, OH, OW, g.KH, g.KW, C)
+        padded = scratch("dpad", (n_chunk, HP, WP, C), gh.dtype)[:n]
+        padded.fill(0)
+        for i in range(g.KH):
+            for j in range(g.KW):
+                # within one offset (i, j) the slice touches distinct pixels, so += is exact
+                padded[:, i:i + g.SH * OH:g.SH, j:j + g.SW * OW:g.SW, :] += d6[:, :, :, i, j, :]
+        dx[lo:hi] = padded[:, g.PH:g.PH + g.H, g.PW:g.PW + g.W, :]
 
-    parallel_for(run, N, grain=n_chunk)
+    for_each_chunk(scatter_chunk, N, n_chunk)
     return dx
 
 
@@ -367,35 +310,30 @@ def nhwc_backward_weight(grad, x, g: ConvGeometry, workspace=None):
     g2d = gh.reshape(N * L, g.C_out)
     src = _pointwise_source(xh, g)
     n_chunk = _chunk(N, L * K * x.itemsize)
-    row_unfold = src is None and _uses_row_unfold(g)
-    if row_unfold:
-        n_chunk = _chunk(N, (g.H + 2 * g.PH) * g.OW * g.KW * C * x.itemsize)
+    if src is not None:      # a 1x1 convolution: one product over each thread's pixels
+        def add_pixels(lo, hi):
+            dw = np.zeros((K, g.C_out), x.dtype)
+            add_matmul_tn(np.ascontiguousarray(src[lo:hi]).reshape(-1, C), g2d[lo * L:hi * L], dw)
+            return dw
+
+        dw = parallel_sum(add_pixels, N, grain=n_chunk)
+    elif _uses_row_unfold(g):
+        n_rows = _chunk(N, (g.H + 2 * g.PH) * g.OW * g.KW * C * x.itemsize)
         g3 = gh.reshape(N, L, g.C_out)
 
-    def run_rows(lo, hi):
-        # dW[i] = sum over images of rows_i^T @ dout, rows_i the i-th shifted block
-        dw = np.zeros((g.KH, g.KW * C, g.C_out), x.dtype)
-        for start in range(lo, hi, n_chunk):
-            n = min(n_chunk, hi - start)
-            rows = _unfold_rows_chunk(xh, start, n, g, C, n_chunk)
-            gg = g3[start:start + n]
+        def add_rows_chunk(lo, hi, dw):
+            # dW[i] = sum over images of rows_i^T @ dout, rows_i the i-th shifted block
+            rows = _unfold_rows_chunk(xh, lo, hi - lo, g, C, n_rows)
             for i in range(g.KH):
                 block = rows[:, i * g.OW:i * g.OW + L]
-                dw[i] += np.matmul(block.transpose(0, 2, 1), gg).sum(axis=0)
-        return dw.reshape(K, g.C_out)
+                dw[i] += np.matmul(block.transpose(0, 2, 1), g3[lo:hi]).sum(axis=0)
 
-    def run(lo, hi):
-        dw = np.zeros((K, g.C_out), x.dtype)
-        if src is not None:
-            part = np.ascontiguousarray(src[lo:hi]).reshape(-1, C)
-            add_matmul_tn(part, g2d[lo * L:hi * L], dw)
-            return dw
-        for start in range(lo, hi, n_chunk):
-            n = min(n_chunk, hi - start)
-            add_matmul_tn(_unfold_chunk(xh, start, n, g, C, n_chunk), g2d[start * L:(start + n) * L], dw)
-        return dw
+        dw = sum_over_chunks(add_rows_chunk, N, n_rows, (g.KH, g.KW * C, g.C_out), x.dtype)
+    else:
+        def add_chunk(lo, hi, dw):
+            add_matmul_tn(_unfold_chunk(xh, lo, hi - lo, g, C, n_chunk), g2d[lo * L:hi * L], dw)
 
-    dw = parallel_sum(run_rows if row_unfold else run, N, grain=n_chunk)
+        dw = sum_over_chunks(add_chunk, N, n_chunk, (K, g.C_out), x.dtype)
     return np.ascontiguousarray(dw.reshape(g.KH, g.KW, C, g.C_out).transpose(3, 2, 0, 1))
 
 

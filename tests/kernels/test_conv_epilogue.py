@@ -11,6 +11,7 @@ from minires import nn
 from minires.kernels import conv_fast as CF
 from minires.kernels import fused as FU
 from minires.kernels.conv import conv_geometry
+from minires.kernels.norm import BatchNormParams
 from minires.ops.norm import conv_batch_norm_eval
 from tests.kernels.test_fused import TOL, channels_last, threads  # noqa: F401 - threads is a fixture
 
@@ -40,14 +41,15 @@ def test_matches_the_ops_one_by_one(dtype, kernel, stride, padding, with_addend,
     g = conv_geometry(x.shape, w.shape, stride, padding)
     addend = rng.standard_normal(g.out_shape).astype(dtype) if with_addend else None
     for relu in (True, False):
-        out = FU.conv_bn_eval_nhwc(x, w, cb, g, weight, bias, rm, rv, 1e-5, addend, relu)
+        out = FU.conv_bn_eval_nhwc(x, w, cb, g, BatchNormParams(weight, bias, rm, rv, eps=1e-5, relu=relu), addend)
         assert FU.is_channels_last(out) and out.dtype == dtype and out.shape == g.out_shape
         ref = _unfused(x, w, cb, stride, padding, weight, bias, rm, rv, 1e-5, addend, relu)
         np.testing.assert_allclose(out, ref, **TOL[dtype])
     # a channels-last addend gives the same result as a contiguous one
     if with_addend:
-        same = FU.conv_bn_eval_nhwc(x, w, cb, g, weight, bias, rm, rv, 1e-5, channels_last(addend), True)
-        np.testing.assert_array_equal(same, FU.conv_bn_eval_nhwc(x, w, cb, g, weight, bias, rm, rv, 1e-5, addend))
+        params = BatchNormParams(weight, bias, rm, rv, eps=1e-5, relu=True)
+        same = FU.conv_bn_eval_nhwc(x, w, cb, g, params, channels_last(addend))
+        np.testing.assert_array_equal(same, FU.conv_bn_eval_nhwc(x, w, cb, g, params, addend))
 
 
 def test_relu_keeps_nan_and_zeroes_negatives(rng):
@@ -55,7 +57,8 @@ def test_relu_keeps_nan_and_zeroes_negatives(rng):
     x[0, 0, 1, 1] = np.nan
     w = rng.standard_normal((3, 2, 3, 3)).astype(np.float32)
     g = conv_geometry(x.shape, w.shape, 1, 1)
-    out = FU.conv_bn_eval_nhwc(x, w, None, g, None, None, np.zeros(3, np.float32), np.ones(3, np.float32), 0.0)
+    out = FU.conv_bn_eval_nhwc(x, w, None, g, BatchNormParams(None, None, np.zeros(3, np.float32),
+                                                              np.ones(3, np.float32), eps=0.0, relu=True))
     assert np.isnan(out[0]).any() and not np.isnan(out[1]).any()
     assert (out[~np.isnan(out)] >= 0).all()
 
@@ -126,7 +129,7 @@ def test_matches_pytorch(dtype, stride, rng):
     rm, rv = rng.standard_normal(5).astype(dtype), (rng.random(5) + 0.5).astype(dtype)
     g = conv_geometry(x.shape, w.shape, stride, 1)
     addend = rng.standard_normal(g.out_shape).astype(dtype)
-    out = FU.conv_bn_eval_nhwc(x, w, None, g, weight, bias, rm, rv, 1e-5, addend, True)
+    out = FU.conv_bn_eval_nhwc(x, w, None, g, BatchNormParams(weight, bias, rm, rv, eps=1e-5, relu=True), addend)
     t = [torch.from_numpy(a) for a in (x, w, rm, rv, weight, bias, addend)]
     ref = torch.relu(tf.batch_norm(tf.conv2d(t[0], t[1], stride=stride, padding=1), t[2], t[3], t[4], t[5],
                                    training=False, eps=1e-5) + t[6]).numpy()

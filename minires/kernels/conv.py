@@ -155,47 +155,47 @@ def conv_geometry(x_shape, w_shape, stride=1, padding=0, groups=1, bias_shape=No
 
 # --- the reference algorithm: im2col + GEMM ------------------------------------------------
 
-def _grouped_cols(x, g: ConvGeometry):
+def _grouped_cols(x, geo: ConvGeometry):
     """``im2col(x)`` viewed as ``(N, G, K, L)``."""
-    cols = im2col(x, g.KH, g.KW, g.SH, g.SW, g.PH, g.PW)
-    return cols.reshape(g.N, g.groups, (g.C // g.groups) * g.KH * g.KW, g.OH * g.OW)
+    cols = im2col(x, geo.KH, geo.KW, geo.SH, geo.SW, geo.PH, geo.PW)
+    return cols.reshape(geo.N, geo.groups, (geo.C // geo.groups) * geo.KH * geo.KW, geo.OH * geo.OW)
 
 
-def _forward_from_cols(cols, w, b, g: ConvGeometry):
+def _forward_from_cols(cols, w, b, geo: ConvGeometry):
     """``out = W @ cols + b`` per group, from the ``(N, G, K, L)`` columns of :func:`_grouped_cols`."""
     xp = backend.get_array_module(cols)
-    w_mat = w.reshape(g.groups, g.C_out // g.groups, -1)        # (G, Og, K)
-    out = xp.matmul(w_mat, cols).reshape(g.out_shape)           # (N, G, Og, L) -> NCHW
+    w_mat = w.reshape(geo.groups, geo.C_out // geo.groups, -1)        # (G, Og, K)
+    out = xp.matmul(w_mat, cols).reshape(geo.out_shape)           # (N, G, Og, L) -> NCHW
     if b is not None:
         out += b.reshape(1, -1, 1, 1)
     return out
 
 
-def reference_forward(x, w, b, g: ConvGeometry, workspace=None):
+def reference_forward(x, w, b, geo: ConvGeometry, workspace=None):
     """Reference convolution forward: ``out = W @ im2col(x) + b`` per group."""
-    return _forward_from_cols(_grouped_cols(x, g), w, b, g)
+    return _forward_from_cols(_grouped_cols(x, geo), w, b, geo)
 
 
-def reference_backward_input(grad, w, g: ConvGeometry, workspace=None):
+def reference_backward_input(grad, w, geo: ConvGeometry, workspace=None):
     """Reference input gradient: ``dx = col2im(W^T @ dout)`` per group."""
     xp = backend.get_array_module(grad)
-    Og = g.C_out // g.groups
-    grad_mat = grad.reshape(g.N, g.groups, Og, g.OH * g.OW)    # (N, G, Og, L)
+    Og = geo.C_out // geo.groups
+    grad_mat = grad.reshape(geo.N, geo.groups, Og, geo.OH * geo.OW)    # (N, G, Og, L)
     # W^T copied to a contiguous array (it is small), so each of the N products is a plain GEMM
-    w_t = xp.ascontiguousarray(xp.swapaxes(w.reshape(g.groups, Og, -1), -1, -2))  # (G, K, Og)
+    w_t = xp.ascontiguousarray(xp.swapaxes(w.reshape(geo.groups, Og, -1), -1, -2))  # (G, K, Og)
     dcols = xp.matmul(w_t, grad_mat)                            # (N, G, K, L)
-    dcols = dcols.reshape(g.N, g.C, g.KH, g.KW, g.OH, g.OW)
-    return col2im(dcols, g.x_shape, g.SH, g.SW, g.PH, g.PW)
+    dcols = dcols.reshape(geo.N, geo.C, geo.KH, geo.KW, geo.OH, geo.OW)
+    return col2im(dcols, geo.x_shape, geo.SH, geo.SW, geo.PH, geo.PW)
 
 
-def reference_backward_weight(grad, x, g: ConvGeometry, workspace=None):
+def reference_backward_weight(grad, x, geo: ConvGeometry, workspace=None):
     """Reference weight gradient: ``dW = sum_n dout[n] @ im2col(x)[n]^T`` per group."""
     xp = backend.get_array_module(grad)
-    Og = g.C_out // g.groups
-    cols = _grouped_cols(x, g)                                  # (N, G, K, L)
-    grad_t = xp.ascontiguousarray(xp.swapaxes(grad.reshape(g.N, g.groups, Og, g.OH * g.OW), -1, -2))
+    Og = geo.C_out // geo.groups
+    cols = _grouped_cols(x, geo)                                  # (N, G, K, L)
+    grad_t = xp.ascontiguousarray(xp.swapaxes(grad.reshape(geo.N, geo.groups, Og, geo.OH * geo.OW), -1, -2))
     dw_t = xp.matmul(cols, grad_t).sum(axis=0)                  # (N, G, K, L) @ (N, G, L, Og) -> (G, K, Og)
-    return xp.swapaxes(dw_t, -1, -2).reshape(g.w_shape)
+    return xp.swapaxes(dw_t, -1, -2).reshape(geo.w_shape)
 
 
 # --- algorithm selection -------------------------------------------------------------------
@@ -297,11 +297,11 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, groups=1, *, algorithm: st
         ``(N, C_out, OH, OW)`` with ``OH = (H + 2*PH - KH) // SH + 1`` (likewise ``OW``).
     """
     tune_malloc_once()       # the allocator tuning of minires/kernels/memory.py, on the first convolution
-    g = conv_geometry(x.shape, w.shape, stride, padding, groups, None if b is None else b.shape)
-    algo = select_conv_algorithm(g, backend.array_device(x), algorithm)
+    geo = conv_geometry(x.shape, w.shape, stride, padding, groups, None if b is None else b.shape)
+    algo = select_conv_algorithm(geo, backend.array_device(x), algorithm)
     if workspace is not None:
         workspace["algorithm"] = algo.name
-    return algo.forward(x, w, b, g, workspace)
+    return algo.forward(x, w, b, geo, workspace)
 
 
 def conv2d_backward_input(grad, w, x_shape, stride=1, padding=0, groups=1, *, algorithm: str | None = None,
@@ -320,9 +320,9 @@ def conv2d_backward_input(grad, w, x_shape, stride=1, padding=0, groups=1, *, al
     Returns:
         ``dx`` of shape ``x_shape``.
     """
-    g = conv_geometry(x_shape, w.shape, stride, padding, groups)
-    algo = _backward_algorithm(g, grad, algorithm, workspace)
-    return algo.backward_input(grad, w, g, workspace)
+    geo = conv_geometry(x_shape, w.shape, stride, padding, groups)
+    algo = _backward_algorithm(geo, grad, algorithm, workspace)
+    return algo.backward_input(grad, w, geo, workspace)
 
 
 def conv2d_backward_weight(grad, x, w_shape, stride=1, padding=0, groups=1, *, algorithm: str | None = None,
@@ -341,9 +341,9 @@ def conv2d_backward_weight(grad, x, w_shape, stride=1, padding=0, groups=1, *, a
     Returns:
         ``dw`` of shape ``w_shape``.
     """
-    g = conv_geometry(x.shape, w_shape, stride, padding, groups)
-    algo = _backward_algorithm(g, grad, algorithm, workspace)
-    return algo.backward_weight(grad, x, g, workspace)
+    geo = conv_geometry(x.shape, w_shape, stride, padding, groups)
+    algo = _backward_algorithm(geo, grad, algorithm, workspace)
+    return algo.backward_weight(grad, x, geo, workspace)
 
 
 def conv2d_backward_bias(grad):
@@ -351,10 +351,10 @@ def conv2d_backward_bias(grad):
     return grad.sum(axis=(0, 2, 3))
 
 
-def _backward_algorithm(g, grad, algorithm, workspace) -> ConvAlgorithm:
+def _backward_algorithm(geo, grad, algorithm, workspace) -> ConvAlgorithm:
     if algorithm is None and workspace is not None and "algorithm" in workspace:
         algorithm = workspace["algorithm"]
-    return select_conv_algorithm(g, backend.array_device(grad), algorithm)
+    return select_conv_algorithm(geo, backend.array_device(grad), algorithm)
 
 
 __all__ = [

@@ -82,6 +82,18 @@ def test_op_builds_no_graph_and_declines_what_it_cannot_do(rng):
                              addend=mr.tensor(np.zeros((2, 6, 4, 4), np.float32)))
 
 
+def test_op_is_recorded_like_every_other(rng):
+    # it runs through Function.apply (under no_grad), so record_ops sees it
+    from minires.autograd import record_ops
+    x = mr.tensor(rng.standard_normal((2, 4, 5, 5)).astype(np.float32))
+    w = mr.tensor(rng.standard_normal((6, 4, 3, 3)).astype(np.float32))
+    rm, rv = np.zeros(6, np.float32), np.ones(6, np.float32)
+    with record_ops() as ops:
+        out = conv_batch_norm_eval(x, w, None, 1, 1, rm, rv, None, None, 1e-5)
+    assert [cls.__name__ for cls, *_ in ops] == ["ConvBatchNormEval"] and ops[0][3] is out
+    assert mr.is_grad_enabled()
+
+
 def _trained_resnet20(dtype):
     mr.manual_seed(0)
     model = mr.models.create("resnet20").to(dtype)

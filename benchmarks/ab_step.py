@@ -5,10 +5,12 @@ Usage::
     python benchmarks/ab_step.py [--model resnet20] [--infer] [--rounds 16] STATEMENT STATEMENT ...
 
 Each STATEMENT is Python run before every step of its variant, with ``mr`` (minires),
-``nn`` (minires.nn), ``F`` (minires.functional), ``cf`` (minires.kernels.conv_fast),
-``fu`` (minires.kernels.fused) and ``par`` (minires.kernels.parallel) in scope, e.g.::
+``nn`` (minires.nn), ``F`` (minires.functional), ``config`` (minires.config), ``cf``
+(minires.kernels.conv_fast), ``fu`` (minires.kernels.fused) and ``par``
+(minires.kernels.parallel) in scope, e.g.::
 
     python benchmarks/ab_step.py "nn.set_fusion(True)" "nn.set_fusion(False)"
+    python benchmarks/ab_step.py "config.set(fast_paths=True)" "config.set(fast_paths=False)"
     python benchmarks/ab_step.py --infer "fu._CHUNK_BYTES = 1 << 20" "fu._CHUNK_BYTES = 256 << 10"
 
 The variants share one process, model and batch and alternate every step (the order is
@@ -45,9 +47,9 @@ def main(argv=None) -> int:
     import minires.kernels.conv_fast as cf  # noqa: PLC0415
     import minires.kernels.fused as fu  # noqa: PLC0415
     import minires.kernels.parallel as par  # noqa: PLC0415
-    from minires import nn  # noqa: PLC0415
+    from minires import config, nn  # noqa: PLC0415
 
-    scope = {"mr": mr, "F": F, "nn": nn, "cf": cf, "fu": fu, "par": par}
+    scope = {"mr": mr, "F": F, "nn": nn, "config": config, "cf": cf, "fu": fu, "par": par}
     images_np, labels_np = speed._batch(args.batch_size)
     mr.manual_seed(0)
     model, opt = speed.minires_model_and_sgd(args.model)

@@ -426,10 +426,11 @@ def _micro_segments(case: MiniresCase):
     w = cp.random.standard_normal((16, 16 * 9), dtype=cp.float32)
     cols = im2col_kernels.im2col(x, 3, 3, 1, 1, 1, 1).reshape(n, 16 * 9, 32 * 32)
     gamma, beta = cp.ones(16, cp.float32), cp.zeros(16, cp.float32)
-    running = [cp.zeros(16, cp.float32), cp.ones(16, cp.float32)]
+    params = norm_kernels.BatchNormParams(gamma, beta, cp.zeros(16, cp.float32), cp.ones(16, cp.float32),
+                                          training=True, relu=True)
     yield "cublas_matmul", lambda: cp.matmul(w, cols)
     yield "im2col_kernel", lambda: im2col_kernels.im2col(x, 3, 3, 1, 1, 1, 1)
-    yield "batch_norm_relu_forward", lambda: norm_kernels.batch_norm_relu(x, gamma, beta, *running, True, 0.1, 1e-5)[0]
+    yield "batch_norm_relu_forward", lambda: norm_kernels.batch_norm_forward(x, params).out
 
 
 def graph_experiment(case: MiniresCase, steps: int, sync) -> dict:

@@ -19,6 +19,8 @@ import os
 import sys
 import time
 
+from . import config as settings
+
 EXIT_ERROR = 2
 EXIT_NONFINITE = 3
 EXIT_INTERRUPTED = 130
@@ -330,7 +332,7 @@ def main(argv=None) -> int:
         print("minires: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as exc:  # user-facing errors: one line, no traceback
-        if os.environ.get("MINIRES_DEBUG"):
+        if settings.get("debug"):
             raise
         if not _is_user_error(exc):
             print(f"minires: internal error: {type(exc).__name__}: {exc} (set MINIRES_DEBUG=1 for the traceback)",

@@ -4,17 +4,18 @@ Only this package and :mod:`minires.kernels` name ``cupy``. Everything above wri
 ``xp = get_array_module(x)`` where NumPy and CuPy agree and calls a kernel where they
 don't.
 
-Devices are strings: ``'cpu'`` and ``'cuda'`` / ``'cuda:N'``. The environment variable
-``MINIRES_DEVICE`` sets the default device.
+Devices are strings: ``'cpu'`` and ``'cuda'`` / ``'cuda:N'``. The setting ``device`` of
+:mod:`minires.config` (environment variable ``MINIRES_DEVICE``) sets the default device.
 """
 
 from __future__ import annotations
 
 import functools
-import os
 import sys
 
 import numpy as np
+
+from .. import config
 
 _cupy = None
 _cupy_error: str | None = None
@@ -69,31 +70,12 @@ def parse_device(device) -> str:
     Raises:
         ValueError: for anything else.
     """
-    if device is None:
-        return default_device()
-    if not isinstance(device, str):
-        device = str(device)
-    text = device.strip().lower()
-    if text == "cpu":
-        return "cpu"
-    if text == "cuda" or text == "gpu":
-        return "cuda:0"
-    if text.startswith("cuda:"):
-        index = text[5:]
-        if index.isdigit():
-            return f"cuda:{int(index)}"
-    raise ValueError(f"unknown device {device!r}: expected 'cpu', 'cuda' or 'cuda:N'")
+    return default_device() if device is None else config.normalize_device(device)
 
 
 def default_device() -> str:
-    """The device named by ``MINIRES_DEVICE`` (default ``'cpu'``)."""
-    env = os.environ.get("MINIRES_DEVICE")
-    if not env:
-        return "cpu"
-    try:
-        return parse_device(env)
-    except ValueError as exc:
-        raise ValueError(f"MINIRES_DEVICE: {exc}") from None
+    """The default device: ``minires.config.get('device')`` (``MINIRES_DEVICE``, default ``'cpu'``)."""
+    return config.get("device")
 
 
 def is_cupy_array(x) -> bool:

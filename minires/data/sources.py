@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 
+from .. import config
 from .cifar import Dataset, candidates, get_layout, read_cifar
 from .download import download
 from .embedded import load_embedded
@@ -23,7 +24,7 @@ def search_roots(path=None) -> list:
     roots = []
     if path is not None:
         roots.append((os.path.expanduser(os.fspath(path)), "--data"))
-    env = os.environ.get("MINIRES_DATA")
+    env = config.get("data")
     if env:
         roots.append((os.path.expanduser(env), "MINIRES_DATA"))
     roots.append((os.path.join(os.path.expanduser("~"), ".cache", "minires"), "default cache"))

@@ -12,7 +12,9 @@ PyTorch semantics, NaN included:
 
 Each kernel has a CPU function (NumPy), a GPU twin (a named, memoised CuPy
 ``ElementwiseKernel``: one pass, no temporaries) and a dispatcher that picks one by the
-array type.
+array type. ReLU is a :class:`~minires.kernels.dispatch.KernelFamily` (:data:`RELU`): on
+large NumPy arrays the ``'threads'`` implementation splits the same computation across
+threads, keeping the array's memory order.
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ from __future__ import annotations
 import numpy as np
 
 from .. import backend
+from .dispatch import KernelFamily, KernelImplementation, twin
+from .layout import is_channels_last
+from .parallel import for_each_chunk
 
 # --- CPU ---------------------------------------------------------------------------------
 
@@ -50,9 +55,25 @@ def keep_where_cpu(keep: np.ndarray, values: np.ndarray) -> np.ndarray:
     return mask.view(values.dtype)
 
 
-def relu_backward_cpu(grad: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """Gradient of ReLU given its output: ``0 where out <= 0 else grad``."""
-    return keep_where_cpu(~(out <= 0), grad)
+def relu_backward_cpu(grad: np.ndarray, out: np.ndarray, into: np.ndarray | None = None) -> np.ndarray:
+    """Gradient of ReLU given its output: ``0 where out <= 0 else grad`` (written into ``into`` when given).
+
+    A select, as :func:`keep_where_cpu` (a NaN gradient where ``out <= 0`` becomes 0), in four
+    branch-free passes: the bits of ``grad`` ANDed with ``(out <= 0) - 1`` (all ones where kept).
+    """
+    uint = _SAME_SIZE_UINT.get(grad.dtype.itemsize)
+    if uint is None or grad.dtype.kind != "f":
+        result = np.where(out <= 0, grad.dtype.type(0), grad)
+        if into is None:
+            return result
+        into[...] = result
+        return into
+    bits = np.less_equal(out, out.dtype.type(0)).astype(uint)
+    np.subtract(bits, uint(1), out=bits)
+    if into is None:
+        return np.bitwise_and(bits, grad.view(uint), out=bits).view(grad.dtype)
+    np.bitwise_and(bits, grad.view(uint), out=into.view(uint))
+    return into
 
 
 def sigmoid_forward_cpu(x: np.ndarray) -> np.ndarray:
@@ -100,41 +121,74 @@ def sigmoid_backward_gpu(grad, out):
     return kernel(grad, out)
 
 
+# --- ReLU split across threads (large NumPy arrays) ----------------------------------------
+
+#: elements per chunk (a few hundred KiB) and the smallest array worth splitting
+_RELU_PIECE = 1 << 16
+_RELU_MIN = 1 << 20
+
+
+def _flat_same_order(*arrays):
+    """1-D views of arrays that share one memory order (C or channels-last), else None."""
+    if all(a.flags.c_contiguous for a in arrays):
+        return [a.reshape(-1) for a in arrays]
+    if all(is_channels_last(a) for a in arrays):
+        return [a.transpose(0, 2, 3, 1).reshape(-1) for a in arrays]
+    return None
+
+
+def relu_threads_supports(*arrays) -> bool:
+    """The threaded ReLU applies to large float NumPy arrays of one shape, dtype and memory order."""
+    first = arrays[0]
+    return (type(first) is np.ndarray and first.dtype.kind == "f" and first.size >= _RELU_MIN
+            and all(type(a) is np.ndarray and a.shape == first.shape and a.dtype == first.dtype for a in arrays)
+            and _flat_same_order(*arrays) is not None)
+
+
+def relu_forward_threads(x: np.ndarray) -> np.ndarray:
+    """:func:`relu_forward_cpu` chunk by chunk across threads, keeping ``x``'s memory order."""
+    out = np.empty_like(x)
+    src, dst = _flat_same_order(x, out)
+    zero = x.dtype.type(0)
+    for_each_chunk(lambda lo, hi: np.maximum(src[lo:hi], zero, out=dst[lo:hi]), src.size, _RELU_PIECE)
+    return out
+
+
+def relu_backward_threads(grad: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """:func:`relu_backward_cpu` chunk by chunk across threads."""
+    result = np.empty_like(out)
+    g, o, r = _flat_same_order(grad, out, result)
+    for_each_chunk(lambda lo, hi: relu_backward_cpu(g[lo:hi], o[lo:hi], into=r[lo:hi]), g.size, _RELU_PIECE)
+    return result
+
+
+#: ReLU's implementations: the reference (NumPy, or its CuPy twin) and 'threads'
+RELU = KernelFamily("relu", KernelImplementation("reference", twin(relu_forward_cpu, relu_forward_gpu),
+                                                 twin(relu_backward_cpu, relu_backward_gpu)))
+RELU.register(KernelImplementation("threads", relu_forward_threads, relu_backward_threads, relu_threads_supports))
+
+
 # --- dispatchers -------------------------------------------------------------------------
 
 
-def relu_forward(x):
+def relu_forward(x, *, algorithm: str | None = None):
     """``max(x, 0)`` elementwise (NumPy or CuPy array in, same kind out)."""
-    if backend.is_cupy_array(x):
-        return relu_forward_gpu(x)
-    from .fused import relu_forward_parallel  # noqa: PLC0415 - large arrays split across threads
-    out = relu_forward_parallel(x)
-    return relu_forward_cpu(x) if out is None else out
+    return RELU.select(x, algorithm=algorithm).forward(x)
 
 
-def relu_backward(grad, out):
+def relu_backward(grad, out, *, algorithm: str | None = None):
     """ReLU gradient from the upstream ``grad`` and the forward output ``out``."""
-    if backend.is_cupy_array(grad):
-        return relu_backward_gpu(grad, out)
-    from .fused import relu_backward_parallel  # noqa: PLC0415 - large arrays split across threads
-    result = relu_backward_parallel(grad, out)
-    return relu_backward_cpu(grad, out) if result is None else result
+    return RELU.select(grad, out, algorithm=algorithm).backward(grad, out)
 
 
-def sigmoid_forward(x):
-    """``1 / (1 + exp(-x))`` elementwise (NumPy or CuPy array in, same kind out)."""
-    return sigmoid_forward_gpu(x) if backend.is_cupy_array(x) else sigmoid_forward_cpu(x)
-
-
-def sigmoid_backward(grad, out):
-    """Sigmoid gradient from the upstream ``grad`` and the forward output ``out``."""
-    if backend.is_cupy_array(grad):
-        return sigmoid_backward_gpu(grad, out)
-    return sigmoid_backward_cpu(grad, out)
+#: ``1 / (1 + exp(-x))`` elementwise, and its gradient from the upstream ``grad`` and the output ``out``
+sigmoid_forward = twin(sigmoid_forward_cpu, sigmoid_forward_gpu)
+sigmoid_backward = twin(sigmoid_backward_cpu, sigmoid_backward_gpu)
 
 
 __all__ = [
-    "keep_where_cpu", "relu_forward", "relu_backward", "sigmoid_forward", "sigmoid_backward",
+    "RELU", "relu_forward_threads", "relu_backward_threads", "relu_threads_supports", "keep_where_cpu",
+    "relu_forward", "relu_backward", "sigmoid_forward", "sigmoid_backward",
     "relu_forward_cpu", "relu_backward_cpu", "sigmoid_forward_cpu", "sigmoid_backward_cpu",
     "relu_forward_gpu", "relu_backward_gpu", "sigmoid_forward_gpu", "sigmoid_backward_gpu",
 ]

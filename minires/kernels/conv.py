@@ -13,13 +13,15 @@ The reference algorithm is im2col + GEMM::
     dw   = sum_n dout[n] @ cols[n]^T       # (G, Og, K)
     db   = dout.sum(over N, OH, OW)
 
-Algorithms are chosen at one point. :func:`set_conv_algorithm` sets the process-wide
-choice (``'auto'``, the default, takes the first registered algorithm that supports the
-problem, falling back to ``'reference'``); every entry point also takes ``algorithm=`` to
-override it, so the reference stays callable for tests. Faster paths (NHWC layouts,
-shift-and-accumulate, reuse of the forward columns in the weight gradient) plug in with
-:func:`register_conv_algorithm`; the ``workspace`` dict that the forward receives is
-handed to both backward functions, so an algorithm can keep what it computed there.
+Algorithms are chosen at one point, the :class:`~minires.kernels.dispatch.KernelFamily`
+:data:`CONV2D`. :func:`set_conv_algorithm` sets the process-wide choice (the setting
+``conv_algorithm`` of :mod:`minires.config`; ``'auto'``, the default, takes the first
+registered algorithm that supports the problem, falling back to ``'reference'``); every
+entry point also takes ``algorithm=`` to override it, so the reference stays callable for
+tests. Faster paths (NHWC layouts, shift-and-accumulate, reuse of the forward columns in
+the weight gradient) plug in with :func:`register_conv_algorithm`; the ``workspace`` dict
+that the forward receives is handed to both backward functions, so an algorithm can keep
+what it computed there.
 """
 
 from __future__ import annotations
@@ -29,8 +31,10 @@ import numbers
 from dataclasses import dataclass
 from typing import Callable
 
-from .. import backend
+from .. import backend, config
+from .dispatch import KernelFamily
 from .im2col import col2im, conv_output_size, im2col
+from .memory import tune_malloc_once
 
 
 # --- geometry and validation -------------------------------------------------------------
@@ -151,47 +155,47 @@ def conv_geometry(x_shape, w_shape, stride=1, padding=0, groups=1, bias_shape=No
 
 # --- the reference algorithm: im2col + GEMM ------------------------------------------------
 
-def _grouped_cols(x, g: ConvGeometry):
+def _grouped_cols(x, geo: ConvGeometry):
     """``im2col(x)`` viewed as ``(N, G, K, L)``."""
-    cols = im2col(x, g.KH, g.KW, g.SH, g.SW, g.PH, g.PW)
-    return cols.reshape(g.N, g.groups, (g.C // g.groups) * g.KH * g.KW, g.OH * g.OW)
+    cols = im2col(x, geo.KH, geo.KW, geo.SH, geo.SW, geo.PH, geo.PW)
+    return cols.reshape(geo.N, geo.groups, (geo.C // geo.groups) * geo.KH * geo.KW, geo.OH * geo.OW)
 
 
-def _forward_from_cols(cols, w, b, g: ConvGeometry):
+def _forward_from_cols(cols, w, b, geo: ConvGeometry):
     """``out = W @ cols + b`` per group, from the ``(N, G, K, L)`` columns of :func:`_grouped_cols`."""
     xp = backend.get_array_module(cols)
-    w_mat = w.reshape(g.groups, g.C_out // g.groups, -1)        # (G, Og, K)
-    out = xp.matmul(w_mat, cols).reshape(g.out_shape)           # (N, G, Og, L) -> NCHW
+    w_mat = w.reshape(geo.groups, geo.C_out // geo.groups, -1)        # (G, Og, K)
+    out = xp.matmul(w_mat, cols).reshape(geo.out_shape)           # (N, G, Og, L) -> NCHW
     if b is not None:
         out += b.reshape(1, -1, 1, 1)
     return out
 
 
-def reference_forward(x, w, b, g: ConvGeometry, workspace=None):
+def reference_forward(x, w, b, geo: ConvGeometry, workspace=None):
     """Reference convolution forward: ``out = W @ im2col(x) + b`` per group."""
-    return _forward_from_cols(_grouped_cols(x, g), w, b, g)
+    return _forward_from_cols(_grouped_cols(x, geo), w, b, geo)
 
 
-def reference_backward_input(grad, w, g: ConvGeometry, workspace=None):
+def reference_backward_input(grad, w, geo: ConvGeometry, workspace=None):
     """Reference input gradient: ``dx = col2im(W^T @ dout)`` per group."""
     xp = backend.get_array_module(grad)
-    Og = g.C_out // g.groups
-    grad_mat = grad.reshape(g.N, g.groups, Og, g.OH * g.OW)    # (N, G, Og, L)
+    Og = geo.C_out // geo.groups
+    grad_mat = grad.reshape(geo.N, geo.groups, Og, geo.OH * geo.OW)    # (N, G, Og, L)
     # W^T copied to a contiguous array (it is small), so each of the N products is a plain GEMM
-    w_t = xp.ascontiguousarray(xp.swapaxes(w.reshape(g.groups, Og, -1), -1, -2))  # (G, K, Og)
+    w_t = xp.ascontiguousarray(xp.swapaxes(w.reshape(geo.groups, Og, -1), -1, -2))  # (G, K, Og)
     dcols = xp.matmul(w_t, grad_mat)                            # (N, G, K, L)
-    dcols = dcols.reshape(g.N, g.C, g.KH, g.KW, g.OH, g.OW)
-    return col2im(dcols, g.x_shape, g.SH, g.SW, g.PH, g.PW)
+    dcols = dcols.reshape(geo.N, geo.C, geo.KH, geo.KW, geo.OH, geo.OW)
+    return col2im(dcols, geo.x_shape, geo.SH, geo.SW, geo.PH, geo.PW)
 
 
-def reference_backward_weight(grad, x, g: ConvGeometry, workspace=None):
+def reference_backward_weight(grad, x, geo: ConvGeometry, workspace=None):
     """Reference weight gradient: ``dW = sum_n dout[n] @ im2col(x)[n]^T`` per group."""
     xp = backend.get_array_module(grad)
-    Og = g.C_out // g.groups
-    cols = _grouped_cols(x, g)                                  # (N, G, K, L)
-    grad_t = xp.ascontiguousarray(xp.swapaxes(grad.reshape(g.N, g.groups, Og, g.OH * g.OW), -1, -2))
+    Og = geo.C_out // geo.groups
+    cols = _grouped_cols(x, geo)                                  # (N, G, K, L)
+    grad_t = xp.ascontiguousarray(xp.swapaxes(grad.reshape(geo.N, geo.groups, Og, geo.OH * geo.OW), -1, -2))
     dw_t = xp.matmul(cols, grad_t).sum(axis=0)                  # (N, G, K, L) @ (N, G, L, Og) -> (G, K, Og)
-    return xp.swapaxes(dw_t, -1, -2).reshape(g.w_shape)
+    return xp.swapaxes(dw_t, -1, -2).reshape(geo.w_shape)
 
 
 # --- algorithm selection -------------------------------------------------------------------
@@ -216,9 +220,9 @@ class ConvAlgorithm:
     supports: Callable = lambda geometry, device: True
 
 
-_ALGORITHMS: dict[str, ConvAlgorithm] = {}
-_AUTO_ORDER: list[str] = []
-_current = "auto"
+#: the convolution's algorithms; the process-wide choice is ``minires.config`` ``conv_algorithm``
+CONV2D = KernelFamily("conv2d", ConvAlgorithm("reference", reference_forward, reference_backward_input,
+                                              reference_backward_weight), choice=lambda: config.get("conv_algorithm"))
 
 
 def register_conv_algorithm(algorithm: ConvAlgorithm, auto_priority: bool = True) -> None:
@@ -229,22 +233,16 @@ def register_conv_algorithm(algorithm: ConvAlgorithm, auto_priority: bool = True
         auto_priority: when True, ``'auto'`` tries it before every algorithm registered
             earlier (the reference is always the last resort).
     """
-    if algorithm.name == "auto":
-        raise ValueError("conv2d: 'auto' is reserved for automatic selection")
-    _ALGORITHMS[algorithm.name] = algorithm
-    if algorithm.name in _AUTO_ORDER:
-        _AUTO_ORDER.remove(algorithm.name)
-    if auto_priority and algorithm.name != "reference":
-        _AUTO_ORDER.insert(0, algorithm.name)
+    CONV2D.register(algorithm, auto_priority)
 
 
 def available_conv_algorithms() -> list[str]:
     """Names accepted by :func:`set_conv_algorithm` (``'auto'`` first)."""
-    return ["auto"] + list(_ALGORITHMS)
+    return CONV2D.names()
 
 
 def set_conv_algorithm(name: str) -> None:
-    """Choose the convolution algorithm for the whole process.
+    """Choose the convolution algorithm for the whole process (``minires.config`` ``conv_algorithm``).
 
     Args:
         name: ``'auto'`` (default: the first registered algorithm that supports the
@@ -256,50 +254,24 @@ def set_conv_algorithm(name: str) -> None:
     Raises:
         ValueError: an unknown name (the message lists the known ones).
     """
-    global _current
-    _check_name(name)
-    _current = name
+    config.set(conv_algorithm=CONV2D.check(name))
 
 
 def get_conv_algorithm() -> str:
     """The name set with :func:`set_conv_algorithm`."""
-    return _current
+    return config.get("conv_algorithm")
 
 
 @contextlib.contextmanager
 def conv_algorithm(name: str):
     """Context manager: use algorithm ``name`` inside the block, then restore the previous one."""
-    previous = get_conv_algorithm()
-    set_conv_algorithm(name)
-    try:
+    with config.using(conv_algorithm=CONV2D.check(name)):
         yield
-    finally:
-        set_conv_algorithm(previous)
-
-
-def _check_name(name) -> None:
-    if name != "auto" and name not in _ALGORITHMS:
-        raise ValueError(f"conv2d: unknown algorithm {name!r}; expected one of {available_conv_algorithms()}")
 
 
 def select_conv_algorithm(geometry: ConvGeometry, device: str = "cpu", algorithm: str | None = None) -> ConvAlgorithm:
     """Resolve ``algorithm`` (default: the process-wide setting) to a :class:`ConvAlgorithm`."""
-    name = _current if algorithm is None else algorithm
-    _check_name(name)
-    if name != "auto":
-        chosen = _ALGORITHMS[name]
-        # a named algorithm that cannot do this problem (e.g. 'nhwc' with groups > 1 or on
-        # a GPU) leaves it to the reference instead of failing inside its GEMM
-        return chosen if chosen.supports(geometry, device) else _ALGORITHMS["reference"]
-    for candidate in _AUTO_ORDER:
-        algo = _ALGORITHMS[candidate]
-        if algo.supports(geometry, device):
-            return algo
-    return _ALGORITHMS["reference"]
-
-
-register_conv_algorithm(ConvAlgorithm("reference", reference_forward, reference_backward_input,
-                                      reference_backward_weight))
+    return CONV2D.select(geometry, device, algorithm=algorithm)
 
 
 # --- public entry points -------------------------------------------------------------------
@@ -324,11 +296,12 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, groups=1, *, algorithm: st
     Returns:
         ``(N, C_out, OH, OW)`` with ``OH = (H + 2*PH - KH) // SH + 1`` (likewise ``OW``).
     """
-    g = conv_geometry(x.shape, w.shape, stride, padding, groups, None if b is None else b.shape)
-    algo = select_conv_algorithm(g, backend.array_device(x), algorithm)
+    tune_malloc_once()       # the allocator tuning of minires/kernels/memory.py, on the first convolution
+    geo = conv_geometry(x.shape, w.shape, stride, padding, groups, None if b is None else b.shape)
+    algo = select_conv_algorithm(geo, backend.array_device(x), algorithm)
     if workspace is not None:
         workspace["algorithm"] = algo.name
-    return algo.forward(x, w, b, g, workspace)
+    return algo.forward(x, w, b, geo, workspace)
 
 
 def conv2d_backward_input(grad, w, x_shape, stride=1, padding=0, groups=1, *, algorithm: str | None = None,
@@ -347,9 +320,9 @@ def conv2d_backward_input(grad, w, x_shape, stride=1, padding=0, groups=1, *, al
     Returns:
         ``dx`` of shape ``x_shape``.
     """
-    g = conv_geometry(x_shape, w.shape, stride, padding, groups)
-    algo = _backward_algorithm(g, grad, algorithm, workspace)
-    return algo.backward_input(grad, w, g, workspace)
+    geo = conv_geometry(x_shape, w.shape, stride, padding, groups)
+    algo = _backward_algorithm(geo, grad, algorithm, workspace)
+    return algo.backward_input(grad, w, geo, workspace)
 
 
 def conv2d_backward_weight(grad, x, w_shape, stride=1, padding=0, groups=1, *, algorithm: str | None = None,
@@ -368,9 +341,9 @@ def conv2d_backward_weight(grad, x, w_shape, stride=1, padding=0, groups=1, *, a
     Returns:
         ``dw`` of shape ``w_shape``.
     """
-    g = conv_geometry(x.shape, w_shape, stride, padding, groups)
-    algo = _backward_algorithm(g, grad, algorithm, workspace)
-    return algo.backward_weight(grad, x, g, workspace)
+    geo = conv_geometry(x.shape, w_shape, stride, padding, groups)
+    algo = _backward_algorithm(geo, grad, algorithm, workspace)
+    return algo.backward_weight(grad, x, geo, workspace)
 
 
 def conv2d_backward_bias(grad):
@@ -378,15 +351,15 @@ def conv2d_backward_bias(grad):
     return grad.sum(axis=(0, 2, 3))
 
 
-def _backward_algorithm(g, grad, algorithm, workspace) -> ConvAlgorithm:
+def _backward_algorithm(geo, grad, algorithm, workspace) -> ConvAlgorithm:
     if algorithm is None and workspace is not None and "algorithm" in workspace:
         algorithm = workspace["algorithm"]
-    return select_conv_algorithm(g, backend.array_device(grad), algorithm)
+    return select_conv_algorithm(geo, backend.array_device(grad), algorithm)
 
 
 __all__ = [
     "ConvGeometry", "ConvAlgorithm", "conv_geometry", "conv2d_forward", "conv2d_backward_input",
     "conv2d_backward_weight", "conv2d_backward_bias", "set_conv_algorithm", "get_conv_algorithm",
-    "conv_algorithm", "register_conv_algorithm", "available_conv_algorithms", "select_conv_algorithm",
+    "conv_algorithm", "register_conv_algorithm", "CONV2D", "available_conv_algorithms", "select_conv_algorithm",
     "reference_forward", "reference_backward_input", "reference_backward_weight",
 ]

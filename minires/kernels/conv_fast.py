@@ -17,7 +17,7 @@ the name ``'nhwc'`` (picked by ``'auto'`` for CPU problems with ``groups == 1``;
 - **Row unfold for stride 1 in height.** Only the width is unfolded (``KW*C`` values per
   row instead of ``KH*KW*C``); the ``KH`` kernel rows become ``KH`` GEMMs over row-shifted
   contiguous blocks of that matrix (see :func:`_unfold_rows_chunk`). This writes a third
-  of the columns of a 3x3 convolution and was faster on 16-32 channels (benchmarks/RESULTS.md).
+  of the columns of a 3x3 convolution.
 - **Small-matrix GEMM blocks.** Long products are issued as stacks of blocks small enough
   for OpenBLAS's unpacked small-matrix kernels (see :func:`matmul_rows`).
 - **Threads.** The batch is split across threads (:mod:`minires.kernels.parallel`).
@@ -34,74 +34,32 @@ Shapes follow :mod:`minires.kernels.conv`: ``x (N, C, H, W)``, ``w (C_out, C, KH
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
+from .. import config
 from .conv import ConvAlgorithm, ConvGeometry, register_conv_algorithm
-from .memory import tune_malloc_by_default
-from .parallel import parallel_for, parallel_sum
+from .layout import is_channels_last, to_nhwc
+from .parallel import chunk_length, clear_scratch, for_each_chunk, parallel_for, parallel_sum, scratch, \
+    sum_over_chunks
 
-tune_malloc_by_default()  # reuse freed activation memory across steps (see minires/kernels/memory.py)
-
-#: target size of one chunk's column matrix (per thread); measured best at 1-2 MiB on the
-#: ResNet-20 shapes (1 MiB L2 per core), larger chunks slower (benchmarks/RESULTS.md)
+#: target size of one chunk's column matrix (per thread): about the L2 cache (benchmarks/RESULTS.md)
 _CHUNK_BYTES = 2 << 20
 
-_local = threading.local()
-
-
-def _buffers() -> dict:
-    """This thread's scratch buffers (threads never share one)."""
-    store = getattr(_local, "buffers", None)
-    if store is None:
-        store = _local.buffers = {}
-    return store
-
-
-def _buffer(tag: str, shape: tuple, dtype, zero: bool = False) -> np.ndarray:
-    """A reused scratch array for ``(tag, shape, dtype)``; zero-filled once when ``zero``.
-
-    Buffers whose padding must stay zero are only ever written in their interior.
-    """
-    store = _buffers()
-    key = (tag, shape, np.dtype(dtype).str)
-    buf = store.get(key)
-    if buf is None:
-        if len(store) > 64:  # many shapes seen: forget old buffers rather than grow forever
-            store.clear()
-        buf = np.zeros(shape, dtype) if zero else np.empty(shape, dtype)
-        store[key] = buf
-    return buf
-
-
-def clear_buffers() -> None:
-    """Free this thread's cached scratch buffers (they are re-made on the next call)."""
-    _buffers().clear()
-
-
-def to_nhwc(x: np.ndarray) -> np.ndarray:
-    """An NCHW-shaped array as a C-contiguous ``(N, H, W, C)`` array (a view when its memory is NHWC)."""
-    v = x.transpose(0, 2, 3, 1)
-    return v if v.flags.c_contiguous else np.ascontiguousarray(v)
-
-
-def is_channels_last(x: np.ndarray) -> bool:
-    """True when the 4-D NCHW-shaped ``x`` is stored NHWC-contiguous."""
-    return x.ndim == 4 and x.transpose(0, 2, 3, 1).flags.c_contiguous
+#: free this thread's cached scratch arrays (they are re-made on the next call)
+clear_buffers = clear_scratch
 
 
 def _chunk(n_total: int, row_bytes: int) -> int:
-    return int(max(1, min(n_total, _CHUNK_BYTES // max(row_bytes, 1))))
+    return chunk_length(n_total, row_bytes, _CHUNK_BYTES)
 
 
 #: OpenBLAS (0.3.x, x86-64) runs products with ``M*N*K`` up to about 1e6 through its
-#: "small matrix" kernels, which skip packing the operands; on the ResNet shapes such
-#: blocks ran faster than one long product (benchmarks/RESULTS.md). So long products are
-#: issued as a stack of such blocks (one NumPy call; NumPy loops over the stack in C).
+#: "small matrix" kernels, which skip packing the operands and were faster on the ResNet
+#: shapes (benchmarks/RESULTS.md); so long products are issued as a stack of such blocks
+#: (one NumPy call; NumPy loops over the stack in C)
 _SMALL_GEMM_MNK = 1_000_000
-#: row block of the weight-gradient products ``cols^T @ dout`` (measured best at 256)
+#: row block of the weight-gradient products ``cols^T @ dout`` (the best one measured)
 _WGRAD_ROWS = 256
 
 
@@ -126,19 +84,19 @@ def matmul_rows(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
     return out
 
 
-def add_matmul_tn(a: np.ndarray, g: np.ndarray, acc: np.ndarray) -> None:
-    """``acc += a^T @ g`` for tall ``a (M, K)``, ``g (M, N)``, summed over row blocks."""
+def add_matmul_tn(a: np.ndarray, b: np.ndarray, acc: np.ndarray) -> None:
+    """``acc += a^T @ b`` for tall ``a (M, K)``, ``b (M, N)``, summed over row blocks."""
     M, K = a.shape
-    N = g.shape[1]
+    N = b.shape[1]
     block = _WGRAD_ROWS
     full = (M // block) * block
     if N > 32 or block >= M or full == 0:   # wide outputs: one product is as fast
-        acc += a.T @ g
+        acc += a.T @ b
         return
-    parts = np.matmul(a[:full].reshape(-1, block, K).transpose(0, 2, 1), g[:full].reshape(-1, block, N))
+    parts = np.matmul(a[:full].reshape(-1, block, K).transpose(0, 2, 1), b[:full].reshape(-1, block, N))
     acc += parts.sum(axis=0)
     if full < M:
-        acc += a[full:].T @ g[full:]
+        acc += a[full:].T @ b[full:]
 
 
 def _patch_view(padded: np.ndarray, OH: int, OW: int, KH: int, KW: int, SH: int, SW: int) -> np.ndarray:  # noqa: N803
@@ -148,34 +106,32 @@ def _patch_view(padded: np.ndarray, OH: int, OW: int, KH: int, KW: int, SH: int,
     return as_strided(padded, (n, OH, OW, KH, KW, C), (s0, s1 * SH, s2 * SW, s1, s2, s3), writeable=False)
 
 
-def _unfold_chunk(xh, start: int, n: int, g: ConvGeometry, C: int, n_chunk: int) -> np.ndarray:
+def _unfold_chunk(xh, start: int, n: int, geo: ConvGeometry, C: int, n_chunk: int) -> np.ndarray:
     """Columns ``(n*OH*OW, KH*KW*C)`` of images ``start:start+n`` in this thread's reused buffers."""
     H, W = xh.shape[1], xh.shape[2]
-    padded = _buffer(f"pad{g.PH},{g.PW}", (n_chunk, H + 2 * g.PH, W + 2 * g.PW, C), xh.dtype, zero=True)
-    cols = _buffer("cols", (n_chunk * g.OH * g.OW, g.KH * g.KW * C), xh.dtype)
+    padded = scratch(f"pad{geo.PH},{geo.PW}", (n_chunk, H + 2 * geo.PH, W + 2 * geo.PW, C), xh.dtype, zero=True)
+    cols = scratch("cols", (n_chunk * geo.OH * geo.OW, geo.KH * geo.KW * C), xh.dtype)
     p = padded[:n]
-    p[:, g.PH:g.PH + H, g.PW:g.PW + W, :] = xh[start:start + n]   # the border stays zero
-    c = cols[:n * g.OH * g.OW]
-    np.copyto(c.reshape(n, g.OH, g.OW, g.KH, g.KW, C), _patch_view(p, g.OH, g.OW, g.KH, g.KW, g.SH, g.SW))
+    p[:, geo.PH:geo.PH + H, geo.PW:geo.PW + W, :] = xh[start:start + n]   # the border stays zero
+    c = cols[:n * geo.OH * geo.OW]
+    np.copyto(c.reshape(n, geo.OH, geo.OW, geo.KH, geo.KW, C),
+              _patch_view(p, geo.OH, geo.OW, geo.KH, geo.KW, geo.SH, geo.SW))
     return c
 
 
-def _pointwise_source(xh, g: ConvGeometry):
+def _pointwise_source(xh, geo: ConvGeometry):
     """For a 1x1 unpadded convolution, the (subsampled) input as ``(N, OH, OW, C)``; else None."""
-    if g.KH == 1 and g.KW == 1 and g.PH == 0 and g.PW == 0:
-        return xh if g.SH == 1 and g.SW == 1 else xh[:, ::g.SH, ::g.SW, :]
+    if geo.KH == 1 and geo.KW == 1 and geo.PH == 0 and geo.PW == 0:
+        return xh if geo.SH == 1 and geo.SW == 1 else xh[:, ::geo.SH, ::geo.SW, :]
     return None
 
 
-#: use the row unfold (below) for stride-1-in-height convolutions; False forces the full unfold
-_ROW_UNFOLD = True
+def _uses_row_unfold(geo: ConvGeometry) -> bool:
+    """The row unfold (below) for stride-1-in-height convolutions, unless ``config`` ``conv_row_unfold`` is off."""
+    return geo.SH == 1 and geo.KH > 1 and config.get("conv_row_unfold")
 
 
-def _uses_row_unfold(g: ConvGeometry) -> bool:
-    return _ROW_UNFOLD and g.SH == 1 and g.KH > 1
-
-
-def _unfold_rows_chunk(xh, start: int, n: int, g: ConvGeometry, C: int, n_chunk: int) -> np.ndarray:
+def _unfold_rows_chunk(xh, start: int, n: int, geo: ConvGeometry, C: int, n_chunk: int) -> np.ndarray:
     """Width-only unfold of images ``start:start+n``: ``(n, HP*OW, KW*C)`` with
     ``rows[m, hp*OW + q, j*C + c] = x_padded[m, hp, q*SW + j, c]`` (``HP = H + 2*PH``).
 
@@ -186,102 +142,96 @@ def _unfold_rows_chunk(xh, start: int, n: int, g: ConvGeometry, C: int, n_chunk:
     ``KW`` (not ``KH*KW``) copies of the input.
     """
     H, W = xh.shape[1], xh.shape[2]
-    HP = H + 2 * g.PH
+    HP = H + 2 * geo.PH
     # entries that read the zero padding are never written, so the buffer (one per
     # geometry) keeps the zeros it was created with; each kernel column j is one slice copy
-    rows = _buffer(f"rows{g.PH},{g.PW},{g.KW},{g.SW},{H},{W}", (n_chunk, HP * g.OW, g.KW * C), xh.dtype, zero=True)
+    rows = scratch(f"rows{geo.PH},{geo.PW},{geo.KW},{geo.SW},{H},{W}", (n_chunk, HP * geo.OW, geo.KW * C), xh.dtype,
+                   zero=True)
     r = rows[:n]
-    r5 = r.reshape(n, HP, g.OW, g.KW, C)
+    r5 = r.reshape(n, HP, geo.OW, geo.KW, C)
     src = xh[start:start + n]
-    if g.SW == 1:
+    if geo.SW == 1:
         # stride 1: for an interior output column q (every tap inside the input) the KW*C
         # values are one contiguous run of the input row, so all interior columns are one
-        # strided copy of KW*C-float runs (faster than KW copies of C-float runs at
-        # C = 16); the few border columns are copied one by one
-        q0, q1 = g.PW, W - g.KW + g.PW
+        # strided copy of KW*C-float runs (faster than KW copies of C-float runs); the few
+        # border columns are copied one by one
+        q0, q1 = geo.PW, W - geo.KW + geo.PW
         if q1 >= q0:
             s0, s1, s2, s3 = src.strides
-            r5[:, g.PH:g.PH + H, q0:q1 + 1] = as_strided(
-                src[:, :, q0 - g.PW:], (n, H, q1 - q0 + 1, g.KW, C), (s0, s1, s2, s2, s3), writeable=False)
-            border = [q for q in range(g.OW) if q < q0 or q > q1]
+            r5[:, geo.PH:geo.PH + H, q0:q1 + 1] = as_strided(
+                src[:, :, q0 - geo.PW:], (n, H, q1 - q0 + 1, geo.KW, C), (s0, s1, s2, s2, s3), writeable=False)
+            border = [q for q in range(geo.OW) if q < q0 or q > q1]
         else:
-            border = range(g.OW)
+            border = range(geo.OW)
         for q in border:
-            j_lo, j_hi = max(0, g.PW - q), min(g.KW - 1, W - 1 + g.PW - q)   # taps inside the input
+            j_lo, j_hi = max(0, geo.PW - q), min(geo.KW - 1, W - 1 + geo.PW - q)   # taps inside the input
             if j_hi >= j_lo:
-                r5[:, g.PH:g.PH + H, q, j_lo:j_hi + 1, :] = src[:, :, q - g.PW + j_lo:q - g.PW + j_hi + 1, :]
+                r5[:, geo.PH:geo.PH + H, q, j_lo:j_hi + 1, :] = src[:, :, q - geo.PW + j_lo:q - geo.PW + j_hi + 1, :]
         return r
-    for j in range(g.KW):
+    for j in range(geo.KW):
         # output column q reads input column q*SW + j - PW; keep the q that land inside
-        q_lo = max(0, -(-(g.PW - j) // g.SW))
-        q_hi = min(g.OW - 1, (W - 1 + g.PW - j) // g.SW)
+        q_lo = max(0, -(-(geo.PW - j) // geo.SW))
+        q_hi = min(geo.OW - 1, (W - 1 + geo.PW - j) // geo.SW)
         if q_hi < q_lo:
             continue
-        first = q_lo * g.SW + j - g.PW
-        r5[:, g.PH:g.PH + H, q_lo:q_hi + 1, j, :] = src[:, :, first:first + (q_hi - q_lo) * g.SW + 1:g.SW, :]
+        first = q_lo * geo.SW + j - geo.PW
+        r5[:, geo.PH:geo.PH + H, q_lo:q_hi + 1, j, :] = src[:, :, first:first + (q_hi - q_lo) * geo.SW + 1:geo.SW, :]
     return r
 
 
-def _conv_rows(xh, w_rows: np.ndarray, g: ConvGeometry, C: int, out3: np.ndarray, n_chunk: int, lo: int, hi: int,
-               epilogue=None):
+def _conv_rows_chunk(xh, w_rows: np.ndarray, geo: ConvGeometry, out3: np.ndarray, n_chunk: int, lo: int, hi: int,
+                     epilogue=None):
     """Row-unfold convolution of images ``lo:hi`` into ``out3 (N, OH*OW, C_out)``;
     ``w_rows (KH, KW*C, C_out)``; ``epilogue`` as in :func:`_conv_nhwc`."""
-    L = g.OH * g.OW
-    tmp = _buffer("rows_out", (n_chunk, L, w_rows.shape[2]), xh.dtype)
-    for start in range(lo, hi, n_chunk):
-        n = min(n_chunk, hi - start)
-        rows = _unfold_rows_chunk(xh, start, n, g, C, n_chunk)
-        out = out3[start:start + n]
-        t = tmp[:n]
-        for i in range(g.KH):
-            block = rows[:, i * g.OW:i * g.OW + L]                 # (n, L, KW*C), one image per matrix
-            np.matmul(block, w_rows[i], out=out if i == 0 else t)
-            if i:
-                out += t
-        if epilogue is not None:
-            epilogue(out.reshape(n, -1), start, n)
+    L, n = geo.OH * geo.OW, hi - lo
+    rows = _unfold_rows_chunk(xh, lo, n, geo, xh.shape[3], n_chunk)
+    out = out3[lo:hi]
+    partial = scratch("rows_out", (n_chunk, L, w_rows.shape[2]), xh.dtype)[:n]
+    for i in range(geo.KH):
+        block = rows[:, i * geo.OW:i * geo.OW + L]                 # (n, L, KW*C), one image per matrix
+        np.matmul(block, w_rows[i], out=out if i == 0 else partial)
+        if i:
+            out += partial
+    if epilogue is not None:
+        epilogue(out.reshape(n, -1), lo, n)
 
 
-def _conv_nhwc(xh: np.ndarray, wmat: np.ndarray, g: ConvGeometry, epilogue=None) -> np.ndarray:
+def _conv_nhwc(xh: np.ndarray, wmat: np.ndarray, geo: ConvGeometry, epilogue=None) -> np.ndarray:
     """Channels-last convolution: ``xh (N, H, W, C)``, ``wmat (KH*KW*C, C_out)`` -> ``(N*OH*OW, C_out)``.
 
-    ``g`` gives kernel, stride, padding and output size (its channel counts are not used).
+    ``geo`` gives kernel, stride, padding and output size (its channel counts are not used).
     ``epilogue(rows, start, n)``, when given, is called by the thread that computed each
     chunk of images ``start:start+n`` right after its GEMMs, with that chunk's output as
     ``rows (n, OH*OW*C_out)`` (a view to update in place, still in cache): the place to
     apply a following per-channel affine map and activation without another pass over memory.
     """
     N, C = xh.shape[0], xh.shape[3]
-    L, K = g.OH * g.OW, g.KH * g.KW * C
+    L, K = geo.OH * geo.OW, geo.KH * geo.KW * C
     out2d = np.empty((N * L, wmat.shape[1]), xh.dtype)
-    src = _pointwise_source(xh, g)
-    if src is None and _uses_row_unfold(g):
-        w_rows = wmat.reshape(g.KH, g.KW * C, wmat.shape[1])
-        n_rows = _chunk(N, (g.H + 2 * g.PH) * g.OW * g.KW * C * xh.itemsize)
+    src = _pointwise_source(xh, geo)
+    if src is None and _uses_row_unfold(geo):
+        w_rows = wmat.reshape(geo.KH, geo.KW * C, wmat.shape[1])
+        n_rows = _chunk(N, (geo.H + 2 * geo.PH) * geo.OW * geo.KW * C * xh.itemsize)
         out3 = out2d.reshape(N, L, wmat.shape[1])
-        parallel_for(lambda lo, hi: _conv_rows(xh, w_rows, g, C, out3, n_rows, lo, hi, epilogue), N, grain=n_rows)
+        for_each_chunk(lambda lo, hi: _conv_rows_chunk(xh, w_rows, geo, out3, n_rows, lo, hi, epilogue), N, n_rows)
         return out2d
     n_chunk = _chunk(N, L * K * xh.itemsize)
+    if src is not None and epilogue is None:     # a 1x1 convolution is one GEMM over each thread's pixels
+        parallel_for(lambda lo, hi: matmul_rows(np.ascontiguousarray(src[lo:hi]).reshape(-1, C), wmat,
+                                                out2d[lo * L:hi * L]), N, grain=n_chunk)
+        return out2d
 
-    def run(lo, hi):
-        if src is not None and epilogue is None:  # a 1x1 convolution is one GEMM over the pixels
-            part = src[lo:hi]
-            if not part.flags.c_contiguous:
-                part = np.ascontiguousarray(part)
-            matmul_rows(part.reshape(-1, C), wmat, out2d[lo * L:hi * L])
-            return
-        for start in range(lo, hi, n_chunk):
-            n = min(n_chunk, hi - start)
-            if src is not None:
-                part = src[start:start + n]
-                cols = (part if part.flags.c_contiguous else np.ascontiguousarray(part)).reshape(-1, C)
-            else:
-                cols = _unfold_chunk(xh, start, n, g, C, n_chunk)
-            matmul_rows(cols, wmat, out2d[start * L:(start + n) * L])
-            if epilogue is not None:
-                epilogue(out2d[start * L:(start + n) * L].reshape(n, -1), start, n)
+    def conv_chunk(lo, hi):
+        if src is not None:
+            cols = np.ascontiguousarray(src[lo:hi]).reshape(-1, C)
+        else:
+            cols = _unfold_chunk(xh, lo, hi - lo, geo, C, n_chunk)
+        out = out2d[lo * L:hi * L]
+        matmul_rows(cols, wmat, out)
+        if epilogue is not None:
+            epilogue(out.reshape(hi - lo, -1), lo, hi - lo)
 
-    parallel_for(run, N, grain=n_chunk)
+    for_each_chunk(conv_chunk, N, n_chunk)
     return out2d
 
 
@@ -291,110 +241,102 @@ def _weight_matrix(w: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(w.transpose(2, 3, 1, 0)).reshape(-1, C_out)
 
 
-def nhwc_forward(x, w, b, g: ConvGeometry, workspace=None, epilogue=None):
+def nhwc_forward(x, w, b, geo: ConvGeometry, workspace=None, epilogue=None):
     """Convolution forward; returns ``(N, C_out, OH, OW)`` stored channels-last.
 
     ``epilogue`` (see :func:`_conv_nhwc`) runs on each chunk after the bias is added.
     """
     if b is not None and epilogue is not None:
-        inner, bias_t = epilogue, np.tile(b, g.OH * g.OW)
+        inner, bias_t = epilogue, np.tile(b, geo.OH * geo.OW)
 
         def epilogue(rows, start, n):
             rows += bias_t
             inner(rows, start, n)
 
         b = None
-    out2d = _conv_nhwc(to_nhwc(x), _weight_matrix(w), g, epilogue)
+    out2d = _conv_nhwc(to_nhwc(x), _weight_matrix(w), geo, epilogue)
     if b is not None:
         out2d += b
-    return out2d.reshape(g.N, g.OH, g.OW, g.C_out).transpose(0, 3, 1, 2)
+    return out2d.reshape(geo.N, geo.OH, geo.OW, geo.C_out).transpose(0, 3, 1, 2)
 
 
-def nhwc_backward_input(grad, w, g: ConvGeometry, workspace=None):
+def nhwc_backward_input(grad, w, geo: ConvGeometry, workspace=None):
     """Input gradient ``(N, C, H, W)`` stored channels-last."""
     gh = to_nhwc(grad)                                               # (N, OH, OW, C_out)
-    if g.SH == 1 and g.SW == 1 and g.PH <= g.KH - 1 and g.PW <= g.KW - 1 and np.isfinite(w).all():
+    if geo.SH == 1 and geo.SW == 1 and geo.PH <= geo.KH - 1 and geo.PW <= geo.KW - 1 and np.isfinite(w).all():
         # dx = dout (*) rot180(w) with channels swapped and padding K - 1 - P (a non-finite
         # weight would meet that padding's zeros and give 0 * inf = NaN where the adjoint
         # has no term, so such weights take the scatter path below)
         w_flip = w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)            # (C, C_out, KH, KW)
-        flipped = ConvGeometry(g.N, g.C_out, g.OH, g.OW, g.C, g.KH, g.KW, 1, 1,
-                               g.KH - 1 - g.PH, g.KW - 1 - g.PW, g.H, g.W, 1)
+        flipped = ConvGeometry(geo.N, geo.C_out, geo.OH, geo.OW, geo.C, geo.KH, geo.KW, 1, 1,
+                               geo.KH - 1 - geo.PH, geo.KW - 1 - geo.PW, geo.H, geo.W, 1)
         dx2d = _conv_nhwc(gh, _weight_matrix(w_flip), flipped)
-        return dx2d.reshape(g.N, g.H, g.W, g.C).transpose(0, 3, 1, 2)
-    return _backward_input_scatter(gh, w, g).transpose(0, 3, 1, 2)
+        return dx2d.reshape(geo.N, geo.H, geo.W, geo.C).transpose(0, 3, 1, 2)
+    return _backward_input_scatter(gh, w, geo).transpose(0, 3, 1, 2)
 
 
-def _backward_input_scatter(gh, w, g: ConvGeometry):
+def _backward_input_scatter(gh, w, geo: ConvGeometry):
     """``dx`` (NHWC) for any stride: column gradients ``dout @ W`` added back slice by slice."""
     N, OH, OW, C_out = gh.shape
-    L, K, C = OH * OW, g.KH * g.KW * g.C, g.C
+    L, K, C = OH * OW, geo.KH * geo.KW * geo.C, geo.C
     wmat_t = np.ascontiguousarray(_weight_matrix(w).T)              # (C_out, K)
-    HP = max(g.H + 2 * g.PH, g.SH * (OH - 1) + g.KH)
-    WP = max(g.W + 2 * g.PW, g.SW * (OW - 1) + g.KW)
-    dx = np.empty((N, g.H, g.W, C), gh.dtype)
+    HP = max(geo.H + 2 * geo.PH, geo.SH * (OH - 1) + geo.KH)
+    WP = max(geo.W + 2 * geo.PW, geo.SW * (OW - 1) + geo.KW)
+    dx = np.empty((N, geo.H, geo.W, C), gh.dtype)
     n_chunk = _chunk(N, L * K * gh.itemsize)
     g2d = gh.reshape(N * L, C_out)
 
-    def run(lo, hi):
-        dcols_buf = _buffer("dcols", (n_chunk * L, K), gh.dtype)
-        padded = _buffer("dpad", (n_chunk, HP, WP, C), gh.dtype)
-        for start in range(lo, hi, n_chunk):
-            n = min(n_chunk, hi - start)
-            dcols = dcols_buf[:n * L]
-            matmul_rows(g2d[start * L:(start + n) * L], wmat_t, dcols)
-            d6 = dcols.reshape(n, OH, OW, g.KH, g.KW, C)
-            p = padded[:n]
-            p.fill(0)
-            for i in range(g.KH):
-                for j in range(g.KW):
-                    # within one offset (i, j) the slice touches distinct pixels, so += is exact
-                    p[:, i:i + g.SH * OH:g.SH, j:j + g.SW * OW:g.SW, :] += d6[:, :, :, i, j, :]
-            dx[start:start + n] = p[:, g.PH:g.PH + g.H, g.PW:g.PW + g.W, :]
+    def scatter_chunk(lo, hi):
+        n = hi - lo
+        dcols = scratch("dcols", (n_chunk * L, K), gh.dtype)[:n * L]
+        matmul_rows(g2d[lo * L:hi * L], wmat_t, dcols)
+        d6 = dcols.reshape(n, OH, OW, geo.KH, geo.KW, C)
+        padded = scratch("dpad", (n_chunk, HP, WP, C), gh.dtype)[:n]
+        padded.fill(0)
+        for i in range(geo.KH):
+            for j in range(geo.KW):
+                # within one offset (i, j) the slice touches distinct pixels, so += is exact
+                padded[:, i:i + geo.SH * OH:geo.SH, j:j + geo.SW * OW:geo.SW, :] += d6[:, :, :, i, j, :]
+        dx[lo:hi] = padded[:, geo.PH:geo.PH + geo.H, geo.PW:geo.PW + geo.W, :]
 
-    parallel_for(run, N, grain=n_chunk)
+    for_each_chunk(scatter_chunk, N, n_chunk)
     return dx
 
 
-def nhwc_backward_weight(grad, x, g: ConvGeometry, workspace=None):
+def nhwc_backward_weight(grad, x, geo: ConvGeometry, workspace=None):
     """Weight gradient ``(C_out, C, KH, KW)``: ``sum over chunks cols^T @ dout``."""
     xh = to_nhwc(x)
     gh = to_nhwc(grad)
     N, C = xh.shape[0], xh.shape[3]
-    L, K = g.OH * g.OW, g.KH * g.KW * C
-    g2d = gh.reshape(N * L, g.C_out)
-    src = _pointwise_source(xh, g)
+    L, K = geo.OH * geo.OW, geo.KH * geo.KW * C
+    g2d = gh.reshape(N * L, geo.C_out)
+    src = _pointwise_source(xh, geo)
     n_chunk = _chunk(N, L * K * x.itemsize)
-    row_unfold = src is None and _uses_row_unfold(g)
-    if row_unfold:
-        n_chunk = _chunk(N, (g.H + 2 * g.PH) * g.OW * g.KW * C * x.itemsize)
-        g3 = gh.reshape(N, L, g.C_out)
-
-    def run_rows(lo, hi):
-        # dW[i] = sum over images of rows_i^T @ dout, rows_i the i-th shifted block
-        dw = np.zeros((g.KH, g.KW * C, g.C_out), x.dtype)
-        for start in range(lo, hi, n_chunk):
-            n = min(n_chunk, hi - start)
-            rows = _unfold_rows_chunk(xh, start, n, g, C, n_chunk)
-            gg = g3[start:start + n]
-            for i in range(g.KH):
-                block = rows[:, i * g.OW:i * g.OW + L]
-                dw[i] += np.matmul(block.transpose(0, 2, 1), gg).sum(axis=0)
-        return dw.reshape(K, g.C_out)
-
-    def run(lo, hi):
-        dw = np.zeros((K, g.C_out), x.dtype)
-        if src is not None:
-            part = np.ascontiguousarray(src[lo:hi]).reshape(-1, C)
-            add_matmul_tn(part, g2d[lo * L:hi * L], dw)
+    if src is not None:      # a 1x1 convolution: one product over each thread's pixels
+        def add_pixels(lo, hi):
+            dw = np.zeros((K, geo.C_out), x.dtype)
+            add_matmul_tn(np.ascontiguousarray(src[lo:hi]).reshape(-1, C), g2d[lo * L:hi * L], dw)
             return dw
-        for start in range(lo, hi, n_chunk):
-            n = min(n_chunk, hi - start)
-            add_matmul_tn(_unfold_chunk(xh, start, n, g, C, n_chunk), g2d[start * L:(start + n) * L], dw)
-        return dw
 
-    dw = parallel_sum(run_rows if row_unfold else run, N, grain=n_chunk)
-    return np.ascontiguousarray(dw.reshape(g.KH, g.KW, C, g.C_out).transpose(3, 2, 0, 1))
+        dw = parallel_sum(add_pixels, N, grain=n_chunk)
+    elif _uses_row_unfold(geo):
+        n_rows = _chunk(N, (geo.H + 2 * geo.PH) * geo.OW * geo.KW * C * x.itemsize)
+        g3 = gh.reshape(N, L, geo.C_out)
+
+        def add_rows_chunk(lo, hi, dw):
+            # dW[i] = sum over images of rows_i^T @ dout, rows_i the i-th shifted block
+            rows = _unfold_rows_chunk(xh, lo, hi - lo, geo, C, n_rows)
+            for i in range(geo.KH):
+                block = rows[:, i * geo.OW:i * geo.OW + L]
+                dw[i] += np.matmul(block.transpose(0, 2, 1), g3[lo:hi]).sum(axis=0)
+
+        dw = sum_over_chunks(add_rows_chunk, N, n_rows, (geo.KH, geo.KW * C, geo.C_out), x.dtype)
+    else:
+        def add_chunk(lo, hi, dw):
+            add_matmul_tn(_unfold_chunk(xh, lo, hi - lo, geo, C, n_chunk), g2d[lo * L:hi * L], dw)
+
+        dw = sum_over_chunks(add_chunk, N, n_chunk, (K, geo.C_out), x.dtype)
+    return np.ascontiguousarray(dw.reshape(geo.KH, geo.KW, C, geo.C_out).transpose(3, 2, 0, 1))
 
 
 def nhwc_supported(geometry: ConvGeometry, device: str) -> bool:

@@ -24,24 +24,24 @@ from .conv import (ConvAlgorithm, ConvGeometry, _forward_from_cols, _grouped_col
 KEEP_COLS_BYTES = 512 << 20
 
 
-def gemm_forward(x, w, b, g: ConvGeometry, workspace=None):
+def gemm_forward(x, w, b, geo: ConvGeometry, workspace=None):
     """Forward ``out = W @ im2col(x) + b`` per group; keeps the columns in ``workspace['cols']``."""
-    cols = _grouped_cols(x, g)                                   # (N, G, K, L)
+    cols = _grouped_cols(x, geo)                                   # (N, G, K, L)
     if workspace is not None and cols.nbytes <= KEEP_COLS_BYTES:
         workspace["cols"] = cols
-    return _forward_from_cols(cols, w, b, g)
+    return _forward_from_cols(cols, w, b, geo)
 
 
-def gemm_backward_weight(grad, x, g: ConvGeometry, workspace=None):
+def gemm_backward_weight(grad, x, geo: ConvGeometry, workspace=None):
     """Weight gradient ``dW = sum_n dout[n] @ cols[n]^T`` with the forward's columns when kept."""
     xp = backend.get_array_module(grad)
     cols = workspace.pop("cols", None) if workspace is not None else None
     if cols is None:
-        cols = _grouped_cols(x, g)
-    Og = g.C_out // g.groups
-    grad_mat = grad.reshape(g.N, g.groups, Og, g.OH * g.OW)      # (N, G, Og, L)
+        cols = _grouped_cols(x, geo)
+    Og = geo.C_out // geo.groups
+    grad_mat = grad.reshape(geo.N, geo.groups, Og, geo.OH * geo.OW)      # (N, G, Og, L)
     dw = xp.matmul(grad_mat, xp.swapaxes(cols, -1, -2))          # (N, G, Og, K)
-    return dw.sum(axis=0).reshape(g.w_shape)
+    return dw.sum(axis=0).reshape(geo.w_shape)
 
 
 def gemm_supported(geometry: ConvGeometry, device: str) -> bool:

@@ -4,28 +4,33 @@ A training step allocates every activation and gradient afresh (NumPy arrays of 
 MiB each) and frees them at the end of the backward pass. With glibc's default settings
 the freed top of the heap is returned to the operating system (``M_TRIM_THRESHOLD``) and
 arrays above the mmap threshold get fresh pages, so each step touches its memory anew
-(tens of thousands of page faults per ResNet-20 step: benchmarks/RESULTS.md).
+(tens of thousands of page faults per CIFAR ResNet-20 step, benchmarks/RESULTS.md).
 :func:`tune_malloc` raises both thresholds,
 so the memory of one step is reused by the next (the peak RSS is unchanged; the process
 keeps up to ``trim_threshold`` bytes of free heap instead of returning them). PyTorch's
 CPU allocator and most deep-learning runtimes keep freed blocks for the same reason.
 
-It runs once when :mod:`minires.kernels` is imported, on Linux with glibc only; set the
-environment variable ``MINIRES_MALLOC_TUNING=0`` to leave the allocator alone.
+Importing minires changes nothing: :func:`tune_malloc_once` applies it on first use, when
+the first convolution runs (:func:`minires.kernels.conv.conv2d_forward`), on Linux with
+glibc only. The setting ``malloc_tuning`` of :mod:`minires.config` (environment variable
+``MINIRES_MALLOC_TUNING=0``) leaves the allocator alone; a program may also call
+:func:`tune_malloc` itself, earlier.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import os
 import sys
+
+from .. import config
 
 # glibc's mallopt parameter numbers (malloc.h)
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 
 _tuned = False
+_decided = False
 
 
 def tune_malloc(trim_threshold: int = 1 << 30, mmap_threshold: int = 256 << 20) -> bool:
@@ -58,11 +63,14 @@ def malloc_tuned() -> bool:
     return _tuned
 
 
-def tune_malloc_by_default() -> bool:
-    """Apply :func:`tune_malloc` unless ``MINIRES_MALLOC_TUNING`` is ``0``/``false``/``no``/``off``."""
-    if os.environ.get("MINIRES_MALLOC_TUNING", "1").strip().lower() in ("0", "false", "no", "off"):
-        return False
-    return tune_malloc()
+def tune_malloc_once() -> None:
+    """Apply :func:`tune_malloc` the first time this is called, unless ``config`` ``malloc_tuning`` is off."""
+    global _decided
+    if not _decided:
+        wanted = config.get("malloc_tuning")     # (an invalid MINIRES_MALLOC_TUNING raises here, every time)
+        _decided = True
+        if wanted:
+            tune_malloc()
 
 
-__all__ = ["tune_malloc", "malloc_tuned", "tune_malloc_by_default"]
+__all__ = ["tune_malloc", "malloc_tuned", "tune_malloc_once"]

@@ -32,10 +32,63 @@ pass that rescales the centred values in place; the training backward pass is tw
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from .. import backend
-from .activation import keep_where_cpu
+from .activation import relu_backward_cpu, relu_backward_gpu, relu_forward_gpu
+from .dispatch import KernelFamily, KernelImplementation, twin
+
+
+class BatchNormParams(NamedTuple):
+    """Everything a batch norm needs besides its input and the addend of the fused tail.
+
+    ``weight``/``bias`` are ``(C,)`` arrays or ``None`` (1 and 0); ``running_mean``/``running_var``
+    ``(C,)`` arrays updated in place in training (``None``: not tracked) and used in
+    evaluation; ``training`` uses batch statistics; ``momentum`` weighs the new batch
+    statistic; ``eps`` is added to the variance; ``relu`` fuses ``relu(bn(x) [+ addend])``.
+    """
+
+    weight: object = None
+    bias: object = None
+    running_mean: object = None
+    running_var: object = None
+    training: bool = False
+    momentum: float = 0.1
+    eps: float = 1e-5
+    relu: bool = False
+
+
+class BatchNormOutput(NamedTuple):
+    """A forward's result, passed whole to :func:`batch_norm_backward`: ``out`` (with ``relu`` it
+    carries the mask), ``x_hat = (x - mean) * inv_std`` (an array, the channels-last path's
+    :class:`~minires.kernels.fused.SavedInput`, or ``None`` when ``need_x_hat=False`` let the
+    forward skip it), the ``(C,)`` ``inv_std = 1 / sqrt(var + eps)`` and the ``algorithm`` that ran."""
+
+    out: object
+    x_hat: object
+    inv_std: object
+    algorithm: str
+
+
+class GradsNeeded(NamedTuple):
+    """Which gradients a backward computes (an op's ``needs_input_grad`` for x, weight, bias, addend)."""
+
+    x: bool = True
+    weight: bool = True
+    bias: bool = True
+    addend: bool = False
+
+
+class BatchNormGrads(NamedTuple):
+    """Gradients of a batch norm, ``None`` where not needed; ``addend`` is the ReLU-masked upstream
+    gradient (the gradient of the addend of ``relu(bn(x) + addend)``)."""
+
+    x: object
+    weight: object
+    bias: object
+    addend: object = None
 
 
 def channel_axes(ndim: int) -> tuple:
@@ -71,16 +124,17 @@ def update_running_stats(running_mean, running_var, mean, var, count: int, momen
         running_var[...] = momentum * unbiased + (1 - momentum) * running_var
 
 
-def _grad_scale(inv_std, weight):
+def grad_scale(inv_std, weight):
     """Per-channel ``weight * inv_std`` (``inv_std`` when there is no weight)."""
     return inv_std if weight is None else weight * inv_std
 
 
 # --- CPU ---------------------------------------------------------------------------------
 
-def batch_norm_forward_cpu(x, weight, bias, running_mean, running_var, training: bool,
-                           momentum: float, eps: float, relu: bool = False, addend=None):
+def batch_norm_forward_cpu(x, params: BatchNormParams, addend=None, need_x_hat: bool = True):
     """Batch norm (optionally ``+ addend``, then optionally ReLU) on NumPy; see the module docstring.
+
+    ``need_x_hat`` is accepted for the common signature (the reference always keeps ``x_hat``).
 
     Returns:
         ``(out, x_hat, inv_std)``: the output, the normalised input (saved for backward)
@@ -88,7 +142,7 @@ def batch_norm_forward_cpu(x, weight, bias, running_mean, running_var, training:
     """
     axes = channel_axes(x.ndim)
     cshape = channel_shape(x.shape)
-    if training:
+    if params.training:
         count = x.size // x.shape[1]
         mean = x.mean(axis=axes)
         x_hat = x - mean.reshape(cshape)
@@ -99,49 +153,53 @@ def batch_norm_forward_cpu(x, weight, bias, running_mean, running_var, training:
         # an infinite mean stays infinite (inf - inf made the residual NaN), as in PyTorch
         mean = np.where(np.isfinite(mean), mean + residual, mean)
         var = np.square(x_hat).mean(axis=axes)
-        update_running_stats(running_mean, running_var, mean, var, count, momentum)
+        update_running_stats(params.running_mean, params.running_var, mean, var, count, params.momentum)
     else:
-        mean, var = running_mean, running_var
+        mean, var = params.running_mean, params.running_var
         x_hat = x - mean.reshape(cshape)
-    inv_std = 1 / np.sqrt(var + x.dtype.type(eps))
+    inv_std = 1 / np.sqrt(var + x.dtype.type(params.eps))
     x_hat *= inv_std.reshape(cshape)
-    out = x_hat * weight.reshape(cshape) if weight is not None else x_hat.copy()
-    if bias is not None:
-        out += bias.reshape(cshape)
+    out = x_hat * params.weight.reshape(cshape) if params.weight is not None else x_hat.copy()
+    if params.bias is not None:
+        out += params.bias.reshape(cshape)
     if addend is not None:
         out += addend
-    if relu:
+    if params.relu:
         np.maximum(out, out.dtype.type(0), out=out)
     return out, x_hat, inv_std
 
 
-def batch_norm_backward_cpu(grad, x_hat, inv_std, weight, training: bool, out=None,
-                            needs_weight_grad: bool = True, needs_bias_grad: bool = True,
-                            return_masked_grad: bool = False):
-    """Gradients of batch norm (and of the fused ReLU when ``out`` is given) on NumPy.
+def batch_norm_backward_cpu(grad, saved, params: BatchNormParams, needs: GradsNeeded = GradsNeeded()):
+    """Gradients of :func:`batch_norm_forward_cpu` (of the fused ReLU too with ``params.relu``) on NumPy.
+
+    Args:
+        grad: upstream gradient, shaped like ``x``.
+        saved: the forward's ``(out, x_hat, inv_std)``.
+        params: the forward's parameters.
+        needs: which gradients to compute.
 
     Returns:
-        ``(grad_x, grad_weight, grad_bias)``; the last two are ``None`` when not asked for;
-        with ``return_masked_grad`` also the ReLU-masked upstream gradient (the gradient
-        of the ``addend`` of ``relu(bn(x) + addend)``).
+        :class:`BatchNormGrads`.
     """
+    out, x_hat, inv_std = saved[:3]
     axes = channel_axes(grad.ndim)
     cshape = channel_shape(grad.shape)
-    if out is not None:
-        grad = keep_where_cpu(~(out <= 0), grad)  # ReLU mask, PyTorch's rule
-    sum_g = grad.sum(axis=axes) if (training or needs_bias_grad) else None
-    sum_gx = (grad * x_hat).sum(axis=axes) if (training or needs_weight_grad) else None
-    scale = _grad_scale(inv_std, weight)
-    if training:
+    if params.relu:
+        grad = relu_backward_cpu(grad, out)  # ReLU mask, PyTorch's rule
+    sum_g = grad.sum(axis=axes) if (params.training or needs.bias) else None
+    sum_gx = (grad * x_hat).sum(axis=axes) if (params.training or needs.weight) else None
+    scale = grad_scale(inv_std, params.weight)
+    grad_x = None
+    if needs.x and params.training:
         count = grad.size // grad.shape[1]
         grad_x = x_hat * (-sum_gx / count).reshape(cshape)
         grad_x += grad
         grad_x -= (sum_g / count).reshape(cshape)
         grad_x *= scale.reshape(cshape)
-    else:
+    elif needs.x:
         grad_x = grad * scale.reshape(cshape)
-    result = (grad_x, sum_gx if needs_weight_grad else None, sum_g if needs_bias_grad else None)
-    return result + (grad,) if return_masked_grad else result
+    return BatchNormGrads(grad_x, sum_gx if needs.weight else None, sum_g if needs.bias else None,
+                          grad if needs.addend else None)
 
 
 # --- GPU (CuPy) --------------------------------------------------------------------------
@@ -175,7 +233,7 @@ def _normalize_kernel(relu: bool):
         "x_hat = (x - mean) * inv_std; y = x_hat * scale + shift")
 
 
-def _batch_stats_gpu(sum_sq, mean, residual, running_mean, running_var, count: int, momentum: float, eps: float):
+def _batch_stats_gpu(sum_sq, mean, residual, params: BatchNormParams, count: int):
     """Per-channel ``inv_std`` and the running-statistics update in one launch (GPU training forward).
 
     Computes ``var = sum_sq / count - residual**2``, ``inv_std = 1 / sqrt(var + eps)`` and
@@ -187,6 +245,7 @@ def _batch_stats_gpu(sum_sq, mean, residual, running_mean, running_var, count: i
     """
     cp = backend.cupy_module()
     t = sum_sq.dtype.type
+    running_mean, running_var, momentum, eps = params.running_mean, params.running_var, params.momentum, params.eps
     if running_mean is None and running_var is None:
         return backend.elementwise_kernel(
             "minires_bn_inv_std", "T sum_sq, T residual, T count, T eps", "T inv_std",
@@ -212,39 +271,36 @@ def _batch_stats_gpu(sum_sq, mean, residual, running_mean, running_var, count: i
     return 1 / cp.sqrt(var + t(eps))
 
 
-def batch_norm_forward_gpu(x, weight, bias, running_mean, running_var, training: bool,
-                           momentum: float, eps: float, relu: bool = False, addend=None):
+def batch_norm_forward_gpu(x, params: BatchNormParams, addend=None, need_x_hat: bool = True):
     """CuPy twin of :func:`batch_norm_forward_cpu` (three passes over ``x`` in training).
 
     With ``addend`` it is composed of the plain batch norm, one addition and the ReLU
     kernel (no dedicated kernel yet).
     """
     if addend is not None:
-        from .activation import relu_forward_gpu  # noqa: PLC0415
-
-        out, x_hat, inv_std = batch_norm_forward_gpu(x, weight, bias, running_mean, running_var, training,
-                                                     momentum, eps)
+        out, x_hat, inv_std = batch_norm_forward_gpu(x, params._replace(relu=False))
         out += addend
-        return (relu_forward_gpu(out) if relu else out), x_hat, inv_std
+        return (relu_forward_gpu(out) if params.relu else out), x_hat, inv_std
     cp = backend.cupy_module()
     axes = channel_axes(x.ndim)
     cshape = channel_shape(x.shape)
     C = x.shape[1]
-    scale = (cp.ones(C, dtype=x.dtype) if weight is None else weight).reshape(cshape)
-    shift = (cp.zeros(C, dtype=x.dtype) if bias is None else bias).reshape(cshape)
-    if training:
-        count = x.size // C
+    scale = (cp.ones(C, dtype=x.dtype) if params.weight is None else params.weight).reshape(cshape)
+    shift = (cp.zeros(C, dtype=x.dtype) if params.bias is None else params.bias).reshape(cshape)
+    if params.training:
         mean = x.mean(axis=axes)
         x_hat = _center_kernel()(x, mean.reshape(cshape))
         # the mean of the centred data is the rounding error of the first mean (see the CPU twin)
         residual = x_hat.mean(axis=axes)
         sum_sq = _sum_sq_kernel()(x_hat, axis=axes)
-        inv_std = _batch_stats_gpu(sum_sq, mean, residual, running_mean, running_var, count, momentum, eps)
+        inv_std = _batch_stats_gpu(sum_sq, mean, residual, params, x.size // C)
         out = cp.empty_like(x_hat)
-        _scale_in_place_kernel(relu)(residual.reshape(cshape), inv_std.reshape(cshape), scale, shift, x_hat, out)
+        _scale_in_place_kernel(params.relu)(residual.reshape(cshape), inv_std.reshape(cshape), scale, shift,
+                                            x_hat, out)
         return out, x_hat, inv_std
-    inv_std = 1 / cp.sqrt(running_var + x.dtype.type(eps))
-    x_hat, out = _normalize_kernel(relu)(x, running_mean.reshape(cshape), inv_std.reshape(cshape), scale, shift)
+    inv_std = 1 / cp.sqrt(params.running_var + x.dtype.type(params.eps))
+    x_hat, out = _normalize_kernel(params.relu)(x, params.running_mean.reshape(cshape), inv_std.reshape(cshape),
+                                                scale, shift)
     return out, x_hat, inv_std
 
 
@@ -262,23 +318,10 @@ def _sum_prod_kernel():
         "minires_bn_sum_grad_xhat", "T g, T x_hat", "T out", "g * x_hat", "a + b", "out = a", "0")
 
 
-def _backward_kernel(relu: bool):
-    if relu:
-        return backend.elementwise_kernel(
-            "minires_bn_relu_backward", "T g, T y, T x_hat, T scale, T mean_g, T mean_gx", "T gx",
-            # the mask hits g only: the batch statistics still couple every x to every output
-            "T g_masked = (y <= (T)0) ? (T)0 : g; gx = scale * (g_masked - mean_g - x_hat * mean_gx)")
-    return backend.elementwise_kernel(
-        "minires_bn_backward", "T g, T x_hat, T scale, T mean_g, T mean_gx", "T gx",
-        "gx = scale * (g - mean_g - x_hat * mean_gx)")
-
-
 def _backward_stats_kernel(relu: bool, affine: bool):
-    """Training backward in one pass, the per-channel ``scale`` and means computed in the kernel.
-
-    Same arithmetic as :func:`_backward_kernel` fed with ``weight * inv_std``,
-    ``sum_g / count`` and ``sum_gx / count`` (which would be three more launches).
-    """
+    """Training backward in one pass: ``gx = scale (g - mean_g - x_hat mean_gx)`` with ``g`` masked where
+    ``y <= 0`` (the fused ReLU), and the per-channel ``scale = weight * inv_std``, ``mean_g = sum_g / count``
+    and ``mean_gx = sum_gx / count`` computed in the kernel (not as three more launches)."""
     params = "T g, " + ("T y, " if relu else "") + "T x_hat, T inv_std, " + ("T weight, " if affine else "") + \
         "T sum_g, T sum_gx, T count"
     body = ("const T scale = " + ("weight * inv_std" if affine else "inv_std") + "; "
@@ -289,165 +332,107 @@ def _backward_stats_kernel(relu: bool, affine: bool):
     return backend.elementwise_kernel(name, params, "T gx", body)
 
 
-def batch_norm_backward_gpu(grad, x_hat, inv_std, weight, training: bool, out=None,
-                            needs_weight_grad: bool = True, needs_bias_grad: bool = True,
-                            return_masked_grad: bool = False):
+def batch_norm_backward_gpu(grad, saved, params: BatchNormParams, needs: GradsNeeded = GradsNeeded()):
     """CuPy twin of :func:`batch_norm_backward_cpu` (two reductions and one pass in training).
 
-    ``return_masked_grad`` materialises the ReLU-masked gradient with the ReLU backward
+    The gradient of an addend materialises the ReLU-masked gradient with the ReLU backward
     kernel and runs the plain batch-norm backward on it.
     """
-    if return_masked_grad:
-        if out is not None:
-            from .activation import relu_backward_gpu  # noqa: PLC0415
-
-            grad = relu_backward_gpu(grad, out)
-        return batch_norm_backward_gpu(grad, x_hat, inv_std, weight, training, None,
-                                       needs_weight_grad, needs_bias_grad) + (grad,)
+    out, x_hat, inv_std = saved[:3]
+    if needs.addend:
+        masked = relu_backward_gpu(grad, out) if params.relu else grad
+        grads = batch_norm_backward_gpu(masked, saved, params._replace(relu=False), needs._replace(addend=False))
+        return grads._replace(addend=masked)
     axes = channel_axes(grad.ndim)
-    cshape = channel_shape(grad.shape)
-    if out is not None:
-        sum_g_kernel, sum_gx_kernel = _masked_sum_kernels()
-        sum_g = sum_g_kernel(grad, out, axis=axes) if (training or needs_bias_grad) else None
-        sum_gx = sum_gx_kernel(grad, out, x_hat, axis=axes) if (training or needs_weight_grad) else None
-    else:
-        sum_g = grad.sum(axis=axes) if (training or needs_bias_grad) else None
-        sum_gx = _sum_prod_kernel()(grad, x_hat, axis=axes) if (training or needs_weight_grad) else None
-    if training:
+    mask = out if params.relu else None
+    sum_g, sum_gx = _backward_sums_gpu(grad, mask, x_hat, axes, params.training or needs.bias,
+                                       params.training or needs.weight)
+    grad_x = None
+    if needs.x and params.training:
+        cshape = channel_shape(grad.shape)
         count = grad.dtype.type(grad.size // grad.shape[1])
-        per_channel = [inv_std.reshape(cshape)] + ([] if weight is None else [weight.reshape(cshape)]) + \
-            [sum_g.reshape(cshape), sum_gx.reshape(cshape), count]
-        kernel = _backward_stats_kernel(out is not None, weight is not None)
-        grad_x = kernel(grad, out, x_hat, *per_channel) if out is not None else kernel(grad, x_hat, *per_channel)
-        return (grad_x, sum_gx if needs_weight_grad else None, sum_g if needs_bias_grad else None)
-    scale = _grad_scale(inv_std, weight)
-    if out is not None:
-        from .activation import relu_backward_gpu  # noqa: PLC0415
-
-        grad_x = relu_backward_gpu(grad, out) * scale.reshape(cshape)
-    else:
-        grad_x = grad * scale.reshape(cshape)
-    return (grad_x, sum_gx if needs_weight_grad else None, sum_g if needs_bias_grad else None)
+        per_channel = [inv_std.reshape(cshape)] + ([] if params.weight is None else [params.weight.reshape(cshape)]) \
+            + [sum_g.reshape(cshape), sum_gx.reshape(cshape), count]
+        kernel = _backward_stats_kernel(params.relu, params.weight is not None)
+        grad_x = kernel(grad, out, x_hat, *per_channel) if params.relu else kernel(grad, x_hat, *per_channel)
+    elif needs.x:
+        scale = grad_scale(inv_std, params.weight).reshape(channel_shape(grad.shape))
+        grad_x = (relu_backward_gpu(grad, out) if params.relu else grad) * scale
+    return BatchNormGrads(grad_x, sum_gx if needs.weight else None, sum_g if needs.bias else None)
 
 
-# --- dispatchers -------------------------------------------------------------------------
-
-def _forward_impl(x):
-    """The GPU twin, the channels-last CPU fast path when it applies, or the CPU reference."""
-    if backend.is_cupy_array(x):
-        return batch_norm_forward_gpu
-    from . import fused  # noqa: PLC0415 - fused imports this module; see minires/kernels/fused.py
-    return fused.batch_norm_forward_nhwc if fused.applies(x) else batch_norm_forward_cpu
-
-
-def _backward_impl(grad, x_hat, out):
-    """Backward twin of :func:`_forward_impl` (the fast path needs channels-last ``x_hat``/``out``)."""
-    if backend.is_cupy_array(grad):
-        return batch_norm_backward_gpu
-    from . import fused  # noqa: PLC0415
-    return fused.batch_norm_backward_nhwc if fused.applies(x_hat, out) else batch_norm_backward_cpu
+def _backward_sums_gpu(grad, mask, x_hat, axes, want_sum_g: bool, want_sum_gx: bool):
+    """``(sum g, sum g x_hat)`` per channel (``None`` where not wanted), ``g`` masked where ``mask <= 0``."""
+    if mask is not None:
+        sum_g_kernel, sum_gx_kernel = _masked_sum_kernels()
+        return (sum_g_kernel(grad, mask, axis=axes) if want_sum_g else None,
+                sum_gx_kernel(grad, mask, x_hat, axis=axes) if want_sum_gx else None)
+    return (grad.sum(axis=axes) if want_sum_g else None,
+            _sum_prod_kernel()(grad, x_hat, axis=axes) if want_sum_gx else None)
 
 
-def _forward(x, weight, bias, running_mean, running_var, training, momentum, eps, need_x_hat, relu, addend):
-    """Dispatch a forward; ``need_x_hat=False`` goes only to the channels-last fast path (the
-    only one that can skip ``x_hat``)."""
-    impl = _forward_impl(x)
-    extra = {} if addend is None else {"addend": addend}
-    if not need_x_hat and impl not in (batch_norm_forward_cpu, batch_norm_forward_gpu):
-        extra["need_x_hat"] = False
-    return impl(x, weight, bias, running_mean, running_var, training, momentum, eps, relu=relu, **extra)
+# --- the family and its entry points ------------------------------------------------------
+
+#: batch norm's implementations: the reference (NumPy, or its CuPy twin) and the channels-last
+#: CPU fast path ('nhwc', registered by minires.kernels.fused); the problem is the input ``x``
+BATCH_NORM = KernelFamily("batch_norm", KernelImplementation(
+    "reference", twin(batch_norm_forward_cpu, batch_norm_forward_gpu), twin(batch_norm_backward_cpu,
+                                                                            batch_norm_backward_gpu)))
 
 
-def batch_norm_forward(x, weight, bias, running_mean, running_var, training: bool,
-                       momentum: float = 0.1, eps: float = 1e-5, need_x_hat: bool = True):
-    """Batch normalisation of an ``(N, C, *spatial)`` array (no autograd).
+def batch_norm_forward(x, params: BatchNormParams, addend=None, *, need_x_hat: bool = True,
+                       algorithm: str | None = None) -> BatchNormOutput:
+    """Batch normalisation of an ``(N, C, *spatial)`` array (no autograd), with an optional fused tail.
+
+    ``out = [relu](weight * x_hat + bias [+ addend])`` with ``x_hat = (x - mean) * inv_std``
+    (see the module docstring for the statistics and the running update).
 
     Args:
         x: input array ``(N, C)`` or ``(N, C, H, W)`` (any number of spatial axes).
-        weight: ``(C,)`` scale ``gamma`` or ``None`` (1).
-        bias: ``(C,)`` shift ``beta`` or ``None`` (0).
-        running_mean: ``(C,)`` array updated in place when ``training``; used when not.
-            May be ``None`` in training (no tracking).
-        running_var: ``(C,)`` likewise (the unbiased variance is tracked).
-        training: use batch statistics (and update the running ones) or running statistics.
-        momentum: weight of the new batch statistic in the running update.
-        eps: added to the variance before the square root.
+        params: the :class:`BatchNormParams` (``relu=True`` fuses the ReLU).
+        addend: an array shaped like ``x`` added before the ReLU (a residual block's
+            ``relu(bn2(y) + shortcut)``), or ``None``.
         need_x_hat: False when no backward will run; the channels-last fast path may then
             skip ``x_hat`` in evaluation mode (and return ``None`` for it).
+        algorithm: ``'auto'``, ``'reference'`` or ``'nhwc'`` for this call (default: the
+            ``fast_paths`` setting of :mod:`minires.config`).
 
     Returns:
-        ``(out, x_hat, inv_std)``: ``out = weight * x_hat + bias`` with
-        ``x_hat = (x - mean) * inv_std``, and the ``(C,)`` ``inv_std = 1/sqrt(var + eps)``.
+        :class:`BatchNormOutput` ``(out, x_hat, inv_std, algorithm)``.
+
+    Raises:
+        ValueError: an addend whose shape differs from the input's.
     """
-    return _forward(x, weight, bias, running_mean, running_var, training, momentum, eps, need_x_hat,
-                    relu=False, addend=None)
+    if addend is not None and tuple(addend.shape) != tuple(x.shape):
+        raise ValueError(f"batch_norm: addend of shape {tuple(addend.shape)} does not match "
+                         f"the input's {tuple(x.shape)}")
+    implementation = BATCH_NORM.select(x, algorithm=algorithm)
+    out, x_hat, inv_std = implementation.forward(x, params, addend, need_x_hat)
+    return BatchNormOutput(out, x_hat, inv_std, implementation.name)
 
 
-def batch_norm_backward(grad, x_hat, inv_std, weight, training: bool,
-                        needs_weight_grad: bool = True, needs_bias_grad: bool = True):
-    """Gradients of :func:`batch_norm_forward` (no autograd).
+def batch_norm_backward(grad, saved: BatchNormOutput, params: BatchNormParams,
+                        needs: GradsNeeded = GradsNeeded()) -> BatchNormGrads:
+    """Gradients of :func:`batch_norm_forward` (no autograd), by the implementation that ran it.
+
+    ``grad_bias = sum g``, ``grad_weight = sum g x_hat``, ``grad_x = weight inv_std (g - mean g
+    - x_hat mean(g x_hat))`` in training (``weight inv_std g`` in evaluation), with ``g`` the
+    upstream gradient masked by the fused ReLU (``0 where out <= 0``, PyTorch's rule).
 
     Args:
         grad: upstream gradient, shaped like ``x``.
-        x_hat: the normalised input saved by the forward pass.
-        inv_std: the ``(C,)`` inverse standard deviation saved by the forward pass.
-        weight: ``(C,)`` scale or ``None``.
-        training: whether the forward pass used batch statistics (their gradient is included).
-        needs_weight_grad: compute ``grad_weight = sum g x_hat``.
-        needs_bias_grad: compute ``grad_bias = sum g``.
+        saved: the forward's :class:`BatchNormOutput`.
+        params: the forward's :class:`BatchNormParams`.
+        needs: which gradients to compute (default: x, weight and bias).
 
     Returns:
-        ``(grad_x, grad_weight or None, grad_bias or None)``.
+        :class:`BatchNormGrads` ``(x, weight, bias, addend)``, ``None`` where not needed.
     """
-    impl = _backward_impl(grad, x_hat, None)
-    return impl(grad, x_hat, inv_std, weight, training, None, needs_weight_grad, needs_bias_grad)
-
-
-def batch_norm_relu(x, weight, bias, running_mean, running_var, training: bool,
-                    momentum: float = 0.1, eps: float = 1e-5, need_x_hat: bool = True, addend=None):
-    """Fused ``relu(batch_norm(x, ...) [+ addend])`` (no autograd); arguments as :func:`batch_norm_forward`.
-
-    ``addend`` (an array shaped like ``x``, or ``None``) is added to the normalised output
-    before the ReLU: a residual block's ``relu(bn2(y) + shortcut)``.
-
-    Returns:
-        ``(out, x_hat, inv_std)`` where ``out = max(weight * x_hat + bias [+ addend], 0)``.
-        Keep ``out`` for :func:`batch_norm_relu_backward`: it carries the ReLU mask.
-    """
-    if addend is not None and tuple(addend.shape) != tuple(x.shape):
-        raise ValueError(f"batch_norm_relu: addend of shape {tuple(addend.shape)} does not match "
-                         f"the input's {tuple(x.shape)}")
-    return _forward(x, weight, bias, running_mean, running_var, training, momentum, eps, need_x_hat,
-                    relu=True, addend=addend)
-
-
-batch_norm_relu_forward = batch_norm_relu
-
-
-def batch_norm_relu_backward(grad, out, x_hat, inv_std, weight, training: bool,
-                             needs_weight_grad: bool = True, needs_bias_grad: bool = True,
-                             return_masked_grad: bool = False):
-    """Gradients of :func:`batch_norm_relu` (no autograd).
-
-    The upstream ``grad`` is masked with the ReLU rule (``0 where out <= 0``) inside the
-    reductions and the final pass; otherwise as :func:`batch_norm_backward`.
-
-    Args:
-        return_masked_grad: also return the masked gradient, which is the gradient of the
-            ``addend`` of :func:`batch_norm_relu`.
-
-    Returns:
-        ``(grad_x, grad_weight or None, grad_bias or None)``, plus the masked gradient
-        with ``return_masked_grad``.
-    """
-    impl = _backward_impl(grad, x_hat, out)
-    return impl(grad, x_hat, inv_std, weight, training, out, needs_weight_grad, needs_bias_grad,
-                return_masked_grad=return_masked_grad)
+    return BATCH_NORM.get(saved.algorithm).backward(grad, saved, params, needs)
 
 
 __all__ = [
-    "batch_norm_forward", "batch_norm_backward", "batch_norm_relu", "batch_norm_relu_forward",
-    "batch_norm_relu_backward", "update_running_stats", "channel_axes", "channel_shape",
-    "batch_norm_forward_cpu", "batch_norm_backward_cpu", "batch_norm_forward_gpu",
-    "batch_norm_backward_gpu",
+    "BatchNormParams", "BatchNormOutput", "BatchNormGrads", "GradsNeeded", "BATCH_NORM", "batch_norm_forward",
+    "batch_norm_backward", "update_running_stats", "channel_axes", "channel_shape", "grad_scale",
+    "batch_norm_forward_cpu", "batch_norm_backward_cpu", "batch_norm_forward_gpu", "batch_norm_backward_gpu",
 ]

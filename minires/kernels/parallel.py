@@ -8,8 +8,10 @@ once (NumPy releases the GIL inside copies, ufuncs and BLAS calls), with OpenBLA
 to one thread for the duration, so both the copies and the GEMMs of different images run
 side by side without any BLAS-internal synchronisation.
 
-The thread count defaults to ``MINIRES_NUM_THREADS`` or the number of CPUs; set it with
-:func:`set_num_threads` (1 turns the pool off and leaves OpenBLAS as it is).
+The thread count is the setting ``num_threads`` of :mod:`minires.config` (``MINIRES_NUM_THREADS``,
+default the number of CPUs); :func:`set_num_threads` sets it (1 turns the pool off and leaves
+OpenBLAS as it is). :func:`for_each_chunk` and :func:`sum_over_chunks` walk each thread's
+share in cache-sized chunks, and :func:`scratch` hands each thread its reused work arrays.
 """
 
 from __future__ import annotations
@@ -25,26 +27,17 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .. import config
 
-def _default_threads() -> int:
-    env = os.environ.get("MINIRES_NUM_THREADS", "").strip()
-    if env:
-        try:
-            return max(1, int(env))
-        except ValueError:
-            pass
-    return max(1, os.cpu_count() or 1)
-
-
-_num_threads = _default_threads()
 _pool: ThreadPoolExecutor | None = None
+_pool_threads = 0
 _pool_lock = threading.Lock()
 _state = threading.local()
 
 
 def get_num_threads() -> int:
-    """How many threads :func:`parallel_for` uses."""
-    return _num_threads
+    """How many threads :func:`parallel_for` uses (``minires.config.get('num_threads')``)."""
+    return config.get("num_threads")
 
 
 def set_num_threads(n: int) -> None:
@@ -53,21 +46,20 @@ def set_num_threads(n: int) -> None:
     Raises:
         ValueError: ``n`` is not a positive int.
     """
-    global _num_threads, _pool
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+    if isinstance(n, str):   # (config accepts the environment's strings; this function wants an int)
         raise ValueError(f"set_num_threads: expected a positive int, got {n!r}")
-    with _pool_lock:
-        _num_threads = n
-        if _pool is not None:
-            _pool.shutdown(wait=True)
-            _pool = None
+    config.set(num_threads=n)
 
 
-def _get_pool() -> ThreadPoolExecutor:
-    global _pool
+def _get_pool(threads: int) -> ThreadPoolExecutor:
+    """The worker pool for ``threads`` threads in all (the caller's thread is one of them)."""
+    global _pool, _pool_threads
     with _pool_lock:
-        if _pool is None:
-            _pool = ThreadPoolExecutor(max_workers=max(1, _num_threads - 1), thread_name_prefix="minires")
+        if _pool is None or _pool_threads != threads:
+            if _pool is not None:
+                _pool.shutdown(wait=True)
+            _pool = ThreadPoolExecutor(max_workers=max(1, threads - 1), thread_name_prefix="minires")
+            _pool_threads = threads
         return _pool
 
 
@@ -184,23 +176,32 @@ def parallel_for(fn, total: int, min_per_thread: int = 1, grain: int | None = No
         depends on the thread count and ``total``, never on timing).
     """
     most = max(1, total // max(1, min_per_thread))
-    parts = min(_num_threads, most)
-    if parts <= 1 or getattr(_state, "inside", False):
+    threads = config.get("num_threads")
+    parts = min(threads, most)
+    bounds = None if parts <= 1 or getattr(_state, "inside", False) else _piece_bounds(total, parts, most, grain)
+    if bounds is None:
         return [fn(0, total)]
+    return _run_pieces(fn, bounds, min(parts, len(bounds) - 1), threads)
+
+
+def _piece_bounds(total: int, parts: int, most: int, grain: int | None) -> list | None:
+    """The piece boundaries of :func:`parallel_for` (``None``: one piece, run inline)."""
     if grain is not None and grain >= 1:
         units = -(-total // grain)
         grain *= -(-units // (parts * _MAX_GRAIN_PIECES_PER_THREAD))   # merge grains past the cap
         pieces = -(-total // grain)
-        if pieces <= 1:
-            return [fn(0, total)]
-        bounds = [min(total, i * grain) for i in range(pieces + 1)]
-    else:
-        pieces = min(parts * _PIECES_PER_THREAD, most)
-        bounds = [total * i // pieces for i in range(pieces + 1)]
+        return None if pieces <= 1 else [min(total, i * grain) for i in range(pieces + 1)]
+    pieces = min(parts * _PIECES_PER_THREAD, most)
+    return [total * i // pieces for i in range(pieces + 1)]
+
+
+def _run_pieces(fn, bounds: list, parts: int, threads: int) -> list:
+    """Run ``fn`` on every piece ``bounds[i]:bounds[i + 1]`` on ``parts`` threads, the caller's one included."""
+    pieces = len(bounds) - 1
     results = [None] * pieces
     claim = itertools.count()       # next() is atomic under the GIL
     failed = []
-    pool = _get_pool()
+    pool = _get_pool(threads)
 
     def run():
         _state.inside = True
@@ -237,4 +238,70 @@ def parallel_sum(fn, total: int, min_per_thread: int = 1, grain: int | None = No
     return result
 
 
-__all__ = ["parallel_for", "parallel_sum", "get_num_threads", "set_num_threads", "openblas_info"]
+def chunk_length(total: int, item_bytes: int, target_bytes: int) -> int:
+    """How many items of ``item_bytes`` make a chunk of about ``target_bytes`` (1 to ``total``)."""
+    return int(max(1, min(total, target_bytes // max(item_bytes, 1))))
+
+
+def for_each_chunk(fn, total: int, chunk: int) -> None:
+    """Call ``fn(lo, hi)`` for every chunk ``[lo, hi)`` of ``chunk`` items covering ``range(total)``.
+
+    The chunks are shared out to the threads of :func:`parallel_for` in whole chunks (only
+    the last chunk of ``range(total)`` is shorter); ``fn`` must write disjoint outputs.
+    """
+    def run(start, stop):
+        for lo in range(start, stop, chunk):
+            fn(lo, min(lo + chunk, stop))
+
+    parallel_for(run, total, grain=chunk)
+
+
+def sum_over_chunks(fn, total: int, chunk: int, shape, dtype):
+    """Like :func:`for_each_chunk`, where ``fn(lo, hi, acc)`` adds its chunk's part into ``acc``.
+
+    Each thread's pieces accumulate into their own ``acc = zeros(shape, dtype)``, and the
+    pieces' sums are added in range order (:func:`parallel_sum`): the result does not depend
+    on thread timing.
+    """
+    def run(start, stop):
+        acc = np.zeros(shape, dtype)
+        for lo in range(start, stop, chunk):
+            fn(lo, min(lo + chunk, stop), acc)
+        return acc
+
+    return parallel_sum(run, total, grain=chunk)
+
+
+# --- per-thread scratch arrays ---------------------------------------------------------------
+
+_scratch = threading.local()
+#: scratch arrays kept per thread before the store is emptied (many shapes seen: forget, not grow)
+_SCRATCH_LIMIT = 128
+
+
+def scratch(tag: str, shape: tuple, dtype, zero: bool = False) -> np.ndarray:
+    """This thread's reused work array for ``(tag, shape, dtype)`` (threads never share one).
+
+    With ``zero`` it is zero-filled when made; callers that rely on its zeros (a padding
+    border, a block of zeros) never write there. Other contents are whatever the last
+    user left.
+    """
+    store = getattr(_scratch, "store", None)
+    if store is None:
+        store = _scratch.store = {}
+    key = (tag, shape, np.dtype(dtype).str)
+    array = store.get(key)
+    if array is None:
+        if len(store) >= _SCRATCH_LIMIT:
+            store.clear()
+        array = store[key] = np.zeros(shape, dtype) if zero else np.empty(shape, dtype)
+    return array
+
+
+def clear_scratch() -> None:
+    """Free this thread's scratch arrays (they are made again on the next use)."""
+    getattr(_scratch, "store", {}).clear()
+
+
+__all__ = ["parallel_for", "parallel_sum", "for_each_chunk", "sum_over_chunks", "chunk_length", "scratch",
+           "clear_scratch", "get_num_threads", "set_num_threads", "openblas_info"]

@@ -21,7 +21,9 @@ CPU functions loop over the ``KH * KW`` window offsets and move whole strided sl
 ``ElementwiseKernel`` objects with one thread per output element (forward) or per input
 element (backward, a gather over the windows that cover it, so no atomics are needed);
 adaptive pooling is generic array code that runs on both (it loops over output bins
-per axis, ``OH + OW`` slice operations).
+per axis, ``OH + OW`` slice operations). Max and average pooling are kernel families
+(:data:`MAX_POOL2D`, :data:`AVG_POOL2D`, see :mod:`minires.kernels.dispatch`) whose only
+implementation so far is that reference; a faster one registers there.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import numpy as np
 
 from .. import backend
 from .activation import keep_where_cpu
+from .dispatch import KernelFamily, KernelImplementation, twin
 
 
 def pool_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
@@ -302,39 +305,44 @@ def adaptive_avg_pool2d_backward(grad, x_shape):
     return grad_x
 
 
-# --- dispatchers -------------------------------------------------------------------------
+# --- the families and their entry points -----------------------------------------------------
 
-def max_pool2d_forward(x, KH, KW, SH, SW, PH, PW):  # noqa: N803
+MAX_POOL2D = KernelFamily("max_pool2d", KernelImplementation(
+    "reference", twin(max_pool2d_forward_cpu, max_pool2d_forward_gpu), twin(max_pool2d_backward_cpu,
+                                                                            max_pool2d_backward_gpu)))
+AVG_POOL2D = KernelFamily("avg_pool2d", KernelImplementation(
+    "reference", twin(avg_pool2d_forward_cpu, avg_pool2d_forward_gpu), twin(avg_pool2d_backward_cpu,
+                                                                            avg_pool2d_backward_gpu)))
+
+
+def max_pool2d_forward(x, KH, KW, SH, SW, PH, PW, *, algorithm: str | None = None):  # noqa: N803
     """Max pooling of an NCHW array (no autograd; arguments validated by the caller).
 
     Returns:
         ``(out, argmax)``: ``out`` is ``(N, C, OH, OW)``; ``argmax`` holds, per output,
         the window offset ``i * KW + j`` of the chosen pixel (an integer array).
     """
-    impl = max_pool2d_forward_gpu if backend.is_cupy_array(x) else max_pool2d_forward_cpu
-    return impl(x, KH, KW, SH, SW, PH, PW)
+    return MAX_POOL2D.select(x, algorithm=algorithm).forward(x, KH, KW, SH, SW, PH, PW)
 
 
-def max_pool2d_backward(grad, argmax, x_shape, KH, KW, SH, SW, PH, PW):  # noqa: N803
+def max_pool2d_backward(grad, argmax, x_shape, KH, KW, SH, SW, PH, PW, *,  # noqa: N803
+                        algorithm: str | None = None):
     """Gradient of :func:`max_pool2d_forward` with respect to its input, shaped ``x_shape``."""
-    impl = max_pool2d_backward_gpu if backend.is_cupy_array(grad) else max_pool2d_backward_cpu
-    return impl(grad, argmax, x_shape, KH, KW, SH, SW, PH, PW)
+    return MAX_POOL2D.select(grad, algorithm=algorithm).backward(grad, argmax, x_shape, KH, KW, SH, SW, PH, PW)
 
 
-def avg_pool2d_forward(x, KH, KW, SH, SW, PH, PW):  # noqa: N803
+def avg_pool2d_forward(x, KH, KW, SH, SW, PH, PW, *, algorithm: str | None = None):  # noqa: N803
     """Average pooling of an NCHW array (no autograd; ``count_include_pad=True``)."""
-    impl = avg_pool2d_forward_gpu if backend.is_cupy_array(x) else avg_pool2d_forward_cpu
-    return impl(x, KH, KW, SH, SW, PH, PW)
+    return AVG_POOL2D.select(x, algorithm=algorithm).forward(x, KH, KW, SH, SW, PH, PW)
 
 
-def avg_pool2d_backward(grad, x_shape, KH, KW, SH, SW, PH, PW):  # noqa: N803
+def avg_pool2d_backward(grad, x_shape, KH, KW, SH, SW, PH, PW, *, algorithm: str | None = None):  # noqa: N803
     """Gradient of :func:`avg_pool2d_forward` with respect to its input, shaped ``x_shape``."""
-    impl = avg_pool2d_backward_gpu if backend.is_cupy_array(grad) else avg_pool2d_backward_cpu
-    return impl(grad, x_shape, KH, KW, SH, SW, PH, PW)
+    return AVG_POOL2D.select(grad, algorithm=algorithm).backward(grad, x_shape, KH, KW, SH, SW, PH, PW)
 
 
 __all__ = [
-    "pool_output_size", "max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward",
+    "MAX_POOL2D", "AVG_POOL2D", "pool_output_size", "max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward",
     "avg_pool2d_backward", "adaptive_bins", "adaptive_avg_pool2d_forward",
     "adaptive_avg_pool2d_backward", "max_pool2d_forward_cpu", "max_pool2d_backward_cpu",
     "avg_pool2d_forward_cpu", "avg_pool2d_backward_cpu", "max_pool2d_forward_gpu",

@@ -18,31 +18,27 @@ convolution, applied to each chunk of its output while it is in cache
 (:func:`minires.ops.norm.conv_batch_norm_eval`); values agree with the unfused ops to
 float rounding.
 
-Turn it off for the whole process with :func:`set_fusion` or ``MINIRES_FUSION=0``.
+Turn it off for the whole process with :func:`set_fusion`, ``minires.config.set(fusion=False)``
+or ``MINIRES_FUSION=0``, or for a block with ``minires.config.using(fusion=False)``.
 """
 
 from __future__ import annotations
 
-import os
-
+from .. import config
 from ..autograd import Tensor, is_grad_enabled
 from ..ops.norm import conv_batch_norm_eval
 from .activation import ReLU
 from .batchnorm import BatchNorm2d
 from .conv import Conv2d
 
-_enabled = os.environ.get("MINIRES_FUSION", "1").strip() not in ("0", "false", "False", "no", "off")
-
-
 def set_fusion(enabled: bool) -> None:
-    """Turn block-level layer fusion on (the default) or off for the whole process."""
-    global _enabled
-    _enabled = bool(enabled)
+    """Turn block-level layer fusion on (the default) or off for the whole process (``minires.config`` ``fusion``)."""
+    config.set(fusion=bool(enabled))
 
 
 def fusion_enabled() -> bool:
     """Whether :func:`bn_relu` / :func:`bn_add_relu` may fuse."""
-    return _enabled
+    return config.get("fusion")
 
 
 def _untouched(module, cls) -> bool:
@@ -54,7 +50,7 @@ def _untouched(module, cls) -> bool:
 
 def fusable(bn, relu) -> bool:
     """True when ``relu(bn(x))`` may run as one fused op (see the module docstring)."""
-    return _enabled and _untouched(bn, BatchNorm2d) and _untouched(relu, ReLU)
+    return config.get("fusion") and _untouched(bn, BatchNorm2d) and _untouched(relu, ReLU)
 
 
 def bn_relu(bn, relu, x):

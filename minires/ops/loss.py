@@ -13,35 +13,25 @@ import numbers
 
 import numpy as np
 
-from .. import backend
+from .. import backend, config
 from ..autograd import Function, Tensor
 from ..autograd.function import check_float_tensor
 from ..kernels import loss as kernels
 
 _REDUCTIONS = ("mean", "sum", "none")
 
-# The target range check reads a flag back from the GPU (a host synchronisation); a
-# training loop on CuPy whose labels were validated once may switch it off per step.
-_check_gpu_targets = True
-
-
 def set_gpu_target_checks(enabled: bool) -> bool:
-    """Turn the per-call range check of CuPy targets on or off; returns the previous setting.
+    """Turn the per-call range check of CuPy targets on or off (``minires.config`` ``gpu_target_checks``);
+    returns the previous setting.
 
     On NumPy targets the check always runs. On CuPy targets it costs one device-to-host
     read per call, which stalls the host until the GPU has caught up (and is illegal
     inside CUDA-graph capture); loops that validated their labels once, such as the GPU
     trainer and ``benchmarks/gpu_speed.py``, switch it off. With it off, an out-of-range
     CuPy target gives a wrong loss instead of an error.
-
-    Args:
-        enabled: True (the default state) to check every call.
-
-    Returns:
-        The previous setting.
     """
-    global _check_gpu_targets
-    previous, _check_gpu_targets = _check_gpu_targets, bool(enabled)
+    previous = config.get("gpu_target_checks")
+    config.set(gpu_target_checks=bool(enabled))
     return previous
 
 
@@ -184,7 +174,7 @@ def _target(name: str, target, logits: Tensor, ignore_index) -> Tensor:
     classes = logits.shape[1] if logits.ndim > 1 else logits.shape[0]
     if classes == 0:
         raise ValueError(f"{name}: input has no classes (shape {logits.shape})")
-    if t.data.size and (_check_gpu_targets or not backend.is_cupy_array(t.data)):
+    if t.data.size and (config.get("gpu_target_checks") or not backend.is_cupy_array(t.data)):
         data = t.data
         bad = ((data < 0) | (data >= classes)) & (data != ignore_index)
         if bool(bad.any()):

@@ -7,50 +7,31 @@ import numbers
 import numpy as np
 
 from .. import backend
-from ..autograd import Function, Tensor
+from ..autograd import Function, Tensor, is_grad_enabled, no_grad
 from ..autograd.function import sum_tangents
+from ..kernels import fused
 from ..kernels import norm as kernels
+from ..kernels.conv import conv_geometry, select_conv_algorithm
+from .conv import Conv2d
 
 
 class BatchNorm(Function):
-    def forward(self, x, weight, bias, addend=None, *, running_mean, running_var, training, momentum, eps, relu):
-        # Function.apply sets needs_input_grad only when it records a graph: otherwise no
-        # backward runs and the kernels may skip x_hat
-        need_x_hat = hasattr(self, "needs_input_grad")
-        if relu:
-            out, x_hat, inv_std = kernels.batch_norm_relu(
-                x, weight, bias, running_mean, running_var, training, momentum, eps, need_x_hat=need_x_hat,
-                addend=addend)
-            self.out = out
-        else:
-            out, x_hat, inv_std = kernels.batch_norm_forward(
-                x, weight, bias, running_mean, running_var, training, momentum, eps, need_x_hat=need_x_hat)
-            self.out = None
-        self.x_hat, self.inv_std, self.weight, self.training = x_hat, inv_std, weight, training
-        return out
+    """``[relu](batch_norm(x) [+ addend])`` (the ReLU with ``relu=True``, the addend when given)."""
+
+    def forward(self, x, weight, bias, addend=None, *, running_mean, running_var, training, momentum, eps, relu,
+                need_x_hat=True):
+        self.params = kernels.BatchNormParams(weight, bias, running_mean, running_var, training, momentum, eps, relu)
+        saved = kernels.batch_norm_forward(x, self.params, addend, need_x_hat=need_x_hat)
+        self.saved = saved if relu else saved._replace(out=None)    # (the output is the ReLU's mask only)
+        return saved.out
 
     def backward(self, grad):
         # d/d bias = sum g; d/d weight = sum g x_hat;
         # d/dx = weight inv_std (g - mean g - x_hat mean(g x_hat)) in training (batch stats depend on x),
         # weight inv_std g in eval; the fused ReLU first zeroes g where out <= 0
         # the addend of relu(bn(x) + addend) gets the ReLU-masked upstream gradient
-        needs = getattr(self, "needs_input_grad", (True, True, True, False))
-        needs_weight = bool(needs[1]) and self.weight is not None
-        needs_bias = bool(needs[2])
-        needs_addend = len(needs) > 3 and bool(needs[3])
-        grad_addend = None
-        if self.out is not None:
-            grads = kernels.batch_norm_relu_backward(
-                grad, self.out, self.x_hat, self.inv_std, self.weight, self.training,
-                needs_weight_grad=needs_weight, needs_bias_grad=needs_bias, return_masked_grad=needs_addend)
-            grad_x, grad_weight, grad_bias = grads[:3]
-            if needs_addend:
-                grad_addend = grads[3]
-        else:
-            grad_x, grad_weight, grad_bias = kernels.batch_norm_backward(
-                grad, self.x_hat, self.inv_std, self.weight, self.training,
-                needs_weight_grad=needs_weight, needs_bias_grad=needs_bias)
-        return (grad_x if needs[0] else None), grad_weight, grad_bias, grad_addend
+        needs = kernels.GradsNeeded(*self.needs_input_grad)
+        return tuple(kernels.batch_norm_backward(grad, self.saved, self.params, needs))
 
     def jvp(self, tangents, inputs, output, **options):
         # d(w x_hat + b [+ a]) = w d x_hat + x_hat dw + db [+ da], then the fused ReLU's 1[out > 0];
@@ -79,38 +60,23 @@ class BatchNorm(Function):
         return tangent * (output > 0) if options["relu"] else tangent
 
 
-def _stat_array(name: str, stat, x: Tensor):
-    """The array behind a running statistic (Tensor, NumPy/CuPy array or None), validated."""
-    if stat is None:
+def _channel_vector(name: str, value, x: Tensor, arrays_allowed: bool):
+    """The array behind a ``(C,)`` parameter (a Tensor) or running statistic (also an array), or None."""
+    if value is None:
         return None
-    if isinstance(stat, Tensor):
-        array = stat.data
-    elif isinstance(stat, np.ndarray) or backend.is_cupy_array(stat):
-        array = stat
-    else:
-        raise TypeError(f"batch_norm: {name} must be a Tensor, an array or None, got {type(stat).__name__}")
-    channels = x.shape[1]
-    if tuple(array.shape) != (channels,):
-        raise ValueError(
-            f"batch_norm: {name} must have shape ({channels},) for input of shape {x.shape}, "
-            f"got {tuple(array.shape)}")
-    if array.dtype != x.dtype:
+    if not (isinstance(value, Tensor) or arrays_allowed and (isinstance(value, np.ndarray)
+                                                           or backend.is_cupy_array(value))):
+        kinds = "a Tensor, an array or None" if arrays_allowed else "a Tensor or None"
+        raise TypeError(f"batch_norm: {name} must be {kinds}, got {type(value).__name__}")
+    array = value.data if isinstance(value, Tensor) else value
+    if tuple(array.shape) != (x.shape[1],):
+        raise ValueError(f"batch_norm: {name} must have shape ({x.shape[1]},) for input of shape {x.shape}, "
+                         f"got {tuple(array.shape)}")
+    if arrays_allowed and array.dtype != x.dtype:
         raise TypeError(f"batch_norm: {name} has dtype {array.dtype}, expected the input's {x.dtype}")
-    device = backend.array_device(array)
-    if device != x.device:
-        raise ValueError(f"batch_norm: {name} is on {device}, the input on {x.device}")
+    if arrays_allowed and backend.array_device(array) != x.device:
+        raise ValueError(f"batch_norm: {name} is on {backend.array_device(array)}, the input on {x.device}")
     return array
-
-
-def _check_param(name: str, param, x: Tensor) -> None:
-    if param is None:
-        return
-    if not isinstance(param, Tensor):
-        raise TypeError(f"batch_norm: {name} must be a Tensor or None, got {type(param).__name__}")
-    if param.shape != (x.shape[1],):
-        raise ValueError(
-            f"batch_norm: {name} must have shape ({x.shape[1]},) for input of shape {x.shape}, "
-            f"got {param.shape}")
 
 
 def _batch_norm(name, x, running_mean, running_var, weight, bias, training, momentum, eps, relu, addend=None):
@@ -129,24 +95,24 @@ def _batch_norm(name, x, running_mean, running_var, weight, bias, training, mome
             raise TypeError(f"{name}: {label} must be a real number, got {value!r}")
     if eps < 0:
         raise ValueError(f"{name}: eps must be >= 0, got {eps}")
-    _check_param("weight", weight, x)
-    _check_param("bias", bias, x)
+    _channel_vector("weight", weight, x, arrays_allowed=False)
+    _channel_vector("bias", bias, x, arrays_allowed=False)
     if addend is not None:
         if not isinstance(addend, Tensor):
             raise TypeError(f"{name}: addend must be a Tensor, got {type(addend).__name__}")
         if addend.shape != x.shape:
             raise ValueError(f"{name}: addend must have the input's shape {x.shape}, got {addend.shape}")
-    mean_array = _stat_array("running_mean", running_mean, x)
-    var_array = _stat_array("running_var", running_var, x)
+    mean_array = _channel_vector("running_mean", running_mean, x, arrays_allowed=True)
+    var_array = _channel_vector("running_var", running_var, x, arrays_allowed=True)
     if not training and (mean_array is None or var_array is None):
         raise ValueError(f"{name}: running_mean and running_var must be given when training=False")
-    if training:
-        count = x.data.size // x.shape[1]
-        if count <= 1:
-            raise ValueError(
-                f"{name}: expected more than 1 value per channel when training, got input of shape {x.shape}")
+    if training and x.data.size // x.shape[1] <= 1:
+        raise ValueError(f"{name}: expected more than 1 value per channel when training, got input of shape {x.shape}")
+    # without a graph (no_grad, or nothing requires grad) no backward runs: the kernels may skip x_hat
+    builds_graph = is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias, addend))
     return BatchNorm.apply(x, weight, bias, addend, running_mean=mean_array, running_var=var_array,
-                           training=bool(training), momentum=float(momentum), eps=float(eps), relu=relu)
+                           training=bool(training), momentum=float(momentum), eps=float(eps), relu=relu,
+                           need_x_hat=builds_graph)
 
 
 def batch_norm(x: Tensor, running_mean, running_var, weight: Tensor | None = None,
@@ -227,6 +193,30 @@ def batch_norm_add_relu(x: Tensor, addend: Tensor, running_mean, running_var, we
                        momentum, eps, relu=True, addend=addend)
 
 
+class ConvBatchNormEval(Function):
+    """Inference-only ``[relu](batch_norm_eval(conv2d(x)) [+ addend])`` as one kernel (no backward)."""
+
+    def forward(self, x, conv_weight, conv_bias, bn_weight, bn_bias, addend=None, *, geometry, running_mean,
+                running_var, eps, relu):
+        params = kernels.BatchNormParams(bn_weight, bn_bias, running_mean, running_var, False, 0.0, eps, relu)
+        return fused.conv_bn_eval_nhwc(x, conv_weight, conv_bias, geometry, params, addend)
+
+    def backward(self, grad):  # pragma: no cover - applied under no_grad only
+        raise RuntimeError("conv_batch_norm_eval is inference-only: it has no backward")
+
+    def jvp(self, tangents, inputs, output, *, geometry, running_mean, running_var, eps, relu):
+        # the chain of the two ops it fuses: the convolution's JVP, then evaluation-mode batch norm's
+        conv_options = {"stride": (geometry.SH, geometry.SW), "padding": (geometry.PH, geometry.PW), "groups": 1}
+        x, conv_weight, conv_bias = inputs[:3]
+        conv_out = Conv2d().forward(x, conv_weight, conv_bias, **conv_options)
+        conv_tangent = None
+        if any(t is not None for t in tangents[:3]):
+            conv_tangent = Conv2d().jvp(tangents[:3], inputs[:3], conv_out, **conv_options)
+        bn_options = {"running_mean": running_mean, "running_var": running_var, "training": False,
+                      "momentum": 0.0, "eps": eps, "relu": relu}
+        return BatchNorm().jvp((conv_tangent, *tangents[3:]), (conv_out, *inputs[3:]), output, **bn_options)
+
+
 def conv_batch_norm_eval(x: Tensor, conv_weight: Tensor, conv_bias: Tensor | None, stride, padding,
                          running_mean, running_var, weight: Tensor | None, bias: Tensor | None, eps: float,
                          addend: Tensor | None = None, relu: bool = True) -> Tensor | None:
@@ -234,18 +224,15 @@ def conv_batch_norm_eval(x: Tensor, conv_weight: Tensor, conv_bias: Tensor | Non
 
     The evaluation-mode batch norm (running statistics), the addition and the ReLU run
     on each chunk of the convolution's output while it is in cache
-    (:func:`minires.kernels.fused.conv_bn_eval_nhwc`). It builds no graph, so callers use
-    it only when no gradient is wanted (``minires.nn.fusion`` checks). Returns ``None``
-    when the fast path does not apply (not NumPy, grouped or non-channels-last-capable
-    convolution, fast paths off); the caller then runs the ops one by one.
+    (:func:`minires.kernels.fused.conv_bn_eval_nhwc`). It builds no graph (it runs under
+    ``no_grad``), so callers use it only when no gradient is wanted (``minires.nn.fusion``
+    checks). Returns ``None`` when the fast path does not apply (not NumPy, grouped or
+    non-channels-last-capable convolution, fast paths off); the caller then runs the ops
+    one by one.
     """
-    from ..kernels import fused  # noqa: PLC0415
-    from ..kernels.conv import conv_geometry, select_conv_algorithm  # noqa: PLC0415
-
-    arrays = [x.data, conv_weight.data] + [t.data for t in (conv_bias, weight, bias, addend) if t is not None]
-    if not fused.fast_paths_enabled() or any(type(a) is not np.ndarray for a in arrays) or x.ndim != 4:
-        return None
-    if any(a.dtype != x.dtype for a in arrays) or x.dtype.kind != "f":
+    tensors = [t for t in (x, conv_weight, conv_bias, weight, bias, addend) if t is not None]
+    if not fused.fast_paths_enabled() or x.ndim != 4 or x.dtype.kind != "f" \
+            or any(type(t.data) is not np.ndarray or t.dtype != x.dtype for t in tensors):
         return None
     stats = [s.data if isinstance(s, Tensor) else s for s in (running_mean, running_var)]
     geometry = conv_geometry(x.shape, conv_weight.shape, stride, padding, 1,
@@ -257,11 +244,10 @@ def conv_batch_norm_eval(x: Tensor, conv_weight: Tensor, conv_bias: Tensor | Non
     if addend is not None and addend.shape != geometry.out_shape:
         raise ValueError(f"conv_batch_norm_eval: addend must have the output's shape {geometry.out_shape}, "
                          f"got {addend.shape}")
-    out = fused.conv_bn_eval_nhwc(x.data, conv_weight.data, None if conv_bias is None else conv_bias.data,
-                                  geometry, None if weight is None else weight.data,
-                                  None if bias is None else bias.data, *stats, eps,
-                                  None if addend is None else addend.data, relu)
-    return Tensor._from_op(out, x.device)
+    with no_grad():
+        return ConvBatchNormEval.apply(x, conv_weight, conv_bias, weight, bias, addend, geometry=geometry,
+                                       running_mean=stats[0], running_var=stats[1], eps=eps, relu=relu)
 
 
-__all__ = ["batch_norm", "batch_norm_relu", "batch_norm_add_relu", "conv_batch_norm_eval", "BatchNorm"]
+__all__ = ["batch_norm", "batch_norm_relu", "batch_norm_add_relu", "conv_batch_norm_eval", "BatchNorm",
+           "ConvBatchNormEval"]

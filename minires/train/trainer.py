@@ -31,6 +31,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .. import backend
+from .. import config as settings
 from ..autograd import Tensor
 from ..backend import as_numpy, get_array_module, parse_device
 from ..data import Dataset, Loader, channel_stats, download_cifar, load_dataset
@@ -390,7 +391,7 @@ class Trainer:
         fails at the first GEMM; the log then says "unsupported by CuPy's cuBLAS binding" and
         training continues eagerly (same results, no speed-up).
         """
-        if not on_gpu or os.environ.get("MINIRES_CUDA_GRAPH", "") != "1":
+        if not on_gpu or not settings.get("cuda_graph"):
             return None
         if self.config.schedule != "paper":
             self.log(f"MINIRES_CUDA_GRAPH=1 ignored: the {self.config.schedule} schedule changes the learning rate "

@@ -167,11 +167,12 @@ def test_numpy_integer_options_are_accepted():
 
 @pytest.fixture
 def restore_algorithms():
-    saved = (dict(K._ALGORITHMS), list(K._AUTO_ORDER), K.get_conv_algorithm())
+    family = K.CONV2D
+    saved = (dict(family.implementations), list(family.auto_order), K.get_conv_algorithm())
     yield
-    K._ALGORITHMS.clear()
-    K._ALGORITHMS.update(saved[0])
-    K._AUTO_ORDER[:] = saved[1]
+    family.implementations.clear()
+    family.implementations.update(saved[0])
+    family.auto_order[:] = saved[1]
     K.set_conv_algorithm(saved[2])
 
 

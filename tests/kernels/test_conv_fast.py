@@ -9,6 +9,7 @@ import pytest
 
 import minires as mr
 import minires.functional as F
+from minires import config
 from minires.kernels import conv as K
 from minires.kernels import conv_fast as CF
 from tests.torch_parity import assert_torch_parity
@@ -39,10 +40,10 @@ def small_chunks(monkeypatch):
 
 
 @pytest.fixture(params=[True, False], ids=["row-unfold", "full-unfold"])
-def unfold(request, monkeypatch):
+def unfold(request):
     """Run with the width-only row unfold (stride 1 in height) and with the full unfold."""
-    monkeypatch.setattr(CF, "_ROW_UNFOLD", request.param)
-    return request.param
+    with config.using(conv_row_unfold=request.param):
+        yield request.param
 
 
 def _arrays(case, dtype, rng, channels_last=False):

@@ -9,6 +9,7 @@ import pytest
 
 from minires.kernels import fused as FU
 from minires.kernels import norm as NK
+from minires.kernels.norm import BatchNormParams, GradsNeeded
 from tests.kernels.test_fused import TOL, _case, channels_last
 
 ADDEND_LAYOUTS = {"channels_last": channels_last, "nchw": np.ascontiguousarray}
@@ -17,10 +18,10 @@ ADDEND_LAYOUTS = {"channels_last": channels_last, "nchw": np.ascontiguousarray}
 def _forward_both(x, weight, bias, rm, rv, training, addend, relu=True, **fast_options):
     """The fast forward and the reference forward on copies of the running statistics."""
     ref_stats = (rm.copy(), rv.copy())
-    fast = FU.batch_norm_forward_nhwc(x, weight, bias, rm, rv, training, 0.1, 1e-5, relu, addend=addend,
+    fast = FU.batch_norm_forward_nhwc(x, BatchNormParams(weight, bias, rm, rv, training, 0.1, 1e-5, relu), addend,
                                       **fast_options)
-    ref = NK.batch_norm_forward_cpu(np.ascontiguousarray(x), weight, bias, *ref_stats, training, 0.1, 1e-5, relu,
-                                    addend=addend)
+    ref = NK.batch_norm_forward_cpu(np.ascontiguousarray(x),
+                                    BatchNormParams(weight, bias, *ref_stats, training, 0.1, 1e-5, relu), addend)
     return fast, ref, ref_stats
 
 
@@ -39,21 +40,20 @@ def test_addend_matches_reference(dtype, training, relu, layout, rng, threads, c
     for mine, ref in ((out, ref_out), (saved.materialize(), ref_x_hat), (inv_std, ref_inv_std), (rm, rm_ref),
                       (rv, rv_ref)):
         np.testing.assert_allclose(mine, ref, **TOL[dtype])
-    mask_out = out if relu else None
-    gx, gw, gb, masked = FU.batch_norm_backward_nhwc(grad, saved, inv_std, weight, training, mask_out,
-                                                     return_masked_grad=True)
-    ref_grads = NK.batch_norm_backward_cpu(grad, ref_x_hat, ref_inv_std, weight, training,
-                                           ref_out if relu else None, return_masked_grad=True)
-    assert len(ref_grads) == 4
+    params = BatchNormParams(weight, bias, None, None, training, 0.1, 1e-5, relu)
+    with_addend = GradsNeeded(addend=True)
+    gx, gw, gb, masked = FU.batch_norm_backward_nhwc(grad, (out, saved, inv_std), params, with_addend)
+    ref_grads = NK.batch_norm_backward_cpu(grad, (ref_out, ref_x_hat, ref_inv_std), params, with_addend)
+    assert len(ref_grads) == 4 and ref_grads.addend is not None
     for mine, ref in zip((gx, gw, gb, masked), ref_grads):
         np.testing.assert_allclose(mine, ref, **TOL[dtype])
     expected_mask = np.where(ref_out > 0, grad, 0) if relu else grad
     np.testing.assert_array_equal(masked, expected_mask)     # a select: exact
     np.testing.assert_array_equal(ref_grads[3], expected_mask)
-    # without return_masked_grad: the same three gradients
-    three = FU.batch_norm_backward_nhwc(grad, saved, inv_std, weight, training, mask_out)
-    assert len(three) == 3
-    for mine, ref in zip(three, (gx, gw, gb)):
+    # without the addend's gradient: the same three gradients
+    three = FU.batch_norm_backward_nhwc(grad, (out, saved, inv_std), params)
+    assert three.addend is None
+    for mine, ref in zip(three[:3], (gx, gw, gb)):
         np.testing.assert_array_equal(mine, ref)
 
 
@@ -72,20 +72,22 @@ def test_dispatchers_route_the_addend(training, rng, monkeypatch):
     x, weight, bias, (rm, rv), grad = _case(rng, np.float64)
     addend = rng.standard_normal(x.shape)
     calls = []
-    real_forward, real_backward = FU.batch_norm_forward_nhwc, FU.batch_norm_backward_nhwc
-    monkeypatch.setattr(FU, "batch_norm_forward_nhwc", lambda *a, **k: calls.append("f") or real_forward(*a, **k))
-    monkeypatch.setattr(FU, "batch_norm_backward_nhwc", lambda *a, **k: calls.append("b") or real_backward(*a, **k))
+    nhwc = NK.BATCH_NORM.get("nhwc")
+    real_forward, real_backward = nhwc.forward, nhwc.backward
+    monkeypatch.setattr(nhwc, "forward", lambda *a, **k: calls.append("f") or real_forward(*a, **k))
+    monkeypatch.setattr(nhwc, "backward", lambda *a, **k: calls.append("b") or real_backward(*a, **k))
     results = []
     for data in (x, np.ascontiguousarray(x)):                 # fast path, then the reference
-        out, x_hat, inv_std = NK.batch_norm_relu(data, weight, bias, rm.copy(), rv.copy(), training, addend=addend)
-        grads = NK.batch_norm_relu_backward(grad, out, x_hat, inv_std, weight, training, return_masked_grad=True)
-        assert len(grads) == 4
-        results.append((out,) + grads)
+        params = BatchNormParams(weight, bias, rm.copy(), rv.copy(), training, relu=True)
+        saved = NK.batch_norm_forward(data, params, addend)
+        grads = NK.batch_norm_backward(grad, saved, params, GradsNeeded(addend=True))
+        assert len(grads) == 4 and grads.addend is not None
+        results.append((saved.out,) + grads)
     assert calls == ["f", "b"]
     for mine, ref in zip(*results):
         np.testing.assert_allclose(mine, ref, **TOL[np.float64])
     with pytest.raises(ValueError, match=r"addend of shape \(5, 3, 4, 5\) does not match"):
-        NK.batch_norm_relu(x, weight, bias, rm, rv, training, addend=addend[..., :5])
+        NK.batch_norm_forward(x, BatchNormParams(weight, bias, rm, rv, training, relu=True), addend[..., :5])
 
 
 # --- folded vs exact normalisation --------------------------------------------------------
@@ -126,15 +128,16 @@ def _large_mean_case(rng, dtype=np.float32):
 def _error_in_stds(x, weight, bias, addend, out):
     """max |out - truth| / |weight| with the truth relu(bn(x) + addend) (training) in float64."""
     as64 = [a.astype(np.float64) for a in (x, weight, bias, addend)]
-    truth, _, _ = NK.batch_norm_forward_cpu(np.ascontiguousarray(as64[0]), as64[1], as64[2], None, None, True,
-                                            0.1, 1e-5, True, addend=as64[3])
+    truth, _, _ = NK.batch_norm_forward_cpu(np.ascontiguousarray(as64[0]),
+                                            BatchNormParams(as64[1], as64[2], None, None, True, 0.1, 1e-5, True),
+                                            as64[3])
     return (np.abs(out - truth) / np.abs(as64[1]).reshape(1, -1, 1, 1)).max()
 
 
 def test_large_mean_takes_the_exact_branch_and_stays_accurate(rng, monkeypatch):
     x, weight, bias, addend = _large_mean_case(rng)
     calls = _count_exact(monkeypatch)
-    out, _, _ = FU.batch_norm_forward_nhwc(x, weight, bias, None, None, True, 0.1, 1e-5, True, addend=addend)
+    out, _, _ = FU.batch_norm_forward_nhwc(x, BatchNormParams(weight, bias, None, None, True, 0.1, 1e-5, True), addend)
     assert calls, "|mean| * inv_std ~ 1e3 > _FOLD_LIMIT: the exact two-step centring must run"
     # float32 rounding of a few O(1) operations: about 1e-7 of a standard deviation
     assert _error_in_stds(x, weight, bias, addend, out) < 2e-6
@@ -144,7 +147,8 @@ def test_large_mean_folded_would_lose_accuracy(rng, monkeypatch):
     # why the limit exists: rounding mean' ~ 1000 to float32 moves x_hat by up to ~3e-5 std
     x, weight, bias, addend = _large_mean_case(rng)
     monkeypatch.setattr(FU, "_FOLD_LIMIT", np.inf)
-    folded, _, _ = FU.batch_norm_forward_nhwc(x, weight, bias, None, None, True, 0.1, 1e-5, True, addend=addend)
+    folded, _, _ = FU.batch_norm_forward_nhwc(x, BatchNormParams(weight, bias, None, None, True, 0.1, 1e-5, True),
+                                              addend)
     assert _error_in_stds(x, weight, bias, addend, folded) > 5e-6
 
 
@@ -162,14 +166,13 @@ def test_nan_semantics_with_an_addend(training, rng, threads):
     dead = tuple(np.argwhere(out <= 0)[0])
     live = tuple(np.argwhere(out > 0)[0])
     grad[dead] = np.nan                                       # dropped by the ReLU: a select gives 0
-    gx, gw, gb, masked = FU.batch_norm_backward_nhwc(grad, saved, inv_std, weight, training, out,
-                                                     return_masked_grad=True)
-    ref = NK.batch_norm_backward_cpu(grad, ref_x_hat, ref_inv_std, weight, training, ref_out,
-                                     return_masked_grad=True)
+    params, with_addend = BatchNormParams(weight, bias, None, None, training, relu=True), GradsNeeded(addend=True)
+    gx, gw, gb, masked = FU.batch_norm_backward_nhwc(grad, (out, saved, inv_std), params, with_addend)
+    ref = NK.batch_norm_backward_cpu(grad, (ref_out, ref_x_hat, ref_inv_std), params, with_addend)
     assert masked[dead] == 0 and masked[0, 1, 2, 3] == grad[0, 1, 2, 3]  # a NaN output keeps its gradient
     assert np.isfinite(gx).all() and np.isfinite(gw).all() and np.isfinite(gb).all()
     for mine, r in zip((gx, gw, gb, masked), ref):
         np.testing.assert_allclose(mine, r, **TOL[np.float64])
     grad[live] = np.nan                                       # a kept NaN gradient propagates
-    masked = FU.batch_norm_backward_nhwc(grad, saved, inv_std, weight, training, out, return_masked_grad=True)[3]
+    masked = FU.batch_norm_backward_nhwc(grad, (out, saved, inv_std), params, with_addend).addend
     assert np.isnan(masked[live]) and masked[dead] == 0

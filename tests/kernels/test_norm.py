@@ -58,7 +58,8 @@ def test_forward_and_running_stats_match_reference(rng, shape, training, affine)
     weight, bias = (rng.standard_normal(C), rng.standard_normal(C)) if affine else (None, None)
     running_mean, running_var = rng.standard_normal(C), rng.random(C) + 0.5
     ref, ref_mean, ref_var = reference_batch_norm(x, weight, bias, running_mean, running_var, training, 0.3, 1e-5)
-    out, x_hat, inv_std = K.batch_norm_forward(x, weight, bias, running_mean, running_var, training, 0.3, 1e-5)
+    out, x_hat, inv_std, _ = K.batch_norm_forward(
+        x, K.BatchNormParams(weight, bias, running_mean, running_var, training, 0.3, 1e-5))
     np.testing.assert_allclose(out, ref, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(running_mean, ref_mean, rtol=1e-13, atol=1e-15)
     np.testing.assert_allclose(running_var, ref_var, rtol=1e-13, atol=1e-15)
@@ -67,7 +68,7 @@ def test_forward_and_running_stats_match_reference(rng, shape, training, affine)
 
 def test_training_without_running_stats_tracks_nothing(rng):
     x = rng.standard_normal((4, 3, 2, 2))
-    out, _, _ = K.batch_norm_forward(x, None, None, None, None, True, 0.1, 1e-5)
+    out = K.batch_norm_forward(x, K.BatchNormParams(None, None, None, None, True, 0.1, 1e-5)).out
     ref, _, _ = reference_batch_norm(x, None, None, None, None, True, 0.1, 1e-5)
     np.testing.assert_allclose(out, ref, rtol=1e-12, atol=1e-12)
 
@@ -79,17 +80,16 @@ def test_backward_matches_finite_differences(rng, shape, training, relu):
     C = shape[1]
     x, weight, bias = rng.standard_normal(shape), rng.standard_normal(C), rng.standard_normal(C)
     running_mean, running_var = rng.standard_normal(C), rng.random(C) + 0.5
-    forward = K.batch_norm_relu if relu else K.batch_norm_forward
+    def params(weight, bias):
+        return K.BatchNormParams(weight, bias, running_mean.copy(), running_var.copy(), training, 0.1, 1e-5, relu)
 
     def fn(x, weight, bias):
-        return forward(x, weight, bias, running_mean.copy(), running_var.copy(), training, 0.1, 1e-5)[0]
+        return K.batch_norm_forward(x, params(weight, bias)).out
 
-    out, x_hat, inv_std = forward(x, weight, bias, running_mean.copy(), running_var.copy(), training, 0.1, 1e-5)
+    forward_params = params(weight, bias)
+    saved = K.batch_norm_forward(x, forward_params)
     grad = rng.standard_normal(shape)
-    if relu:
-        got = K.batch_norm_relu_backward(grad, out, x_hat, inv_std, weight, training)
-    else:
-        got = K.batch_norm_backward(grad, x_hat, inv_std, weight, training)
+    got = K.batch_norm_backward(grad, saved, forward_params)
     expected = numerical_grads(fn, [x, weight, bias], grad)
     for g, e in zip(got, expected):
         np.testing.assert_allclose(g, e, rtol=1e-6, atol=1e-7)
@@ -102,24 +102,27 @@ def test_fused_relu_equals_composition(rng, training):
     x[0, 1, 2, 2] = np.nan
     stats = [rng.standard_normal(4), rng.random(4) + 0.5]
     stats_copy = [s.copy() for s in stats]
-    out, x_hat, inv_std = K.batch_norm_relu(x, weight, bias, *stats, training, 0.1, 1e-5)
-    plain, x_hat2, inv_std2 = K.batch_norm_forward(x, weight, bias, *stats_copy, training, 0.1, 1e-5)
+    fused_params = K.BatchNormParams(weight, bias, *stats, training, 0.1, 1e-5, relu=True)
+    plain_params = K.BatchNormParams(weight, bias, *stats_copy, training, 0.1, 1e-5)
+    fused_saved = K.batch_norm_forward(x, fused_params)
+    plain_saved = K.batch_norm_forward(x, plain_params)
+    out, plain = fused_saved.out, plain_saved.out
     np.testing.assert_array_equal(out, A.relu_forward(plain))
     np.testing.assert_array_equal(stats[0], stats_copy[0])
     grad = rng.standard_normal(x.shape)
-    fused = K.batch_norm_relu_backward(grad, out, x_hat, inv_std, weight, training)
-    composed = K.batch_norm_backward(A.relu_backward(grad, A.relu_forward(plain)), x_hat2, inv_std2, weight,
-                                     training)
-    for f, c in zip(fused, composed):
+    fused = K.batch_norm_backward(grad, fused_saved, fused_params)
+    composed = K.batch_norm_backward(A.relu_backward(grad, A.relu_forward(plain)), plain_saved, plain_params)
+    for f, c in zip(fused[:3], composed[:3]):
         np.testing.assert_allclose(f, c, rtol=1e-12, atol=1e-12)
 
 
 def test_backward_skips_unrequested_grads(rng):
     x = rng.standard_normal((4, 2))
-    out, x_hat, inv_std = K.batch_norm_forward(x, None, None, None, None, True)
-    gx, gw, gb = K.batch_norm_backward(np.ones_like(x), x_hat, inv_std, None, True,
-                                       needs_weight_grad=False, needs_bias_grad=False)
-    assert gw is None and gb is None
+    params = K.BatchNormParams(None, None, None, None, True)
+    saved = K.batch_norm_forward(x, params)
+    gx, gw, gb, ga = K.batch_norm_backward(np.ones_like(x), saved, params,
+                                           K.GradsNeeded(x=True, weight=False, bias=False))
+    assert gw is None and gb is None and ga is None
     np.testing.assert_allclose(gx, 0, atol=1e-12)  # sum of a normalised batch does not depend on x
 
 
@@ -151,21 +154,18 @@ def test_gpu_batch_norm_matches_cpu(rng, dtype, shape, training, relu, affine):
     def gpu(a):
         return None if a is None else backend.to_device(a, "cuda")
 
-    forward = K.batch_norm_relu if relu else K.batch_norm_forward
-    out, x_hat, inv_std = forward(x, weight, bias, *stats, training, 0.1, 1e-5)
-    out_g, x_hat_g, inv_std_g = forward(gpu(x), gpu(weight), gpu(bias), *stats_g, training, 0.1, 1e-5)
+    params = K.BatchNormParams(weight, bias, *stats, training, 0.1, 1e-5, relu)
+    params_g = K.BatchNormParams(gpu(weight), gpu(bias), *stats_g, training, 0.1, 1e-5, relu)
+    saved, saved_g = K.batch_norm_forward(x, params), K.batch_norm_forward(gpu(x), params_g)
+    (out, x_hat, inv_std, _), (out_g, x_hat_g, inv_std_g, _) = saved, saved_g
     tol = dict(rtol=2e-5, atol=2e-5) if dtype == np.float32 else dict(rtol=1e-11, atol=1e-11)
     np.testing.assert_allclose(backend.as_numpy(out_g), out, **tol)
     np.testing.assert_allclose(backend.as_numpy(x_hat_g), x_hat, **tol)
     for s, s_g in zip(stats, stats_g):
         np.testing.assert_allclose(backend.as_numpy(s_g), s, **tol)
     grad = rng.standard_normal(shape).astype(dtype)
-    if relu:
-        got = K.batch_norm_relu_backward(grad, out, x_hat, inv_std, weight, training)
-        got_g = K.batch_norm_relu_backward(gpu(grad), out_g, x_hat_g, inv_std_g, gpu(weight), training)
-    else:
-        got = K.batch_norm_backward(grad, x_hat, inv_std, weight, training)
-        got_g = K.batch_norm_backward(gpu(grad), x_hat_g, inv_std_g, gpu(weight), training)
+    got = K.batch_norm_backward(grad, saved, params)[:3]
+    got_g = K.batch_norm_backward(gpu(grad), saved_g, params_g)[:3]
     for g, g_g in zip(got, got_g):
         np.testing.assert_allclose(backend.as_numpy(g_g), g, **tol)
 
@@ -185,17 +185,18 @@ def test_gpu_batch_norm_add_relu_matches_cpu(rng, dtype, training):
     def gpu(a):
         return backend.to_device(a, "cuda")
 
-    out, x_hat, inv_std = K.batch_norm_relu(x, weight, bias, *stats, training, 0.1, 1e-5, addend=addend)
-    out_g, x_hat_g, inv_std_g = K.batch_norm_relu(gpu(x), gpu(weight), gpu(bias), *stats_g, training, 0.1, 1e-5,
-                                                  addend=gpu(addend))
+    params = K.BatchNormParams(weight, bias, *stats, training, 0.1, 1e-5, relu=True)
+    params_g = K.BatchNormParams(gpu(weight), gpu(bias), *stats_g, training, 0.1, 1e-5, relu=True)
+    saved, saved_g = K.batch_norm_forward(x, params, addend), K.batch_norm_forward(gpu(x), params_g, gpu(addend))
+    out, out_g = saved.out, saved_g.out
     tol = dict(rtol=2e-5, atol=2e-5) if dtype == np.float32 else dict(rtol=1e-11, atol=1e-11)
     np.testing.assert_allclose(backend.as_numpy(out_g), out, **tol)
     for s, s_g in zip(stats, stats_g):
         np.testing.assert_allclose(backend.as_numpy(s_g), s, **tol)
     grad = rng.standard_normal(shape).astype(dtype)
-    got = K.batch_norm_relu_backward(grad, out, x_hat, inv_std, weight, training, return_masked_grad=True)
-    got_g = K.batch_norm_relu_backward(gpu(grad), out_g, x_hat_g, inv_std_g, gpu(weight), training,
-                                       return_masked_grad=True)
-    assert len(got) == len(got_g) == 4
+    with_addend = K.GradsNeeded(addend=True)
+    got = K.batch_norm_backward(grad, saved, params, with_addend)
+    got_g = K.batch_norm_backward(gpu(grad), saved_g, params_g, with_addend)
+    assert len(got) == len(got_g) == 4 and got.addend is not None and got_g.addend is not None
     for g, g_g in zip(got, got_g):
         np.testing.assert_allclose(backend.as_numpy(g_g), g, **tol)

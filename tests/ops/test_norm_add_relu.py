@@ -7,7 +7,7 @@ import pytest
 
 import minires as mr
 import minires.functional as F
-from minires.kernels import fused as FU
+from minires.kernels import norm as NK
 from tests.torch_parity import _compare
 
 DTYPES = [np.float32, np.float64]
@@ -88,8 +88,9 @@ def test_gradcheck(rng, training, shape):
 def test_equals_unfused(rng, dtype, training, x_layout, addend_layout, monkeypatch):
     arrays = _arrays(rng, dtype)
     calls = []
-    real = FU.batch_norm_forward_nhwc
-    monkeypatch.setattr(FU, "batch_norm_forward_nhwc", lambda *a, **k: calls.append(1) or real(*a, **k))
+    nhwc = NK.BATCH_NORM.get("nhwc")
+    real = nhwc.forward
+    monkeypatch.setattr(nhwc, "forward", lambda *a, **k: calls.append(1) or real(*a, **k))
     out, grads, mean, var = _run(arrays, training, True, x_layout, addend_layout)
     assert bool(calls) == (x_layout == "channels_last")  # the fast path runs exactly for channels-last x
     ref_out, ref_grads, ref_mean, ref_var = _run(arrays, training, False, x_layout, addend_layout)

@@ -13,7 +13,7 @@ traceback; ``MINIRES_DEBUG=1`` shows the traceback.
 from __future__ import annotations
 
 import argparse
-import json
+import errno
 import math
 import os
 import sys
@@ -122,7 +122,12 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=_int_at_least(0), default=S, help="default 0")
     p.add_argument("--device", type=_device, default=S, help="cpu, cuda or cuda:N (default: MINIRES_DEVICE or cpu)")
     p.add_argument("--out", default=S, help="output directory (default runs/<model>-<time>)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    again = p.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true",
+                       help="continue the run in --out from its checkpoint (without one: start that run again "
+                            "with the settings of its config.json); unset flags take the run's values")
+    again.add_argument("--overwrite", action="store_true",
+                       help="--out holds another run: move its files into --out/previous-<time>/ and start again")
     p.add_argument("--checkpoint-every", type=_int_at_least(1), default=S, help="steps between checkpoints "
                                                                                  "(default 100)")
     p.add_argument("--eval-batch-size", type=_int_at_least(1), default=S, help="default 250")
@@ -138,23 +143,27 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
+# flags that do not define the run: `minires train` with only these still runs the demo
+_NOT_SETTINGS = {"func", "command", "resume", "overwrite", "demo", "no_progress", "no_plot", "device", "out"}
+# parsed arguments that are not TrainConfig fields
+_NOT_CONFIG = {"func", "command", "resume", "overwrite", "demo", "no_progress", "no_plot"}
+
+
 def _train_config(args, demo: bool):
     from .train import TrainConfig  # noqa: PLC0415
-    from .train.checkpoint import load_checkpoint  # noqa: PLC0415
+    from .train.run_dir import read_run_config  # noqa: PLC0415
 
-    explicit = {k: v for k, v in vars(args).items()
-                if k not in ("func", "command", "resume", "demo", "no_progress", "no_plot")}
+    explicit = {k: v for k, v in vars(args).items() if k not in _NOT_CONFIG}
     values = dict(DEMO if demo else DEFAULTS)
     if args.resume:
         if "out" not in explicit:
             raise CLIError("--resume needs --out DIR (the directory of the run to continue)")
-        ckpt = os.path.join(explicit["out"], "checkpoint.npz")
-        if os.path.isfile(ckpt):
-            try:
-                saved = load_checkpoint(ckpt)[1]["config"]
-            except (ValueError, KeyError) as exc:
-                raise CLIError(f"cannot resume from {ckpt}: {exc}") from None
+        saved, _ = read_run_config(explicit["out"])
+        if saved is not None:  # the run's own settings, never the defaults
             values = {k: v for k, v in saved.items() if k not in ("out", "progress", "plot")}
+        elif not set(explicit) - _NOT_SETTINGS:
+            raise CLIError(f"--resume: {explicit['out']} holds no run to continue (no checkpoint.npz or "
+                           "config.json); give the run's settings as flags to start it, or check --out")
     values.update(explicit)
     if "device" not in values:
         from .backend import default_device  # noqa: PLC0415
@@ -166,9 +175,6 @@ def _train_config(args, demo: bool):
     values["plot"] = not args.no_plot
     return TrainConfig.from_dict(values).validate()
 
-
-# flags that do not define the run: `minires train` with only these still runs the demo
-_NOT_SETTINGS = {"func", "command", "resume", "demo", "no_progress", "no_plot", "device", "out"}
 
 
 def run_train(args) -> int:
@@ -183,7 +189,7 @@ def run_train(args) -> int:
               f"{config.epochs} epochs; output in {config.out}")
     trainer = Trainer(config)
     try:
-        result = trainer.fit(resume=args.resume)
+        result = trainer.fit(resume=args.resume, overwrite=args.overwrite)
     except NonFiniteLossError as exc:
         print(f"minires: error: {exc}", file=sys.stderr)
         return EXIT_NONFINITE
@@ -227,14 +233,15 @@ def run_eval(args) -> int:
     from .train import TrainConfig  # noqa: PLC0415
     from .train.setup import build_model  # noqa: PLC0415
     from .train import evaluate_model  # noqa: PLC0415
+    from .train.run_dir import read_config_json  # noqa: PLC0415
+    from .train.weights import load_weights_strict  # noqa: PLC0415
 
     if not os.path.isfile(args.weights):
         raise CLIError(f"--weights {args.weights}: no such file")
     saved = {}
     config_path = os.path.join(os.path.dirname(os.path.abspath(args.weights)), "config.json")
     if os.path.isfile(config_path):
-        with open(config_path) as f:
-            saved = json.load(f)
+        saved = read_config_json(config_path)
     model_name = args.model or saved.get("model")
     if model_name is None:
         raise CLIError("--model is required (no config.json beside the weights to take it from)")
@@ -246,6 +253,9 @@ def run_eval(args) -> int:
     if args.test_subset and args.test_subset < len(test):
         test = Dataset(test.images[:args.test_subset], test.labels[:args.test_subset], test.classes,
                        f"{test.name}, first {args.test_subset}")
+    if len(test) == 0:
+        raise CLIError(f"--data {data or '(searched)'}: the test split of {test.name} has no images; nothing to "
+                       "evaluate: point --data at a complete dataset")
     if "normalize_mean" in saved and (args.model is None or args.model == saved.get("model")):
         mean, std = np.asarray(saved["normalize_mean"], np.float32), np.asarray(saved["normalize_std"], np.float32)
     else:
@@ -253,9 +263,9 @@ def run_eval(args) -> int:
     model = build_model(TrainConfig(model=model_name, shortcut=saved.get("shortcut")), test.num_classes)
     try:
         state = io.load_state_dict(args.weights)
-        model.load_state_dict(state, strict=True)
     except (ValueError, KeyError, RuntimeError) as exc:
         raise CLIError(f"cannot load {args.weights} into {model_name}: {exc}") from None
+    load_weights_strict(model, state, args.weights, model_name)
     model.to(device)
     loader = Loader(test, args.batch_size, mean, std, train=False, device=device)
     start = time.time()
@@ -334,12 +344,31 @@ def main(argv=None) -> int:
     except Exception as exc:  # user-facing errors: one line, no traceback
         if settings.get("debug"):
             raise
+        if isinstance(exc, OSError) and exc.errno in _USER_ERRNOS:
+            print(f"minires: error: {_describe_os_error(exc)}", file=sys.stderr)
+            return EXIT_ERROR
         if not _is_user_error(exc):
             print(f"minires: internal error: {type(exc).__name__}: {exc} (set MINIRES_DEBUG=1 for the traceback)",
                   file=sys.stderr)
             return 1
         print(f"minires: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
+
+
+# OSErrors a user causes (and can fix): full disk, permissions, a file where a folder belongs, ...
+_USER_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR,
+                errno.EEXIST, errno.ENOENT, errno.ENAMETOOLONG}
+
+
+def _describe_os_error(exc: OSError) -> str:
+    """``exc`` as one line naming the file and what to do."""
+    permissions, not_a_folder = "check its permissions, or choose another path", "a file stands where a folder is needed"
+    hint = {errno.ENOSPC: "the disk is full: free some space and run again",
+            errno.EDQUOT: "the disk quota is exhausted: free some space and run again",
+            errno.EROFS: "the file system is read-only: choose another path",
+            errno.EACCES: permissions, errno.EPERM: permissions,
+            errno.ENOTDIR: not_a_folder, errno.EEXIST: not_a_folder}.get(exc.errno, "check the path")
+    return f"{exc.filename or 'a file'}: {exc.strerror or exc}; {hint}"
 
 
 def _is_user_error(exc: Exception) -> bool:

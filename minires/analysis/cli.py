@@ -113,16 +113,11 @@ def build_model(name: str, args, seed: int):
     model = _registry()[1](name, **kwargs)
     if args.checkpoint:
         from ..io import load_state_dict  # noqa: PLC0415
+        from ..train.weights import load_weights_strict  # noqa: PLC0415
 
-        state = load_state_dict(args.checkpoint)
-        own = model.state_dict()
-        if not set(own) <= set(state):  # a training checkpoint may prefix the weights
-            for prefix in ("model.", "model/", "state_dict.", "weights."):
-                stripped = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-                if set(own) <= set(stripped):
-                    state = stripped
-                    break
-        model.load_state_dict({k: state[k] for k in own if k in state}, strict=True)
+        # every weight of the model from the file, and nothing else (a training checkpoint's "model/" prefix is
+        # unwrapped); another architecture's weights are an error naming the first mismatching key
+        load_weights_strict(model, load_state_dict(args.checkpoint), args.checkpoint, name)
     if args.device != "cpu":
         model.to(args.device)
     model.train(args.bn_mode == "train")

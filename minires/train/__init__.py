@@ -10,10 +10,16 @@ from .checkpoint import atomic_write, flatten_state, load_checkpoint, save_check
 from .config import SCHEDULES, TrainConfig
 from .plot import plot_curves
 from .setup import build_model, build_optimizer, build_schedule, count_parameters
-from .trainer import NonFiniteLossError, Trainer, TrainingError, evaluate_model
+from .errors import NonFiniteLossError, TrainingError
+from .jsonl import JsonlError, append_jsonl, read_jsonl, write_jsonl
+from .run_dir import RunDirectory, RunDirError, RunDirLockedError
+from .trainer import Trainer, evaluate_model
+from .weights import WeightsMismatchError, load_weights_strict
 
 __all__ = [
     "TrainConfig", "Trainer", "TrainingError", "NonFiniteLossError", "evaluate_model", "save_checkpoint",
     "load_checkpoint", "atomic_write", "flatten_state", "unflatten_state", "build_model", "build_optimizer",
-    "build_schedule", "count_parameters", "plot_curves", "SCHEDULES",
+    "build_schedule", "count_parameters", "plot_curves", "SCHEDULES", "RunDirectory", "RunDirError",
+    "RunDirLockedError", "append_jsonl", "read_jsonl", "write_jsonl", "JsonlError", "WeightsMismatchError",
+    "load_weights_strict",
 ]

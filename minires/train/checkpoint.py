@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import zipfile
+import zlib
 
 import numpy as np
 
@@ -126,6 +128,19 @@ def save_checkpoint(path, arrays: dict, meta: dict) -> None:
     atomic_write(path, lambda f: np.savez(f, **payload))
 
 
+# what a truncated or otherwise damaged .npz raises while it is opened or read
+_DAMAGED = (OSError, ValueError, EOFError, KeyError, TypeError, AttributeError, zipfile.BadZipFile, zlib.error)
+
+
+def _read_npz_entries(path, meta_only: bool) -> dict:
+    try:
+        with np.load(os.fspath(path), allow_pickle=False) as f:
+            names = [META_KEY] if meta_only and META_KEY in f.files else f.files
+            return {k: f[k] for k in names}
+    except _DAMAGED as exc:  # a .npy instead of an .npz fails at `with` (no context manager)
+        raise ValueError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {exc})") from None
+
+
 def load_checkpoint(path) -> tuple[dict, dict]:
     """Read a checkpoint written by :func:`save_checkpoint`.
 
@@ -133,14 +148,29 @@ def load_checkpoint(path) -> tuple[dict, dict]:
         ``(arrays, meta)``.
 
     Raises:
-        ValueError: the file is not a minires checkpoint.
+        ValueError: the file is damaged (truncated, not a zip archive) or not a minires
+            checkpoint; the message names it.
     """
-    try:
-        with np.load(os.fspath(path), allow_pickle=False) as f:
-            arrays = {k: f[k] for k in f.files}
-    except (OSError, ValueError, EOFError) as exc:
-        raise ValueError(f"{path}: not a readable checkpoint ({exc})") from None
+    arrays = _read_npz_entries(path, meta_only=False)
+    return arrays, _pop_meta(arrays, path)
+
+
+def read_checkpoint_meta(path) -> dict:
+    """Only the JSON part of a checkpoint (position, configuration), without reading its arrays.
+
+    Raises:
+        ValueError: as :func:`load_checkpoint`.
+    """
+    return _pop_meta(_read_npz_entries(path, meta_only=True), path)
+
+
+def _pop_meta(arrays: dict, path) -> dict:
     if META_KEY not in arrays:
         raise ValueError(f"{path}: not a minires checkpoint (no {META_KEY} entry)")
-    meta = json.loads(arrays.pop(META_KEY).tobytes().decode("utf-8"))
-    return arrays, meta
+    try:
+        meta = json.loads(arrays.pop(META_KEY).tobytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: damaged checkpoint metadata ({exc})") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path}: damaged checkpoint metadata (a JSON {type(meta).__name__})")
+    return meta

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+from .checkpoint import atomic_write
 
 
 def plot_curves(history: list, path: str) -> str | None:
@@ -37,8 +37,8 @@ def plot_curves(history: list, path: str) -> str | None:
     ax_acc.set_ylabel("accuracy (%)")
     ax_acc.legend()
     fig.tight_layout()
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100))
+    finally:
+        plt.close(fig)
     return path

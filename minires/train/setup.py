@@ -34,6 +34,21 @@ def check_model_name(name: str) -> None:
                          f"{', '.join(names)}")
 
 
+def check_splits(train_set, test_set, data) -> None:
+    """Refuse an empty training or test split (training evaluates the test split after every epoch).
+
+    Raises:
+        TrainingError: names ``--data`` and the empty split.
+    """
+    from .errors import TrainingError  # noqa: PLC0415
+
+    for split, what in ((train_set, "training"), (test_set, "test")):
+        if len(split) == 0:
+            raise TrainingError(
+                f"--data {data or '(searched)'}: the {what} split of {split.name} has no images; training needs "
+                "both splits (the test split is evaluated after every epoch): point --data at a complete dataset")
+
+
 def count_parameters(model) -> int:
     """Number of trainable scalars."""
     return int(sum(p.data.size for p in model.parameters() if p.requires_grad))

@@ -10,7 +10,10 @@ Layout of an output directory ``OUT``:
 - ``checkpoint.npz``: the latest checkpoint (weights, BN statistics, optimizer state,
   schedule step, RNG states, position in the epoch), written atomically;
 - ``model.npz``: final weights with state-dict names (``minires.io.load_state_dict``);
-- ``curves.png``: loss and accuracy curves, when matplotlib is installed.
+- ``curves.png``: loss and accuracy curves, when matplotlib is installed;
+- ``.minires.lock``: the lock that makes the folder one run's (:mod:`minires.train.run_dir`,
+  which also moves an old run aside for ``overwrite``). Files are replaced atomically or
+  appended with :mod:`minires.train.jsonl`; nothing NaN or infinite is saved (:mod:`.guard`).
 
 Exact resume: the data order and augmentation are pure functions of
 ``(seed, epoch, step)`` (:mod:`minires.data.loader`), and the checkpoint holds every
@@ -38,20 +41,15 @@ from ..data import Dataset, Loader, channel_stats, download_cifar, load_dataset
 from ..data.sources import DataNotFoundError
 from .checkpoint import atomic_write, flatten_state, load_checkpoint, save_checkpoint, unflatten_state
 from .config import RESUME_KEYS, TrainConfig
+from .errors import NonFiniteLossError, TrainingError
 from .evaluate import evaluate_model, table_header, table_row
+from .guard import check_checkpoint_finite, first_nonfinite, nonfinite_error, position
+from .jsonl import append_jsonl, read_jsonl, write_jsonl
 from .plot import plot_curves
-from .setup import build_model, build_optimizer, check_model_name, count_parameters
+from .run_dir import CHECKPOINT, CONFIG, RunDirectory, RunDirError, unreadable_checkpoint, writing
+from .setup import build_model, build_optimizer, check_model_name, check_splits, count_parameters
 
-CHECKPOINT = "checkpoint.npz"
 FORMAT_VERSION = 1
-
-
-class TrainingError(RuntimeError):
-    """A run cannot start or continue (bad resume, existing output, ...)."""
-
-
-class NonFiniteLossError(TrainingError):
-    """The loss became NaN or infinite; the last good checkpoint is kept."""
 
 
 class Trainer:
@@ -72,6 +70,8 @@ class Trainer:
         self.out = os.path.abspath(config.out)
         self.device = parse_device(config.device)
         self._stop_requested = False
+        self.run_dir = None
+        self._last_good = None  # (epoch, step) of the last checkpoint known to be all finite
 
     # --- setup -----------------------------------------------------------------------
 
@@ -87,21 +87,50 @@ class Trainer:
             train_set, test_set = load_dataset(None, cfg.dataset, check_md5=cfg.check_md5)
         return _subset(train_set, cfg.train_subset), _subset(test_set, cfg.test_subset)
 
-    def setup(self, resume: bool = False) -> None:
-        """Load data, build model, optimizer and schedule; restore the checkpoint when resuming."""
-        cfg = self.config
-        check_model_name(cfg.model)
-        ckpt_path = os.path.join(self.out, CHECKPOINT)
-        checkpoint = None
-        if resume and os.path.isfile(ckpt_path):
-            checkpoint = load_checkpoint(ckpt_path)
-            self._check_resume_config(checkpoint[1])
-        elif not resume and os.path.isfile(ckpt_path):
-            raise TrainingError(
-                f"{self.out} already holds a run ({CHECKPOINT}); pass --resume to continue it or choose another --out")
+    def setup(self, resume: bool = False, overwrite: bool = False) -> None:
+        """Take the output folder, load data, build model, optimizer and schedule; restore when resuming.
 
-        self._remove_stale_temp_files()
+        Args:
+            resume: continue the run in ``config.out`` (see :meth:`RunDirectory.claim`).
+            overwrite: move the files of a run already in ``config.out`` aside and start again.
+
+        Raises:
+            RunDirError: the folder is busy, holds a run (and neither flag is given), or is unwritable.
+            TrainingError: the checkpoint cannot be resumed (other settings, damaged, non-finite).
+        """
+        if resume and overwrite:
+            raise ValueError("--resume and --overwrite exclude each other: continue the run or start it again")
+        check_model_name(self.config.model)
+        self.run_dir = RunDirectory(self.out)
+        self.run_dir.lock()
+        try:
+            self._build(self._claim_output(resume, overwrite))
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Release the output folder's lock (``fit`` does this when it returns or raises)."""
+        if self.run_dir is not None:
+            self.run_dir.release()
+
+    def _claim_output(self, resume: bool, overwrite: bool):
+        """Claim the folder (see :meth:`RunDirectory.claim`); return the checkpoint to resume, or None."""
+        path = self.run_dir.claim(resume, overwrite, self._check_resume_config, self.log)
+        if path is None:
+            return None
+        try:
+            arrays, meta = load_checkpoint(path)
+        except ValueError as exc:
+            raise unreadable_checkpoint(exc) from None
+        self._check_resume_config(meta.get("config", {}), path)
+        check_checkpoint_finite(arrays, path)
+        return arrays, meta
+
+    def _build(self, checkpoint) -> None:
+        cfg = self.config
         train_set, test_set = self._load_data()
+        check_splits(train_set, test_set, cfg.data)
         self.train_set, self.test_set = train_set, test_set
         self.mean, self.std = channel_stats(train_set.images)
         self.train_loader = Loader(train_set, cfg.batch_size, self.mean, self.std, train=True, device=self.device,
@@ -120,31 +149,19 @@ class Trainer:
         self.partial = {"loss_sum": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
         if checkpoint is not None:
             self._restore(*checkpoint)
+            self._last_good = (self.epoch, self.step)
             self.log(f"resuming {self.out} at epoch {self.epoch + 1}, step {self.step} of {self.steps_per_epoch}")
-        elif resume:
-            self.log(f"--resume: no checkpoint in {self.out}; starting from the beginning")
         self._truncate_metrics()
         self._write_config(train_set, test_set)
 
-    def _remove_stale_temp_files(self) -> None:
-        """Delete temporary files of atomic writes that a killed run left behind."""
-        if not os.path.isdir(self.out):
-            return
-        for name in os.listdir(self.out):
-            if name.endswith(".tmp") and name.startswith((".checkpoint.npz.", ".metrics.jsonl.", ".config.json.")):
-                try:
-                    os.remove(os.path.join(self.out, name))
-                except OSError:
-                    pass
-
-    def _check_resume_config(self, meta: dict) -> None:
-        saved = meta.get("config", {})
+    def _check_resume_config(self, saved: dict, source: str) -> None:
+        label = "checkpoint" if source.endswith(CHECKPOINT) else CONFIG
         mine = self.config.to_dict()
-        diffs = [f"--{k.replace('_', '-')}: checkpoint {saved.get(k)!r}, now {mine[k]!r}"
+        diffs = [f"--{k.replace('_', '-')}: {label} {saved.get(k)!r}, now {mine[k]!r}"
                  for k in RESUME_KEYS if k in saved and saved[k] != mine[k]]
         if diffs:
             raise TrainingError("cannot resume with different settings (" + "; ".join(diffs) +
-                                "); resume with the same flags or start a new --out")
+                                f"); resume with the same flags as {source} or start a new --out")
 
     def _write_config(self, train_set, test_set) -> None:
         info = dict(self.config.to_dict())
@@ -160,7 +177,9 @@ class Trainer:
             "minires_version": _version(),
         })
         text = json.dumps(info, indent=2).encode()
-        atomic_write(os.path.join(self.out, "config.json"), lambda f: f.write(text))
+        path = os.path.join(self.out, CONFIG)
+        with writing(path, self.out):
+            atomic_write(path, lambda f: f.write(text))
 
     # --- checkpoints -----------------------------------------------------------------
 
@@ -185,22 +204,27 @@ class Trainer:
         """Write ``OUT/checkpoint.npz`` atomically and return its path.
 
         Raises:
-            NonFiniteLossError: a weight is NaN or infinite; the previous checkpoint is kept.
+            NonFiniteLossError: a parameter, buffer or optimizer state is NaN or infinite;
+                the previous checkpoint (all finite) is kept.
+            RunDirError: the file cannot be written (disk full, permissions).
         """
         self._flush_device_metrics()
-        self._check_weights_finite()
+        self._check_state_finite()
         path = os.path.join(self.out, CHECKPOINT)
-        save_checkpoint(path, *self._state())
+        with writing(path, self.out):
+            save_checkpoint(path, *self._state())
+        self._last_good = (self.epoch, self.step)
         return path
 
-    def _check_weights_finite(self) -> None:
-        for name, p in self.model.named_parameters():
-            xp = get_array_module(p.data)
-            if not bool(xp.isfinite(p.data).all()):
-                raise NonFiniteLossError(
-                    f"parameter {name} became NaN/infinite at epoch {self.epoch + 1}, step {self.step}; stopping "
-                    f"without saving it. The last good checkpoint is kept in {self.out}/{CHECKPOINT}. Try a smaller "
-                    "--lr or a longer --warmup-frac")
+    def _check_state_finite(self) -> None:
+        found = first_nonfinite(self.model, self.optimizer)
+        if found is not None:
+            kind, name, value = found
+            raise self._nonfinite(f"{kind} {name} became NaN/infinite at {position(self.epoch, self.step)} "
+                                  f"(it holds {value})")
+
+    def _nonfinite(self, what: str) -> NonFiniteLossError:
+        return nonfinite_error(what, os.path.join(self.out, CHECKPOINT), self._last_good)
 
     def _restore(self, arrays: dict, meta: dict) -> None:
         if meta.get("format") != FORMAT_VERSION:
@@ -222,23 +246,22 @@ class Trainer:
         return os.path.join(self.out, "metrics.jsonl")
 
     def read_metrics(self) -> list[dict]:
-        """The epoch records written so far."""
-        if not os.path.isfile(self.metrics_path):
-            return []
-        with open(self.metrics_path) as f:
-            return [json.loads(line) for line in f if line.strip()]
+        """The epoch records written so far (a torn last line is left out, with a warning naming the file)."""
+        return read_jsonl(self.metrics_path, warn=lambda message: self.log(f"warning: {message}"))
 
     def _truncate_metrics(self) -> None:
         """Keep only the epochs the checkpoint already covers (a killed run may have written one more)."""
         records = [r for r in self.read_metrics() if r.get("epoch", 0) <= self.epoch]
-        text = "".join(json.dumps(r) + "\n" for r in records).encode()
-        atomic_write(self.metrics_path, lambda f: f.write(text))
+        with writing(self.metrics_path, self.out):
+            write_jsonl(self.metrics_path, records)
+        missing = sorted(set(range(1, self.epoch + 1)) - {r.get("epoch") for r in records})
+        if missing:
+            self.log(f"warning: {self.metrics_path} lacks the records of epoch(s) {', '.join(map(str, missing))}, "
+                     f"which {CHECKPOINT} covers; the table and curves will miss them")
 
     def _append_metrics(self, record: dict) -> None:
-        with open(self.metrics_path, "a") as f:
-            f.write(json.dumps(record) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        with writing(self.metrics_path, self.out):
+            append_jsonl(self.metrics_path, record)
 
     # --- the loop --------------------------------------------------------------------
 
@@ -259,10 +282,8 @@ class Trainer:
         else:
             loss_value = float(loss.item())
             if not math.isfinite(loss_value):
-                raise NonFiniteLossError(
-                    f"the loss became {loss_value} at epoch {self.epoch + 1}, step {self.step + 1} (lr {self.lr:g}); "
-                    f"stopping. The last good checkpoint is kept in {self.out}/{CHECKPOINT}. Try a smaller --lr, a "
-                    f"longer --warmup-frac, or check the data")
+                raise self._nonfinite(f"the loss became {loss_value} at epoch {self.epoch + 1}, step {self.step + 1} "
+                                      f"(lr {self.lr:g})")
         self.optimizer.zero_grad()
         loss.backward()
         self.optimizer.step()
@@ -295,10 +316,9 @@ class Trainer:
         self._pending = None
         loss_sum = float(pending["loss_sum"])
         if not math.isfinite(loss_sum):
-            raise NonFiniteLossError(
-                f"the loss became {loss_sum} within steps {pending['first_step']}-{pending['first_step'] + pending['steps'] - 1} "
-                f"of epoch {self.epoch + 1} (lr {self.lr:g}); stopping. The last good checkpoint is kept in "
-                f"{self.out}/{CHECKPOINT}. Try a smaller --lr, a longer --warmup-frac, or check the data")
+            last = pending["first_step"] + pending["steps"] - 1
+            raise self._nonfinite(f"the loss became {loss_sum} within steps {pending['first_step']}-{last} "
+                                  f"of epoch {self.epoch + 1} (lr {self.lr:g})")
         self.partial["loss_sum"] += loss_sum
         self.partial["correct"] += int(pending["correct"])
         self.partial["seen"] += pending["seen"]
@@ -315,20 +335,31 @@ class Trainer:
         self._stop_requested = True
         self.log("Ctrl-C: finishing this step, saving a checkpoint, then stopping (Ctrl-C again to abort)")
 
-    def fit(self, resume: bool = False) -> dict:
-        """Run (or resume) training to the end.
+    def fit(self, resume: bool = False, overwrite: bool = False) -> dict:
+        """Run (or resume) training to the end; the output folder is locked until this returns.
+
+        Args:
+            resume, overwrite: see :meth:`setup`.
 
         Returns:
             A summary dict: ``status`` (``'done'`` / ``'interrupted'``), final ``test_acc`` and
             ``test_loss`` (when done), ``epochs``, ``seconds``, ``out``.
 
         Raises:
-            NonFiniteLossError: the loss became NaN/inf (the last good checkpoint is kept).
+            NonFiniteLossError: the loss or the state became NaN/inf (only finite checkpoints are kept).
+            RunDirError: the folder is busy, holds another run, or a write failed (disk full, permissions).
             TrainingError: the run cannot start (see messages).
         """
         if not hasattr(self, "model"):
-            self.setup(resume)
-        cfg = self.config
+            self.setup(resume, overwrite)
+        elif not self.run_dir.locked:  # fit() again on a finished or interrupted trainer
+            self.run_dir.lock()
+        try:
+            return self._fit()
+        finally:
+            self.close()
+
+    def _fit(self) -> dict:
         start = time.time()
         in_main = threading.current_thread() is threading.main_thread()
         previous = signal.signal(signal.SIGINT, self._handle_sigint) if in_main else None
@@ -338,18 +369,32 @@ class Trainer:
             if in_main:
                 signal.signal(signal.SIGINT, previous)
         history = self.read_metrics()
-        if cfg.plot:
-            plot_curves(history, os.path.join(self.out, "curves.png"))
         result = {"status": status, "out": self.out, "epochs": self.epoch, "seconds": time.time() - start,
                   "history": history}
         if status == "done":
-            from ..io import save_state_dict  # noqa: PLC0415
-
-            save_state_dict({k: as_numpy(v) for k, v in self.model.state_dict().items()},
-                            os.path.join(self.out, "model.npz"))
-            if history:
+            self._save_final_weights()
+            if history and history[-1].get("epoch") == self.epoch:
                 result.update({k: history[-1][k] for k in ("test_acc", "test_loss", "train_acc", "train_loss")})
+            else:  # the last epoch's record was lost (see _truncate_metrics): measure the final weights again
+                result["test_loss"], result["test_acc"] = self.evaluate()
+        if self.config.plot:
+            path = os.path.join(self.out, "curves.png")
+            try:
+                with writing(path, self.out):
+                    plot_curves(history, path)
+            except RunDirError as exc:  # the curves are derived from metrics.jsonl: not worth failing the run
+                self.log(f"warning: {exc}")
         return result
+
+    def _save_final_weights(self) -> None:
+        """``OUT/model.npz``: the final weights with state-dict names, all finite, written atomically."""
+        from ..io import write_npz  # noqa: PLC0415
+
+        self._check_state_finite()
+        arrays = {k: as_numpy(v) for k, v in self.model.state_dict().items()}
+        path = os.path.join(self.out, "model.npz")
+        with writing(path, self.out):
+            atomic_write(path, lambda f: write_npz(arrays, f))
 
     def _run(self) -> str:
         cfg = self.config
@@ -476,10 +521,7 @@ class Trainer:
         test_loss, test_acc = self.evaluate()
         seconds = train_seconds + time.time() - eval_start
         if not math.isfinite(test_loss):
-            raise NonFiniteLossError(
-                f"the test loss is {test_loss} after epoch {self.epoch + 1}; stopping without saving these weights. "
-                f"The last good checkpoint is kept in {self.out}/{CHECKPOINT}. Try a smaller --lr or a longer "
-                "--warmup-frac")
+            raise self._nonfinite(f"the test loss is {test_loss} after epoch {self.epoch + 1}")
         seen = max(self.partial["seen"], 1)
         record = {
             "epoch": self.epoch + 1,

@@ -1,28 +1,79 @@
 """download() against a local HTTP server on 127.0.0.1 (never the internet)."""
 
+import contextlib
+import errno
 import hashlib
+import importlib
 import http.server
 import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
+import time
 
 import numpy as np
 import pytest
 
 from minires.data import DownloadError, download
 
+download_module = importlib.import_module("minires.data.download")  # the module, not the function of that name
+
 PAYLOAD = os.urandom(300_000)
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
+    """/file.bin, and the anomalies: a slow drip, a stall, a truncated body, bad headers, a cut chunked body."""
+
     def do_GET(self):  # noqa: N802
-        if self.path == "/file.bin":
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(PAYLOAD)))
-            self.end_headers()
-            self.wfile.write(PAYLOAD)
-        else:
-            self.send_error(404, "Not Found")
+        route = {"/file.bin": self._file, "/drip": self._drip, "/stall": self._stall, "/truncated": self._truncated,
+                 "/bad-length": self._bad_length, "/garbage": self._garbage, "/chunked-cut": self._chunked_cut}
+        route.get(self.path, lambda: self.send_error(404, "Not Found"))()
+
+    def _headers(self, length):
+        self.send_response(200)
+        self.send_header("Content-Length", length)
+        self.end_headers()
+        self.wfile.flush()
+
+    def _file(self):
+        self._headers(str(len(PAYLOAD)))
+        self.wfile.write(PAYLOAD)
+
+    def _drip(self):  # a byte every 0.2 s: never idle long enough for a per-read timeout
+        self._headers("1000")
+        with contextlib.suppress(OSError):
+            for _ in range(1000):
+                self.wfile.write(b"x")
+                self.wfile.flush()
+                time.sleep(0.2)
+
+    def _stall(self):
+        self._headers("1000")
+        self.wfile.write(b"x" * 10)
+        self.wfile.flush()
+        time.sleep(3)
+
+    def _truncated(self):
+        self._headers("1000")
+        self.wfile.write(b"x" * 500)
+        self.close_connection = True
+
+    def _bad_length(self):
+        self._headers("abc")
+        self.wfile.write(b"x" * 10)
+
+    def _garbage(self):
+        self.wfile.write(b"HELLO THERE\r\n\r\n")
+        self.close_connection = True
+
+    def _chunked_cut(self):
+        self.send_response(200)
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        self.wfile.write(b"100\r\n" + b"x" * 50)
+        self.close_connection = True
 
     def log_message(self, *args):
         pass
@@ -114,3 +165,117 @@ def test_download_cifar_then_load(tmp_path, monkeypatch, rng):
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+def test_slow_drip_hits_the_overall_deadline(server, tmp_path):
+    """A byte every 0.2 s never trips the 1 s per-read timeout; the 1.5 s deadline ends it."""
+    start = time.monotonic()
+    with pytest.raises(DownloadError, match=r"/drip did not finish within the deadline of 1.5 s \(\d+ of 1000 bytes"):
+        download(f"{server}/drip", tmp_path / "x", progress=False, timeout=1, deadline=1.5)
+    assert time.monotonic() - start < 4
+    assert os.listdir(tmp_path) == []
+
+
+def test_stalled_server_hits_the_read_timeout(server, tmp_path):
+    with pytest.raises(DownloadError, match=r"/stall failed after 10 bytes: no data for 0.5 s"):
+        download(f"{server}/stall", tmp_path / "x", progress=False, timeout=0.5)
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("path, message", [
+    ("/truncated", r"/truncated: the server announced 1000 bytes but sent 500 \(a truncated transfer\)"),
+    ("/bad-length", r"/bad-length: the server sent a malformed Content-Length header 'abc'"),
+    ("/garbage", r"/garbage failed: the server sent a malformed response"),
+    ("/chunked-cut", r"/chunked-cut failed after \d+ bytes: IncompleteRead"),
+])
+def test_http_anomalies_are_download_errors_naming_the_url(server, tmp_path, path, message):
+    """Without an md5 to check, a short or malformed transfer is still refused, and nothing is kept."""
+    with pytest.raises(DownloadError, match=message):
+        download(f"{server}{path}", tmp_path / "x", progress=False, timeout=5)
+    assert os.listdir(tmp_path) == []
+
+
+def test_malformed_url(tmp_path):
+    with pytest.raises(DownloadError, match="cannot download nonsense"):
+        download("nonsense", tmp_path / "x", progress=False)
+
+
+def test_known_md5_is_checked_without_being_passed(server, tmp_path, monkeypatch):
+    url = f"{server}/file.bin"
+    monkeypatch.setitem(download_module.KNOWN_MD5, url, "0" * 32)
+    with pytest.raises(DownloadError, match="checksum mismatch"):
+        download(url, tmp_path / "x", progress=False)
+    assert os.listdir(tmp_path) == []
+    monkeypatch.setitem(download_module.KNOWN_MD5, url, hashlib.md5(PAYLOAD).hexdigest())
+    assert download(url, tmp_path / "x", progress=False) == str(tmp_path / "x")
+
+
+def test_official_archives_have_known_md5():
+    from minires.data import CIFAR10, CIFAR100
+
+    assert download_module.KNOWN_MD5[CIFAR10.url] == CIFAR10.archive_md5
+    assert download_module.KNOWN_MD5[CIFAR100.bin_url] == CIFAR100.bin_md5
+
+
+def test_stale_parts_are_removed_live_ones_kept(server, tmp_path):
+    dead = _dead_pid()
+    stale = [tmp_path / f"file.bin.{dead}-abcd_123.part", tmp_path / "file.bin.k2j4h5g6.part"]  # new and old names
+    live = tmp_path / f"file.bin.{os.getppid()}-zzzzzzzz.part"
+    other = tmp_path / f"file.bin.gz.{dead}-abcdefgh.part"  # another file's download
+    for path in stale + [live, other]:
+        path.write_bytes(b"partial")
+    download(f"{server}/file.bin", tmp_path / "file.bin", progress=False)
+    assert sorted(os.listdir(tmp_path)) == sorted(["file.bin", live.name, other.name])
+
+
+def _dead_pid():
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait(timeout=30)
+    return proc.pid
+
+
+def test_killed_download_leaves_a_part_that_the_next_one_removes(server, tmp_path):
+    code = ("import sys; from minires.data import download; "
+            "download(sys.argv[1], sys.argv[2], progress=False, timeout=5)")
+    proc = subprocess.Popen([sys.executable, "-c", code, f"{server}/drip", str(tmp_path / "drip.bin")])
+    try:
+        deadline = time.monotonic() + 30
+        while not any(n.endswith(".part") for n in os.listdir(tmp_path)):
+            assert time.monotonic() < deadline and proc.poll() is None, "the download never started"
+            time.sleep(0.05)
+        time.sleep(0.5)  # a few bytes in flight
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    (part,) = os.listdir(tmp_path)
+    assert part.startswith(f"drip.bin.{proc.pid}-")
+    with pytest.raises(DownloadError):
+        download(f"{server}/truncated", tmp_path / "drip.bin", progress=False, timeout=5)
+    assert os.listdir(tmp_path) == []
+
+
+def test_full_disk_while_downloading(server, tmp_path, monkeypatch):
+    """The destination's disk fills: a DownloadError naming the URL and the file, no .part left."""
+    real_fdopen = os.fdopen
+
+    class FullDisk:
+        def __init__(self, f):
+            self.f = f
+
+        def write(self, block):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def __getattr__(self, name):
+            return getattr(self.f, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+    monkeypatch.setattr(download_module.os, "fdopen", lambda *a, **k: FullDisk(real_fdopen(*a, **k)))
+    with pytest.raises(DownloadError, match=r"/file.bin: cannot write .*file.bin.\d+-\w+.part \(No space left on "
+                                            r"device\); free some space"):
+        download(f"{server}/file.bin", tmp_path / "file.bin", progress=False)
+    assert os.listdir(tmp_path) == []

@@ -1,6 +1,13 @@
-"""Run the minires CLI with the tiny test model (for the subprocess SIGKILL test)."""
+"""Run the minires CLI with the tiny test model (for the subprocess tests).
 
+``MINIRES_TEST_HOLD=STEP:PATH`` makes the run wait before its STEP-th training step (counted
+from 1 in this process) until the file PATH exists: a test can act (start a second run, fill
+the disk) at a known moment, with the output folder locked and the earlier steps saved.
+"""
+
+import os
 import sys
+import time
 
 import minires.train.trainer as trainer
 from minires.cli import main
@@ -8,4 +15,24 @@ from minires.cli import main
 from tiny import tiny_model  # noqa: E402  (run with tests/train on sys.path)
 
 trainer.build_model = tiny_model
+
+
+def _hold_before_step(step: int, path: str) -> None:
+    original = trainer.Trainer._train_step
+    calls = [0]
+
+    def train_step(self, x, y):
+        calls[0] += 1
+        if calls[0] == step:
+            deadline = time.monotonic() + 120
+            while not os.path.exists(path) and time.monotonic() < deadline:
+                time.sleep(0.01)
+        return original(self, x, y)
+
+    trainer.Trainer._train_step = train_step
+
+
+if os.environ.get("MINIRES_TEST_HOLD"):
+    hold_step, hold_path = os.environ["MINIRES_TEST_HOLD"].split(":", 1)
+    _hold_before_step(int(hold_step), hold_path)
 sys.exit(main(sys.argv[1:]))

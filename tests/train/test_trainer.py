@@ -121,8 +121,8 @@ def test_ctrl_c_then_resume_is_exact(tmp_path, stop_at):
     assert _strip_times(reference.read_metrics()) == _strip_times(resumed.read_metrics())
 
 
-def _poison_weights_after_step(trainer, bad_step: int, value: float) -> None:
-    """Set up ``trainer`` and make its first weight ``value`` right after optimizer step ``bad_step``."""
+def _poison_after_step(trainer, bad_step: int, poison) -> None:
+    """Set up ``trainer`` and call ``poison(trainer)`` right after optimizer step ``bad_step``."""
     trainer.setup()
     step = trainer.optimizer.step
     calls = [0]
@@ -131,9 +131,15 @@ def _poison_weights_after_step(trainer, bad_step: int, value: float) -> None:
         step(*args)
         calls[0] += 1
         if calls[0] == bad_step:
-            trainer.optimizer.param_groups[0]["params"][0].data[...] = value
+            poison(trainer)
 
     trainer.optimizer.step = poisoning_step
+
+
+def _poison_weights_after_step(trainer, bad_step: int, value: float) -> None:
+    """Set up ``trainer`` and make its first weight ``value`` right after optimizer step ``bad_step``."""
+    _poison_after_step(trainer, bad_step,
+                       lambda t: t.optimizer.param_groups[0]["params"][0].data.__setitem__(Ellipsis, value))
 
 
 def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):

@@ -1,4 +1,4 @@
-"""The ``minires`` command line: ``train``, ``eval``, ``models`` (and room for more).
+"""The ``minires`` command line: ``train``, ``eval``, ``weights``, ``models``, ``gradflow``.
 
 Each subcommand is one ``add_<name>_parser(subparsers)`` function that builds its
 subparser and sets ``func`` to the function that runs it; :data:`COMMANDS` lists them
@@ -71,6 +71,19 @@ def _float_in(low, high=math.inf, high_open=True, low_open=False):
     return parse
 
 
+def _normalize(text):
+    from .data.normalization import parse_normalize  # noqa: PLC0415
+
+    try:
+        return parse_normalize(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+NORMALIZE_HELP = ("input normalisation: train (the training split's per-channel mean/std), cifar (the published "
+                  "CIFAR statistics), imagenet, none, or MEAN,STD / M1,M2,M3,S1,S2,S3 in [0, 1] pixel units")
+
+
 def _device(text):
     from .backend import parse_device  # noqa: PLC0415
 
@@ -119,6 +132,7 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--label-smoothing", type=_float_in(0, 1), default=S, help="default 0")
     p.add_argument("--cutout", type=_int_at_least(0), default=S, help="cutout square side, 0 = off (default)")
     p.add_argument("--shortcut", choices=["A", "B"], default=S, help="residual shortcut option, where it applies")
+    p.add_argument("--normalize", type=_normalize, default=S, help=NORMALIZE_HELP + " (default train)")
     p.add_argument("--seed", type=_int_at_least(0), default=S, help="default 0")
     p.add_argument("--device", type=_device, default=S, help="cpu, cuda or cuda:N (default: MINIRES_DEVICE or cpu)")
     p.add_argument("--out", default=S, help="output directory (default runs/<model>-<time>)")
@@ -211,11 +225,23 @@ def run_train(args) -> int:
 def add_eval_parser(subparsers) -> argparse.ArgumentParser:
     """``minires eval``: accuracy of saved weights on a test split."""
     p = subparsers.add_parser("eval", help="evaluate saved weights on the test split",
-                              description="Evaluate weights (e.g. OUT/model.npz) on a CIFAR test split.")
-    p.add_argument("--weights", required=True, help="a state-dict file (.npz, .safetensors, .pt)")
+                              description="Evaluate weights (OUT/model.npz, or a third-party checkpoint) on a CIFAR "
+                                          "test split. Example for a published DataParallel CIFAR ResNet: minires eval "
+                                          "--weights resnet20-12fca82f.th --model resnet20 --rename linear=fc "
+                                          "--normalize imagenet")
+    p.add_argument("--weights", required=True, help="a weight file: PyTorch checkpoint (any extension), "
+                                                    ".safetensors or .npz")
     p.add_argument("--model", help="model name (default: from config.json beside the weights)")
     p.add_argument("--data", help="'embedded' or a CIFAR archive/directory (default: config.json's, else search)")
     p.add_argument("--dataset", choices=["cifar10", "cifar100"], help="default: config.json's, else cifar10")
+    p.add_argument("--normalize", type=_normalize, default=None,
+                   help=NORMALIZE_HELP + " (default: config.json's, else train)")
+    p.add_argument("--key", default=None, help="the checkpoint entry holding the state dict (default: the top "
+                                               "level, or its one 'state_dict'/'model'/... entry)")
+    p.add_argument("--strip-prefix", default="module.", help="removed from keys that start with it "
+                                                             "(default 'module.', as DataParallel adds; '' for none)")
+    p.add_argument("--rename", action="append", default=[], metavar="OLD=NEW",
+                   help="rename keys starting with the dotted prefix OLD (repeatable), e.g. linear=fc")
     p.add_argument("--device", type=_device, default=None, help="cpu, cuda or cuda:N")
     p.add_argument("--batch-size", type=_int_at_least(1), default=250)
     p.add_argument("--test-subset", type=_int_at_least(0), default=0, help="use the first N test images (0: all)")
@@ -223,25 +249,68 @@ def add_eval_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-def run_eval(args) -> int:
-    """Run ``minires eval``."""
+def _saved_config(weights: str) -> dict:
+    path = os.path.join(os.path.dirname(os.path.abspath(weights)), "config.json")
+    if not os.path.isfile(path):
+        return {}
+    from .train.run_dir import read_config_json  # noqa: PLC0415
+
+    return read_config_json(path)
+
+
+def _eval_normalization(args, saved: dict, model_name: str, dataset: str, train):
+    """``(mean, std, description)``: --normalize, else config.json's recorded values, else the training split's."""
     import numpy as np  # noqa: PLC0415
 
+    from .data import normalization_stats  # noqa: PLC0415
+
+    if args.normalize is not None:
+        mean, std = normalization_stats(args.normalize, dataset, train.images)
+        return mean, std, args.normalize
+    if "normalize_mean" in saved and (args.model is None or args.model == saved.get("model")):
+        mean, std = np.asarray(saved["normalize_mean"], np.float32), np.asarray(saved["normalize_std"], np.float32)
+        return mean, std, f"{saved.get('normalize', 'train')} (config.json)"
+    mean, std = normalization_stats("train", dataset, train.images)
+    return mean, std, "train"
+
+
+def _load_eval_weights(args, model, model_name: str) -> None:
     from . import io  # noqa: PLC0415
+    from .train.weights import WeightsMismatchError, first_mismatch, load_weights_strict  # noqa: PLC0415
+
+    renames = {}
+    for item in args.rename:
+        old, sep, new = item.partition("=")
+        if not sep or not old:
+            raise CLIError(f"--rename {item!r}: expected OLD=NEW, e.g. --rename linear=fc")
+        renames[old] = new
+    try:
+        state = io.load_state_dict(args.weights, key=args.key)
+        state = io.rename_keys(state, renames, strip_prefix=args.strip_prefix or None)
+    except (ValueError, KeyError, RuntimeError) as exc:
+        raise CLIError(f"cannot load {args.weights} into {model_name}: {exc}") from None
+    try:
+        load_weights_strict(model, state, args.weights, model_name)
+    except WeightsMismatchError as exc:
+        own = model.state_dict()
+        guesses = io.guess_renames(state, own)
+        if not guesses:
+            raise CLIError(str(exc)) from None
+        hint = "".join(f" --rename {old}={new}" for old, new in guesses.items())
+        raise CLIError(f"cannot load {args.weights} into {model_name}: {first_mismatch(own, state)}; the names "
+                       f"differ by a prefix: try{hint}") from None
+
+
+def run_eval(args) -> int:
+    """Run ``minires eval``."""
     from .backend import parse_device  # noqa: PLC0415
-    from .data import Dataset, Loader, channel_stats, load_dataset  # noqa: PLC0415
-    from .train import TrainConfig  # noqa: PLC0415
+    from .data import Dataset, Loader, load_dataset  # noqa: PLC0415
+    from .train import TrainConfig, evaluate_model  # noqa: PLC0415
     from .train.setup import build_model  # noqa: PLC0415
-    from .train import evaluate_model  # noqa: PLC0415
-    from .train.run_dir import read_config_json  # noqa: PLC0415
-    from .train.weights import load_weights_strict  # noqa: PLC0415
 
     if not os.path.isfile(args.weights):
         raise CLIError(f"--weights {args.weights}: no such file")
-    saved = {}
-    config_path = os.path.join(os.path.dirname(os.path.abspath(args.weights)), "config.json")
-    if os.path.isfile(config_path):
-        saved = read_config_json(config_path)
+    saved = _saved_config(args.weights)
     model_name = args.model or saved.get("model")
     if model_name is None:
         raise CLIError("--model is required (no config.json beside the weights to take it from)")
@@ -256,22 +325,49 @@ def run_eval(args) -> int:
     if len(test) == 0:
         raise CLIError(f"--data {data or '(searched)'}: the test split of {test.name} has no images; nothing to "
                        "evaluate: point --data at a complete dataset")
-    if "normalize_mean" in saved and (args.model is None or args.model == saved.get("model")):
-        mean, std = np.asarray(saved["normalize_mean"], np.float32), np.asarray(saved["normalize_std"], np.float32)
-    else:
-        mean, std = channel_stats(train.images)
+    mean, std, how = _eval_normalization(args, saved, model_name, dataset, train)
     model = build_model(TrainConfig(model=model_name, shortcut=saved.get("shortcut")), test.num_classes)
-    try:
-        state = io.load_state_dict(args.weights)
-    except (ValueError, KeyError, RuntimeError) as exc:
-        raise CLIError(f"cannot load {args.weights} into {model_name}: {exc}") from None
-    load_weights_strict(model, state, args.weights, model_name)
+    _load_eval_weights(args, model, model_name)
     model.to(device)
     loader = Loader(test, args.batch_size, mean, std, train=False, device=device)
     start = time.time()
     loss, correct, seen = evaluate_model(model, loader)
     print(f"{model_name} on {test.name}: test accuracy {correct / seen * 100:.2f}% ({correct}/{seen}), "
-          f"loss {loss:.4f}, {time.time() - start:.1f}s")
+          f"loss {loss:.4f}, {time.time() - start:.1f}s (normalize {how})")
+    return 0
+
+
+# --- weights --------------------------------------------------------------------------
+
+def add_weights_parser(subparsers) -> argparse.ArgumentParser:
+    """``minires weights``: the tensors of a weight file (names, dtypes, shapes), without reading their data."""
+    p = subparsers.add_parser("weights", help="list the tensors in a weight file (any supported format)",
+                              description="List the names, dtypes and shapes of the tensors in a PyTorch "
+                                          "checkpoint (any extension), .safetensors or .npz file, without PyTorch "
+                                          "and without reading the tensor data.")
+    p.add_argument("file", help="the weight file")
+    p.add_argument("--key", default=None, help="the checkpoint entry holding the state dict")
+    p.set_defaults(func=run_weights)
+    return p
+
+
+def run_weights(args) -> int:
+    """Run ``minires weights``."""
+    import math as _math  # noqa: PLC0415
+
+    from . import io  # noqa: PLC0415
+
+    info = io.inspect_weights(args.file, key=args.key)
+    print(f"{args.file}: {info.format}, {os.path.getsize(args.file):,} bytes")
+    if info.nested_key is not None:
+        extras = ", ".join(f"{k}={v}" for k, v in info.extras.items())
+        print(f"state dict under {info.nested_key!r}" + (f" (other entries: {extras})" if extras else ""))
+    width = max([len(name) for name in info.tensors] + [4])
+    print(f"{'name':<{width}}  {'dtype':<9} shape")
+    for name, tensor in info.tensors.items():
+        print(f"{name:<{width}}  {tensor.dtype:<9} {tuple(tensor.shape)}")
+    values = sum(_math.prod(t.shape) for t in info.tensors.values())
+    print(f"{len(info.tensors)} tensors, {values:,} values")
     return 0
 
 
@@ -311,7 +407,7 @@ def add_gradflow_parser(subparsers) -> argparse.ArgumentParser:
     return add(subparsers)
 
 
-COMMANDS = [add_train_parser, add_eval_parser, add_models_parser, add_gradflow_parser]
+COMMANDS = [add_train_parser, add_eval_parser, add_models_parser, add_weights_parser, add_gradflow_parser]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -9,11 +9,13 @@ Example:
 
 from .augment import (apply_augmentation, channel_stats, cutout, horizontal_flip, normalize, random_crop,
                       sample_params)
-from .cifar import (CIFAR10, CIFAR10_CLASSES, CIFAR100, ChecksumWarning, Dataset, decode_binary, get_layout,
-                    md5_of, read_binary, read_cifar, read_python_archive, read_python_dir)
+from .cifar import (CIFAR10, CIFAR10_CLASSES, CIFAR100, ChecksumWarning, Dataset, check_labels, decode_binary,
+                    get_layout, md5_of, read_archive, read_binary, read_cifar, read_python_archive, read_python_dir)
+from .cifar_archive import CorruptArchiveError
 from .download import DownloadError, download
 from .embedded import EMBEDDED_PATH, load_embedded
 from .loader import Loader, epoch_order, step_generator
+from .normalization import normalization_stats, parse_normalize
 from .safe_pickle import UnsafePickleError, safe_load
 from .sources import DataNotFoundError, download_cifar, find_data, load_dataset, search_roots
 
@@ -23,5 +25,6 @@ __all__ = [
     "safe_load", "UnsafePickleError", "DownloadError", "DataNotFoundError", "ChecksumWarning", "get_layout",
     "md5_of", "CIFAR10", "CIFAR100", "CIFAR10_CLASSES", "EMBEDDED_PATH", "channel_stats", "random_crop",
     "horizontal_flip", "normalize", "cutout", "sample_params", "apply_augmentation", "epoch_order",
-    "step_generator",
+    "step_generator", "read_archive", "check_labels", "CorruptArchiveError", "normalization_stats",
+    "parse_normalize",
 ]

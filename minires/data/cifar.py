@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tarfile
 import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..io.errors import short_repr
+from .cifar_archive import CorruptArchiveError, read_members
 from .safe_pickle import safe_load
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -156,36 +157,118 @@ def _warn_md5(path, expected):
     return True
 
 
+# --- sizes -------------------------------------------------------------------------------
+
+_META_BYTES = 1 << 20
+
+
+def _images_in(layout: CifarLayout, name: str) -> int:
+    """The most images the official file ``name`` holds (a subset or re-encoding may hold fewer)."""
+    if name in layout.train_files or name in layout.bin_train_files:
+        return 50000 // len(layout.train_files)
+    return 10000
+
+
+def file_size_limit(layout: CifarLayout, name: str) -> int:
+    """The most bytes the CIFAR file ``name`` can hold (records plus pickle overhead); nothing larger is read."""
+    if name in layout.bin_train_files + layout.bin_test_files:
+        return _images_in(layout, name) * (3072 + layout.bin_label_bytes)
+    if name in layout.train_files + layout.test_files:
+        return _images_in(layout, name) * (3072 + 256) + _META_BYTES
+    return _META_BYTES
+
+
+def _read_file(path: str, name: str, layout: CifarLayout) -> bytes:
+    size, limit = os.path.getsize(path), file_size_limit(layout, name)
+    if size > limit:
+        raise ValueError(f"{path}: {size:,} bytes, more than the {layout.name} file {name} can hold ({limit:,}); "
+                         "refusing to read it")
+    with open(path, "rb") as f:
+        return f.read()
+
+
 # --- python version ---------------------------------------------------------------------
 
-def _decode_batch(obj, source: str, label_key: bytes):
+def _text_keys(obj: dict) -> dict:
+    return {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in obj.items()}
+
+
+def check_labels(labels, num_classes: int, source: str) -> np.ndarray:
+    """Labels as ``int64``, each an integer in ``[0, num_classes)``; anything else raises ``ValueError``."""
+    if isinstance(labels, np.ndarray):
+        if labels.ndim != 1 or labels.dtype.kind not in "iu":
+            raise ValueError(f"{source}: labels must be a flat integer array, got {labels.dtype} {labels.shape}")
+    elif not isinstance(labels, (list, tuple)) or not all(type(v) is int for v in labels):
+        bad = next((v for v in labels if type(v) is not int), labels) if isinstance(labels, (list, tuple)) else labels
+        raise ValueError(f"{source}: labels must be a list of integers, found {type(bad).__name__} {short_repr(bad)}")
+    values = np.array([min(max(int(v), -1), num_classes) for v in labels], dtype=np.int64) \
+        if not isinstance(labels, np.ndarray) else labels.astype(np.int64)
+    outside = (values < 0) | (values >= num_classes)
+    if outside.any():
+        index = int(np.argmax(outside))
+        raise ValueError(f"{source}: label {labels[index]} at index {index} is outside [0, {num_classes})")
+    return values
+
+
+def _decode_batch(obj, source: str, layout: CifarLayout):
     """Images and labels of one unpickled batch dict, checked."""
     if not isinstance(obj, dict):
         raise ValueError(f"{source}: expected a dict in the CIFAR batch file, got {type(obj).__name__}")
-    keys = {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in obj.items()}
-    label_name = label_key.decode()
+    keys = _text_keys(obj)
+    label_name = layout.label_key.decode()
     if "data" not in keys or label_name not in keys:
-        raise ValueError(f"{source}: expected keys 'data' and {label_name!r}, found {sorted(keys)}")
-    data = np.asarray(keys["data"])
-    labels = np.asarray(keys[label_name], dtype=np.int64)
-    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
-        raise ValueError(f"{source}: expected 'data' uint8 of shape (N, 3072), got {data.dtype} {data.shape}")
+        raise ValueError(f"{source}: expected keys 'data' and {label_name!r}, found {sorted(map(str, keys))[:10]}")
+    data = keys["data"]
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+        found = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
+        raise ValueError(f"{source}: expected 'data' uint8 of shape (N, 3072), got {found}")
+    labels = check_labels(keys[label_name], layout.num_classes, source)
     if labels.shape != (data.shape[0],):
         raise ValueError(f"{source}: {data.shape[0]} images but {labels.shape} labels")
     return data.reshape(-1, 3, 32, 32), labels
 
 
-def _meta_classes(obj, layout: CifarLayout):
-    key = "label_names" if layout.name == "cifar10" else "fine_label_names"
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            if (k.decode("latin1") if isinstance(k, bytes) else k) == key:
-                return tuple(x.decode("latin1") if isinstance(x, bytes) else str(x) for x in v)
+def _check_class_names(names, layout: CifarLayout, source: str) -> tuple:
+    if not isinstance(names, (list, tuple)) or not all(isinstance(x, (bytes, str)) for x in names):
+        raise ValueError(f"{source}: class names must be a list of strings, got {type(names).__name__}")
+    if len(names) != layout.num_classes:
+        raise ValueError(f"{source}: {len(names)} class names, but {layout.name} has {layout.num_classes} classes")
+    return tuple(x.decode("latin1") if isinstance(x, bytes) else x for x in names)
+
+
+def _default_classes(layout: CifarLayout) -> tuple:
     return CIFAR10_CLASSES if layout.name == "cifar10" else tuple(f"class_{i}" for i in range(100))
+
+
+def _meta_classes(obj, layout: CifarLayout, source: str = "meta"):
+    """Class names from an unpickled meta file (``None``: no meta file, the default names)."""
+    if obj is None:
+        return _default_classes(layout)
+    key = "label_names" if layout.name == "cifar10" else "fine_label_names"
+    keys = _text_keys(obj) if isinstance(obj, dict) else {}
+    if key not in keys:
+        raise ValueError(f"{source}: expected a dict with {key!r}, got {type(obj).__name__}")
+    return _check_class_names(keys[key], layout, source)
 
 
 def _concat(parts):
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def _datasets(splits, classes, layout, where):
+    return tuple(Dataset(x, y, classes, f"{layout.name} {s} ({where})")
+                 for (x, y), s in zip(splits, ("train", "test")))
+
+
+def _decode_python(raw: dict, layout: CifarLayout, where: str):
+    """``(train, test)`` from ``{file name: pickle bytes}`` of the python version."""
+    splits = []
+    for files in (layout.train_files, layout.test_files):
+        splits.append(_concat([_decode_batch(safe_load(raw[n], f"{where}:{n}"), f"{where}:{n}", layout)
+                               for n in files]))
+    meta = layout.meta_file
+    meta_obj = safe_load(raw[meta], f"{where}:{meta}") if meta in raw else None
+    return _datasets(splits, _meta_classes(meta_obj, layout, f"{where}:{meta}"), layout, where)
 
 
 def read_python_dir(path, layout: CifarLayout = CIFAR10, check_md5: bool = False):
@@ -198,69 +281,24 @@ def read_python_dir(path, layout: CifarLayout = CIFAR10, check_md5: bool = False
 
     Returns:
         ``(train, test)`` :class:`Dataset` pair.
+
+    Raises:
+        FileNotFoundError: a batch file is missing.
+        ValueError: a file is larger than that CIFAR file can be, or its content is wrong
+            (labels outside the classes, a class-name count that does not match).
     """
-    splits = []
-    for files in (layout.train_files, layout.test_files):
-        parts = []
-        for name in files:
-            file = os.path.join(path, name)
-            if not os.path.isfile(file):
-                raise FileNotFoundError(f"{path}: missing {name} (expected {', '.join(files)})")
-            if check_md5 and name in layout.file_md5:
-                _warn_md5(file, layout.file_md5[name])
-            with open(file, "rb") as f:
-                parts.append(_decode_batch(safe_load(f, file), file, layout.label_key))
-        splits.append(_concat(parts))
-    meta = os.path.join(path, layout.meta_file)
-    meta_obj = None
-    if os.path.isfile(meta):
-        with open(meta, "rb") as f:
-            meta_obj = safe_load(f, meta)
-    classes = _meta_classes(meta_obj, layout)
-    return tuple(Dataset(x, y, classes, f"{layout.name} {s} ({path})")
-                 for (x, y), s in zip(splits, ("train", "test")))
-
-
-def _tar_members(tar, wanted):
-    """Map basename -> bytes for the regular members of ``tar`` whose basename is wanted."""
-    found = {}
-    for member in tar:
-        base = os.path.basename(member.name)
-        if member.isfile() and base in wanted:
-            found[base] = tar.extractfile(member).read()
-    return found
-
-
-def read_python_archive(path, layout: CifarLayout = CIFAR10, check_md5: bool = False):
-    """Read a python-version ``.tar.gz`` in place (nothing is extracted to disk).
-
-    Args:
-        path: the archive.
-        layout: :data:`CIFAR10` or :data:`CIFAR100`.
-        check_md5: compare the archive with the official md5 and warn on a mismatch.
-
-    Returns:
-        ``(train, test)`` :class:`Dataset` pair.
-    """
-    if check_md5:
-        _warn_md5(path, layout.archive_md5)
-    wanted = set(layout.train_files + layout.test_files + (layout.meta_file,))
-    try:
-        with tarfile.open(path, "r:*") as tar:
-            found = _tar_members(tar, wanted)
-    except (tarfile.TarError, OSError, EOFError) as exc:
-        raise ValueError(f"{path}: not a readable tar archive ({exc})") from None
-    splits = []
-    for files in (layout.train_files, layout.test_files):
-        missing = [n for n in files if n not in found]
-        if missing:
-            raise ValueError(f"{path}: archive lacks {', '.join(missing)}; is it the {layout.name} python version?")
-        splits.append(_concat([_decode_batch(safe_load(found[n], f"{path}:{n}"), f"{path}:{n}", layout.label_key)
-                               for n in files]))
-    meta = safe_load(found[layout.meta_file], f"{path}:{layout.meta_file}") if layout.meta_file in found else None
-    classes = _meta_classes(meta, layout)
-    return tuple(Dataset(x, y, classes, f"{layout.name} {s} ({path})")
-                 for (x, y), s in zip(splits, ("train", "test")))
+    raw = {}
+    for name in layout.train_files + layout.test_files + (layout.meta_file,):
+        file = os.path.join(path, name)
+        if not os.path.isfile(file):
+            if name == layout.meta_file:
+                continue
+            expected = layout.train_files if name in layout.train_files else layout.test_files
+            raise FileNotFoundError(f"{path}: missing {name} (expected {', '.join(expected)})")
+        if check_md5 and name in layout.file_md5:
+            _warn_md5(file, layout.file_md5[name])
+        raw[name] = _read_file(file, name, layout)
+    return _decode_python(raw, layout, os.fspath(path))
 
 
 # --- binary version ---------------------------------------------------------------------
@@ -278,12 +316,83 @@ def decode_binary(raw: bytes, layout: CifarLayout = CIFAR10, source: str = "<byt
     labels = table[:, layout.bin_label_bytes - 1].astype(np.int64)
     if labels.max() >= layout.num_classes:
         raise ValueError(f"{source}: label {labels.max()} out of range for {layout.name}")
+    if layout.bin_label_bytes == 2 and table[:, 0].max() >= 20:
+        raise ValueError(f"{source}: coarse label {table[:, 0].max()} out of range for {layout.name} (20 superclasses)")
     return table[:, layout.bin_label_bytes:].reshape(-1, 3, 32, 32).copy(), labels
 
 
-def _bin_classes(text, layout):
-    names = tuple(s.strip() for s in text.decode("latin1").splitlines() if s.strip())
-    return names if len(names) == layout.num_classes else _meta_classes(None, layout)
+def _bin_meta_name(layout: CifarLayout) -> str:
+    return "batches.meta.txt" if layout.name == "cifar10" else "fine_label_names.txt"
+
+
+def _bin_classes(text, layout, source="meta"):
+    names = [s.strip() for s in text.decode("latin1").splitlines() if s.strip()]
+    return _check_class_names(names, layout, source)
+
+
+def _decode_binary_files(raw: dict, layout: CifarLayout, where: str):
+    splits = []
+    for files in (layout.bin_train_files, layout.bin_test_files):
+        missing = [n for n in files if n not in raw]
+        if missing:
+            raise ValueError(f"{where}: lacks {', '.join(missing)}; is it the {layout.name} binary version?")
+        splits.append(_concat([decode_binary(raw[n], layout, f"{where}:{n}") for n in files]))
+    meta = _bin_meta_name(layout)
+    classes = _bin_classes(raw[meta], layout, f"{where}:{meta}") if meta in raw else _default_classes(layout)
+    return _datasets(splits, classes, layout, where)
+
+
+# --- archives -----------------------------------------------------------------------------
+
+def _archive_paths(layout: CifarLayout, version: str) -> dict:
+    """``{path inside the official archive: size limit}`` of one version (``'python'`` or ``'binary'``)."""
+    if version == "python":
+        folder, names = layout.folder, layout.train_files + layout.test_files + (layout.meta_file,)
+    else:
+        folder, names = layout.bin_folder, layout.bin_train_files + layout.bin_test_files + (_bin_meta_name(layout),)
+    return {f"{folder}/{n}": file_size_limit(layout, n) for n in names}
+
+
+def _read_archive(path, layout: CifarLayout, versions=("python", "binary")):
+    """``(version, {file name: bytes})`` of the version found at its exact paths in the archive."""
+    wanted = {p: limit for v in versions for p, limit in _archive_paths(layout, v).items()}
+    found = read_members(path, wanted)
+    for version in versions:
+        paths = _archive_paths(layout, version)
+        if any(p in found for p in paths):
+            return version, {p.split("/", 1)[1]: found[p] for p in paths if p in found}
+    expected = " or ".join(f"{next(iter(_archive_paths(layout, v))).split('/')[0]}/..." for v in versions)
+    raise ValueError(f"{path}: no {layout.name} files at their official paths ({expected}); is it the "
+                     f"{layout.name} archive?")
+
+
+def _require(raw: dict, names: tuple, path, layout, version):
+    missing = [n for n in names if n not in raw]
+    if missing:
+        raise ValueError(f"{path}: archive lacks {', '.join(missing)} (or a corrupt entry ended it early); "
+                         f"is it the complete {layout.name} {version} version?")
+
+
+def read_python_archive(path, layout: CifarLayout = CIFAR10, check_md5: bool = False):
+    """Read a python-version ``.tar.gz`` in place (nothing is extracted to disk).
+
+    Args:
+        path: the archive.
+        layout: :data:`CIFAR10` or :data:`CIFAR100`.
+        check_md5: compare the archive with the official md5 and warn on a mismatch.
+
+    Returns:
+        ``(train, test)`` :class:`Dataset` pair.
+
+    Raises:
+        CorruptArchiveError: a CRC or format error, or sizes no CIFAR archive has.
+        ValueError: files missing from their exact paths, or wrong content.
+    """
+    if check_md5:
+        _warn_md5(path, layout.archive_md5)
+    _, raw = _read_archive(path, layout, ("python",))
+    _require(raw, layout.train_files + layout.test_files, path, layout, "python")
+    return _decode_python(raw, layout, os.fspath(path))
 
 
 def read_binary(path, layout: CifarLayout = CIFAR10, check_md5: bool = False):
@@ -292,32 +401,29 @@ def read_binary(path, layout: CifarLayout = CIFAR10, check_md5: bool = False):
     Returns:
         ``(train, test)`` :class:`Dataset` pair.
     """
-    meta_name = "batches.meta.txt" if layout.name == "cifar10" else "fine_label_names.txt"
-    names = layout.bin_train_files + layout.bin_test_files + (meta_name,)
     if os.path.isdir(path):
-        found = {}
-        for n in names:
-            file = os.path.join(path, n)
-            if os.path.isfile(file):
-                with open(file, "rb") as f:
-                    found[n] = f.read()
+        names = layout.bin_train_files + layout.bin_test_files + (_bin_meta_name(layout),)
+        raw = {n: _read_file(os.path.join(path, n), n, layout) for n in names if os.path.isfile(os.path.join(path, n))}
     else:
         if check_md5:
             _warn_md5(path, layout.bin_md5)
-        try:
-            with tarfile.open(path, "r:*") as tar:
-                found = _tar_members(tar, set(names))
-        except (tarfile.TarError, OSError, EOFError) as exc:
-            raise ValueError(f"{path}: not a readable tar archive ({exc})") from None
-    splits = []
-    for files in (layout.bin_train_files, layout.bin_test_files):
-        missing = [n for n in files if n not in found]
-        if missing:
-            raise ValueError(f"{path}: lacks {', '.join(missing)}; is it the {layout.name} binary version?")
-        splits.append(_concat([decode_binary(found[n], layout, f"{path}:{n}") for n in files]))
-    classes = _bin_classes(found[meta_name], layout) if meta_name in found else _meta_classes(None, layout)
-    return tuple(Dataset(x, y, classes, f"{layout.name} {s} ({path})")
-                 for (x, y), s in zip(splits, ("train", "test")))
+        _, raw = _read_archive(path, layout, ("binary",))
+    return _decode_binary_files(raw, layout, os.fspath(path))
+
+
+def read_archive(path, layout: CifarLayout = CIFAR10, check_md5: bool = False):
+    """Read a CIFAR archive of either version, told apart by its members' paths (not its name).
+
+    Returns:
+        ``(train, test)`` :class:`Dataset` pair.
+    """
+    version, raw = _read_archive(path, layout)
+    if check_md5:
+        _warn_md5(path, layout.archive_md5 if version == "python" else layout.bin_md5)
+    if version == "binary":
+        return _decode_binary_files(raw, layout, os.fspath(path))
+    _require(raw, layout.train_files + layout.test_files, path, layout, "python")
+    return _decode_python(raw, layout, os.fspath(path))
 
 
 def candidates(root, layout: CifarLayout):
@@ -339,7 +445,8 @@ def read_cifar(path, name: str = "cifar10", check_md5: bool = False):
 
     Raises:
         FileNotFoundError: nothing readable at ``path``.
-        ValueError: a file is there but is not what it should be.
+        ValueError: a file is there but is not what it should be (corrupt archive, labels
+            outside the classes, wrong class-name count, unsafe pickle, ...).
     """
     layout = get_layout(name)
     path = os.fspath(path)
@@ -354,8 +461,5 @@ def read_cifar(path, name: str = "cifar10", check_md5: bool = False):
         raise FileNotFoundError(
             f"{path}: no {layout.name} data inside (looked for {', '.join(os.path.basename(c) for c in candidates(path, layout))})")
     if os.path.isfile(path):
-        base = os.path.basename(path)
-        if "bin" in base:
-            return read_binary(path, layout, check_md5)
-        return read_python_archive(path, layout, check_md5)
+        return read_archive(path, layout, check_md5)
     raise FileNotFoundError(f"{path}: no such file or directory")

@@ -1,103 +1,161 @@
-"""Weight import and export: ``.npz``, ``.safetensors`` and PyTorch ``.pth`` without PyTorch.
+"""Weight import and export: PyTorch checkpoints (without PyTorch), ``.safetensors`` and ``.npz``.
 
-Example:
-    >>> import minires.io
-    >>> from minires.models import resnet50
-    >>> model = resnet50()
-    >>> model.load_state_dict(minires.io.load_state_dict("resnet50-0676ba61.pth"))  # doctest: +SKIP
-    >>> minires.io.save_state_dict(model, "resnet50.safetensors")  # doctest: +SKIP
+Example: a published CIFAR ResNet checkpoint (``DataParallel`` names, classifier called ``linear``):
+    >>> import minires
+    >>> state = minires.io.load_state_dict("resnet20-12fca82f.th")  # doctest: +SKIP
+    >>> state = minires.io.rename_keys(state, {"linear": "fc"}, strip_prefix="module.")  # doctest: +SKIP
+    >>> minires.models.resnet20().load_state_dict(state)  # doctest: +SKIP
 
-Readers never execute code from a file: ``.npz`` is read with ``allow_pickle=False``,
-``.safetensors`` by a JSON-header parser written here, and PyTorch checkpoints through
-:class:`~minires.io.torch_pickle.RestrictedUnpickler`, which resolves only the globals that
-rebuilding tensors needs and raises :class:`UnsafeCheckpointError` for any other.
+The format is told from the file's bytes (:func:`sniff_format`); the extension is only a
+hint. Readers never execute code from a file: ``.npz`` members are parsed without pickle,
+``.safetensors`` by a JSON-header parser written here, and PyTorch checkpoints through a
+restricted unpickler that resolves only the globals that rebuilding tensors needs
+(:mod:`minires.io.torch_pickle`). Every size a file states is checked against the file
+and against :class:`ReadLimits` before anything is allocated or decompressed, so a
+hostile file is refused with a :class:`CheckpointError` instead of costing memory or time.
 """
 
 from __future__ import annotations
 
 import os
+import struct
+import zipfile
+import zlib
+from typing import NamedTuple
 
 import numpy as np
 
 from .. import backend
-from .errors import CheckpointError, UnsafeCheckpointError
-from .npz import read_npz, write_npz
-from .safetensors import read_safetensors, write_safetensors
-from .torch_pickle import ALLOWED_GLOBALS, RestrictedUnpickler, read_torch_checkpoint
+from .errors import CheckpointError, ResourceLimitError, UnsafeCheckpointError, short_repr
+from .keys import NESTED_STATE_KEYS, extract_state_dict, guess_renames, rename_keys
+from .limits import DEFAULT_LIMITS, ReadLimits
+from .npz import describe_npz, read_npz, write_npz
+from .safetensors import describe_safetensors, read_safetensors, write_safetensors
+from .sniff import FORMATS, require_format, sniff_format
+from .torch_format import TensorInfo, open_torch_checkpoint, read_torch_checkpoint
+from .torch_pickle import ALLOWED_GLOBALS, LazyTensor, RestrictedUnpickler
 
+#: extensions commonly used for the readable formats (only a hint: the bytes decide)
 READ_FORMATS = {".npz": "NumPy archive", ".safetensors": "safetensors", ".pth": "PyTorch checkpoint",
-                ".pt": "PyTorch checkpoint", ".bin": "PyTorch checkpoint", ".ckpt": "PyTorch checkpoint"}
+                ".pt": "PyTorch checkpoint", ".th": "PyTorch checkpoint", ".tar": "PyTorch checkpoint",
+                ".bin": "PyTorch checkpoint", ".ckpt": "PyTorch checkpoint"}
 WRITE_FORMATS = {".npz": "NumPy archive", ".safetensors": "safetensors"}
 
-#: keys under which training scripts commonly nest the model's state dict
-NESTED_STATE_KEYS = ("state_dict", "model_state_dict", "model", "net", "network")
+# what malformed input can still make a reader raise; reported as CheckpointError naming the file
+_UNREADABLE = (ValueError, OverflowError, TypeError, RecursionError, MemoryError, struct.error, zipfile.BadZipFile,
+               EOFError, zlib.error, IndexError)
+
+
+class _CallerError(ValueError):
+    """A bad argument (not a bad file): passed through unchanged."""
+
+
+class WeightsInfo(NamedTuple):
+    """What :func:`inspect_weights` finds in a file.
+
+    Attributes:
+        format: the format's description (a value of :data:`~minires.io.sniff.FORMATS`).
+        tensors: ``{name: TensorInfo(shape, dtype)}`` of the state dict, in file order.
+        nested_key: the top-level entry holding the state dict (``None``: the top level).
+        extras: the other top-level entries of a checkpoint, as short strings
+            (``{'best_prec1': '91.73', 'epoch': '200'}``).
+    """
+
+    format: str
+    tensors: dict
+    nested_key: str | None
+    extras: dict
 
 
 def _extension(path) -> str:
     return os.path.splitext(os.fspath(path))[1].lower()
 
 
-def _is_state_dict(obj) -> bool:
-    return isinstance(obj, dict) and all(isinstance(k, str) and isinstance(v, np.ndarray) for k, v in obj.items())
+def _read(source: str, key: str | None, limits: ReadLimits, arrays: bool):
+    """``(format id, state dict, nested key, top-level object or None)``; arrays or TensorInfo values."""
+    kind = require_format(source)
+    if kind in ("npz", "safetensors"):
+        if key is not None:
+            raise _CallerError(f"key={key!r} only applies to PyTorch checkpoints, not {FORMATS[kind]} files")
+        if kind == "npz":
+            state = read_npz(source, limits) if arrays else \
+                {k: TensorInfo(tuple(s), d.name) for k, (s, d) in describe_npz(source, limits).items()}
+        else:
+            state = read_safetensors(source, limits=limits) if arrays else \
+                {k: TensorInfo(s, t) for k, (t, s) in describe_safetensors(source).items()}
+        return kind, state, None, None
+    budget = limits.budget(source)
+    handle, checkpoint = open_torch_checkpoint(source, source, limits, budget, kind)
+    with handle:
+        lazy, nested = extract_state_dict(checkpoint.obj, source, key, LazyTensor)
+        if arrays:
+            return kind, checkpoint.materialise(budget, lazy), nested, checkpoint.obj
+        return kind, checkpoint.describe(lazy), nested, checkpoint.obj
 
 
-def _extract_state_dict(obj, source: str, key: str | None) -> dict[str, np.ndarray]:
-    if key is not None:
-        if not isinstance(obj, dict) or key not in obj:
-            found = sorted(map(str, obj)) if isinstance(obj, dict) else type(obj).__name__
-            raise KeyError(f"{source!r} has no entry {key!r} at its top level (found: {found})")
-        obj = obj[key]
-    if _is_state_dict(obj):
-        return dict(obj)
-    if isinstance(obj, dict) and key is None:
-        nested = [k for k in NESTED_STATE_KEYS if k in obj and _is_state_dict(obj[k])]
-        if len(nested) == 1:
-            return dict(obj[nested[0]])
-        keys = sorted(map(str, obj))[:20]
-        bad = [k for k, v in obj.items() if not isinstance(v, np.ndarray)][:5]
-        raise CheckpointError(f"{source!r} is not a flat {{name: tensor}} state dict (top-level keys {keys}; "
-                              f"non-tensor entries {bad}); pass key=... to pick the nested state dict")
-    raise CheckpointError(f"{source!r} holds a {type(obj).__name__}, expected a {{name: tensor}} state dict")
+def _guarded_read(path, key, limits, arrays):
+    source = os.fspath(path)
+    try:
+        return _read(source, key, limits or DEFAULT_LIMITS, arrays)
+    except (CheckpointError, _CallerError):
+        raise
+    except _UNREADABLE as exc:
+        raise CheckpointError(f"{source!r}: unreadable ({type(exc).__name__}: {exc})") from None
 
 
-def load_state_dict(path: str | os.PathLike, key: str | None = None) -> dict[str, np.ndarray]:
-    """Read a state dict from ``.npz``, ``.safetensors`` or a PyTorch ``.pth``/``.pt``/``.bin``/``.ckpt``.
+def load_state_dict(path: str | os.PathLike, key: str | None = None,
+                    limits: ReadLimits | None = None) -> dict[str, np.ndarray]:
+    """Read a state dict from a PyTorch checkpoint, ``.safetensors`` or ``.npz``, whatever its extension.
 
-    PyTorch checkpoints need no PyTorch: a restricted unpickler rebuilds tensors as NumPy
-    arrays. A checkpoint that nests the weights (``{"state_dict": ..., "epoch": 3}``) is
-    unwrapped when exactly one of :data:`NESTED_STATE_KEYS` holds them, or by ``key``.
+    PyTorch checkpoints (the zip format and the legacy pre-1.6 stream, including the
+    pre-1.0 ``_rebuild_tensor``) need no PyTorch: a restricted unpickler rebuilds tensors
+    as NumPy arrays. A checkpoint that nests the weights (``{"state_dict": ..., "epoch": 3}``)
+    is unwrapped when exactly one of :data:`NESTED_STATE_KEYS` holds them, or by ``key``;
+    only that part's tensors are read.
 
     Args:
-        path: the weight file; the format is chosen by its extension.
+        path: the weight file; the format is told from its bytes (the extension is a hint).
         key: for PyTorch checkpoints holding a dict of several things, the top-level entry
             that is the state dict.
+        limits: resource caps (:class:`ReadLimits`); raise ``max_bytes`` for files whose
+            tensors genuinely need more than four times the file's size.
 
     Returns:
         ``{name: numpy array}``, e.g. ``{"conv1.weight": float32 (64, 3, 7, 7), ...,
-        "bn1.num_batches_tracked": int64 ()}``, ready for ``Module.load_state_dict``.
+        "bn1.num_batches_tracked": int64 ()}``, ready for ``Module.load_state_dict``
+        (after :func:`rename_keys` where the names differ).
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        ValueError: the extension is not one of :data:`READ_FORMATS`.
         UnsafeCheckpointError: a PyTorch pickle names a global that tensors do not need.
-        CheckpointError: the file is corrupt or does not hold a state dict.
+        ResourceLimitError: the file asks for more memory than ``limits`` allow.
+        CheckpointError: the file is corrupt, of no supported format, or holds no state
+            dict (every message names the file and the problem).
+        KeyError: ``key`` is not a top-level entry.
     """
-    source = os.fspath(path)
-    ext = _extension(source)
-    if ext not in READ_FORMATS:
-        raise ValueError(f"cannot read {source!r}: unknown extension {ext or '(none)'!r}; "
-                         f"expected one of {', '.join(READ_FORMATS)}")
-    if not os.path.isfile(source):
-        raise FileNotFoundError(f"no such weight file: {source!r}")
-    if ext == ".npz":
-        state = read_npz(source)
-    elif ext == ".safetensors":
-        state = read_safetensors(source)
-    else:
-        return _extract_state_dict(read_torch_checkpoint(source), source, key)
-    if key is not None:
-        raise ValueError(f"key={key!r} only applies to PyTorch checkpoints, not {ext} files")
-    return state
+    return _guarded_read(path, key, limits, arrays=True)[1]
+
+
+def inspect_weights(path: str | os.PathLike, key: str | None = None,
+                    limits: ReadLimits | None = None) -> WeightsInfo:
+    """List a weight file's tensors (names, shapes, dtypes) without reading their data.
+
+    Checks the file as :func:`load_state_dict` does (same arguments and errors).
+
+    Returns:
+        A :class:`WeightsInfo`.
+    """
+    kind, tensors, nested, top = _guarded_read(path, key, limits, arrays=False)
+    extras = {}
+    if nested is not None and isinstance(top, dict):
+        extras = {str(k): _short_value(v) for k, v in top.items() if k != nested}
+    return WeightsInfo(FORMATS[kind], tensors, nested, extras)
+
+
+def _short_value(value) -> str:
+    if isinstance(value, (dict, list, tuple)):
+        return f"{type(value).__name__} of {len(value)}"
+    return "tensor" if isinstance(value, LazyTensor) else short_repr(value)
 
 
 def _to_numpy_state(state) -> dict[str, np.ndarray]:
@@ -145,7 +203,8 @@ def save_state_dict(state, path: str | os.PathLike, metadata: dict[str, str] | N
 
 
 __all__ = [
-    "load_state_dict", "save_state_dict", "read_npz", "write_npz", "read_safetensors", "write_safetensors",
-    "read_torch_checkpoint", "RestrictedUnpickler", "ALLOWED_GLOBALS", "CheckpointError",
-    "UnsafeCheckpointError", "READ_FORMATS", "WRITE_FORMATS", "NESTED_STATE_KEYS",
+    "load_state_dict", "inspect_weights", "save_state_dict", "rename_keys", "guess_renames", "sniff_format",
+    "read_npz", "write_npz", "read_safetensors", "write_safetensors", "read_torch_checkpoint",
+    "RestrictedUnpickler", "ALLOWED_GLOBALS", "CheckpointError", "UnsafeCheckpointError", "ResourceLimitError",
+    "ReadLimits", "TensorInfo", "WeightsInfo", "READ_FORMATS", "WRITE_FORMATS", "NESTED_STATE_KEYS", "FORMATS",
 ]

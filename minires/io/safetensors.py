@@ -3,18 +3,22 @@
 Layout: an unsigned 64-bit little-endian header length ``N``, ``N`` bytes of UTF-8 JSON
 ``{name: {"dtype": "F32", "shape": [...], "data_offsets": [begin, end]}, "__metadata__": {...}}``
 (offsets relative to the byte buffer that follows the header), then the raw little-endian
-tensor bytes. Nothing in the file is executed; every offset and size is validated.
+tensor bytes. Nothing in the file is executed; every offset and size is validated
+(sizes as Python integers, so nothing overflows) before any array is allocated, and the
+tensors must tile the data buffer exactly, as the format requires.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import struct
 
 import numpy as np
 
-from .errors import CheckpointError
+from .errors import CheckpointError, short_repr
+from .limits import DEFAULT_LIMITS
 
 #: safetensors dtype tag -> NumPy dtype (little-endian); ``BF16`` is read as float32.
 DTYPES = {
@@ -26,6 +30,7 @@ DTYPES = {
 _TAGS = {dtype.newbyteorder("="): tag for tag, dtype in DTYPES.items() if tag != "BF16"}
 
 MAX_HEADER_BYTES = 100_000_000  # the format's own limit, guards against absurd allocations
+MAX_DIMS = 64
 
 
 def bfloat16_bits_to_float32(bits: np.ndarray) -> np.ndarray:
@@ -33,81 +38,140 @@ def bfloat16_bits_to_float32(bits: np.ndarray) -> np.ndarray:
     return (bits.astype(np.uint32) << 16).view(np.float32)
 
 
-def _parse_header(path: str, raw: bytes, file_size: int) -> tuple[dict, dict]:
+def _no_duplicates(pairs):
+    keys = [k for k, _ in pairs]
+    if len(set(keys)) != len(keys):
+        raise _DuplicateKey(sorted({k for k in keys if keys.count(k) > 1})[:5])
+    return dict(pairs)
+
+
+class _DuplicateKey(Exception):
+    pass
+
+
+def _load_json(path: str, raw: bytes):
     try:
-        header = json.loads(raw.decode("utf-8"))
+        return json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{path!r}: safetensors header is not valid UTF-8 JSON ({exc})") from exc
+        raise CheckpointError(f"{path!r}: safetensors header is not valid UTF-8 JSON ({exc})") from None
+    except _DuplicateKey as exc:
+        raise CheckpointError(f"{path!r}: safetensors header names {exc.args[0]} twice") from None
+    except RecursionError:
+        raise CheckpointError(f"{path!r}: safetensors header is nested too deeply to be one") from None
+
+
+def _is_index(value) -> bool:
+    return type(value) is int and 0 <= value < 2**63
+
+
+def _check_entry(path: str, name: str, entry) -> tuple:
+    """``(tag, shape, begin, end)`` of one header entry, every field checked."""
+    if not isinstance(entry, dict) or not {"dtype", "shape", "data_offsets"} <= entry.keys():
+        raise CheckpointError(f"{path!r}: entry {short_repr(name)} needs 'dtype', 'shape' and 'data_offsets', "
+                              f"got {short_repr(entry)}")
+    tag, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
+    if not isinstance(tag, str) or tag not in DTYPES:
+        raise CheckpointError(f"{path!r}: tensor {short_repr(name)} has unsupported dtype {short_repr(tag)} "
+                              f"(supported: {', '.join(DTYPES)})")
+    if not (isinstance(shape, list) and len(shape) <= MAX_DIMS and all(_is_index(s) for s in shape)):
+        raise CheckpointError(f"{path!r}: tensor {short_repr(name)} has invalid shape {short_repr(shape)} "
+                              f"(expected a list of at most {MAX_DIMS} integers in [0, 2**63))")
+    if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_index(o) for o in offsets)):
+        raise CheckpointError(f"{path!r}: tensor {short_repr(name)} has invalid data_offsets {short_repr(offsets)}")
+    begin, end = offsets
+    expected = math.prod(shape) * DTYPES[tag].itemsize
+    if end < begin or end - begin != expected:
+        raise CheckpointError(f"{path!r}: tensor {short_repr(name)} of shape {shape} and dtype {tag} needs "
+                              f"{expected} bytes, but data_offsets span {end - begin}")
+    return tag, tuple(shape), begin, end
+
+
+def _check_layout(path: str, spans: list, buffer_size: int) -> None:
+    """Tensors must tile the data buffer: no overlap, no gap, nothing past its end (as the format requires)."""
+    position = 0
+    for begin, end, name in sorted(spans):
+        if begin != position:
+            problem = "overlaps the tensor before it" if begin < position else f"leaves a gap at byte {position}"
+            raise CheckpointError(f"{path!r}: tensor {short_repr(name)} at bytes [{begin}, {end}) {problem}")
+        position = end
+    if position != buffer_size:
+        raise CheckpointError(f"{path!r}: tensors cover {position:,} bytes but the data buffer holds "
+                              f"{buffer_size:,} (data_offsets lie outside the buffer: truncated file?)")
+
+
+def _parse_header(path: str, raw: bytes, buffer_size: int) -> tuple[dict, dict]:
+    header = _load_json(path, raw)
     if not isinstance(header, dict):
         raise CheckpointError(f"{path!r}: safetensors header must be a JSON object, got {type(header).__name__}")
     metadata = header.pop("__metadata__", None) or {}
-    if not isinstance(metadata, dict):
+    if not (isinstance(metadata, dict) and all(isinstance(v, str) for v in metadata.values())):
         raise CheckpointError(f"{path!r}: '__metadata__' must be an object of strings")
-    buffer_size = file_size
-    for name, entry in header.items():
-        if not isinstance(entry, dict) or not {"dtype", "shape", "data_offsets"} <= entry.keys():
-            raise CheckpointError(f"{path!r}: entry {name!r} needs 'dtype', 'shape' and 'data_offsets', got {entry!r}")
-        tag, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
-        if tag not in DTYPES:
-            raise CheckpointError(f"{path!r}: tensor {name!r} has unsupported dtype {tag!r} "
-                                  f"(supported: {', '.join(DTYPES)})")
-        if not (isinstance(shape, list) and all(isinstance(s, int) and s >= 0 for s in shape)):
-            raise CheckpointError(f"{path!r}: tensor {name!r} has invalid shape {shape!r}")
-        if not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets)):
-            raise CheckpointError(f"{path!r}: tensor {name!r} has invalid data_offsets {offsets!r}")
-        begin, end = offsets
-        expected = int(np.prod(shape, dtype=np.int64)) * DTYPES[tag].itemsize
-        if not 0 <= begin <= end <= buffer_size:
-            raise CheckpointError(f"{path!r}: tensor {name!r} data_offsets {offsets} lie outside the "
-                                  f"{buffer_size}-byte data buffer (truncated file?)")
-        if end - begin != expected:
-            raise CheckpointError(f"{path!r}: tensor {name!r} of shape {shape} and dtype {tag} needs "
-                                  f"{expected} bytes, but data_offsets span {end - begin}")
-    return header, metadata
+    entries = {name: _check_entry(path, name, entry) for name, entry in header.items()}
+    _check_layout(path, [(begin, end, name) for name, (_, _, begin, end) in entries.items()], buffer_size)
+    return entries, metadata
 
 
-def read_safetensors(path: str | os.PathLike, with_metadata: bool = False):
+def _read_header(path: str, f, file_size: int) -> tuple[dict, dict, int]:
+    head = f.read(8)
+    if len(head) < 8:
+        raise CheckpointError(f"{path!r} is too short ({file_size} bytes) to be a safetensors file")
+    (header_size,) = struct.unpack("<Q", head)
+    if header_size > min(MAX_HEADER_BYTES, file_size - 8):
+        raise CheckpointError(f"{path!r}: safetensors header claims {header_size} bytes but the file has "
+                              f"{file_size - 8} after the length field (corrupt or not safetensors)")
+    entries, metadata = _parse_header(path, f.read(header_size), file_size - 8 - header_size)
+    return entries, metadata, 8 + header_size
+
+
+def describe_safetensors(path: str | os.PathLike) -> dict:
+    """``{name: (tag, shape)}`` from a ``.safetensors`` header, checked as :func:`read_safetensors` does."""
+    path = os.fspath(path)
+    with open(path, "rb") as f:
+        entries, _, _ = _read_header(path, f, os.path.getsize(path))
+    return {name: (tag, shape) for name, (tag, shape, _, _) in entries.items()}
+
+
+def read_safetensors(path: str | os.PathLike, with_metadata: bool = False, limits=None):
     """Read every tensor of a ``.safetensors`` file into NumPy arrays.
 
     Args:
         path: the file.
         with_metadata: also return the ``__metadata__`` string map.
+        limits: :class:`~minires.io.ReadLimits` (the arrays count against ``max_bytes``).
 
     Returns:
         ``{name: array}`` in header order (``BF16`` widened to float32), or
         ``(arrays, metadata)`` when ``with_metadata`` is true.
 
     Raises:
-        CheckpointError: the header is malformed, a dtype is unsupported, or the data is truncated.
+        CheckpointError: the header is malformed (bad or duplicate entries, tensors that
+            overlap, leave gaps or reach past the data), a dtype is unsupported, or the
+            data is truncated.
     """
     path = os.fspath(path)
-    file_size = os.path.getsize(path)
+    budget = (limits or DEFAULT_LIMITS).budget(path)
+    arrays = {}
     with open(path, "rb") as f:
-        head = f.read(8)
-        if len(head) < 8:
-            raise CheckpointError(f"{path!r} is too short ({file_size} bytes) to be a safetensors file")
-        (header_size,) = struct.unpack("<Q", head)
-        if header_size > min(MAX_HEADER_BYTES, file_size - 8):
-            raise CheckpointError(f"{path!r}: safetensors header claims {header_size} bytes but the file has "
-                                  f"{file_size - 8} after the length field (corrupt or not safetensors)")
-        header, metadata = _parse_header(path, f.read(header_size), file_size - 8 - header_size)
-        data_start = 8 + header_size
-        arrays = {}
-        for name, entry in header.items():
-            dtype = DTYPES[entry["dtype"]]
-            array = np.empty(entry["shape"], dtype=dtype)
-            begin, end = entry["data_offsets"]
-            if end > begin:
-                f.seek(data_start + begin)
-                got = f.readinto(memoryview(array.reshape(-1)).cast("B"))
-                if got != end - begin:
-                    raise CheckpointError(f"{path!r}: tensor {name!r} is truncated ({got} of {end - begin} bytes)")
-            if entry["dtype"] == "BF16":
-                array = bfloat16_bits_to_float32(array)
-            elif not dtype.isnative:
-                array = array.astype(dtype.newbyteorder("="))
-            arrays[name] = array
+        entries, metadata, data_start = _read_header(path, f, os.path.getsize(path))
+        for name, (tag, shape, begin, end) in entries.items():
+            budget.charge((end - begin) * (2 if tag == "BF16" else 1), f"tensor {name!r}")
+            arrays[name] = _read_tensor(path, f, name, tag, shape, data_start + begin, end - begin)
     return (arrays, dict(metadata)) if with_metadata else arrays
+
+
+def _read_tensor(path, f, name, tag, shape, offset, nbytes):
+    dtype = DTYPES[tag]
+    array = np.empty(shape, dtype=dtype)
+    if nbytes:
+        f.seek(offset)
+        got = f.readinto(memoryview(array.reshape(-1)).cast("B"))
+        if got != nbytes:
+            raise CheckpointError(f"{path!r}: tensor {name!r} is truncated ({got} of {nbytes} bytes)")
+    if tag == "BF16":
+        return bfloat16_bits_to_float32(array)
+    if tag == "BOOL":
+        return array.view(np.uint8) != 0
+    return array if dtype.isnative else array.astype(dtype.newbyteorder("="))
 
 
 def write_safetensors(state: dict[str, np.ndarray], path: str | os.PathLike,

@@ -342,11 +342,21 @@ class Module:
         """Name -> the Tensor that holds that entry (same keys and order as ``state_dict``)."""
         return self.state_dict(keep_vars=True)
 
+    def _fills_in_missing(self, key: str) -> bool:
+        """Whether a missing ``key`` is one PyTorch's BatchNorm fills in itself (``num_batches_tracked``)."""
+        prefix, _, leaf = key.rpartition(".")
+        if leaf != "num_batches_tracked":
+            return False
+        owner = self.get_submodule(prefix)
+        return bool(getattr(owner, "track_running_stats", False)) and hasattr(owner, "running_mean")
+
     def load_state_dict(self, state_dict, strict: bool = True) -> IncompatibleKeys:
         """Copy arrays into this module's parameters and buffers, in place.
 
         Values may be NumPy arrays, CuPy arrays, Tensors or Python numbers; each is
-        copied into the existing array, keeping that array's device and dtype.
+        copied into the existing array, keeping that array's device and dtype. As in
+        PyTorch, a batch norm's ``num_batches_tracked`` may be missing (state dicts from
+        before PyTorch 0.4.1 lack it): the current count is kept. Every other key is strict.
 
         Args:
             state_dict: mapping from dotted names to values.
@@ -364,7 +374,7 @@ class Module:
             raise TypeError(f"expected a mapping from names to arrays for state_dict, got {type(state_dict).__name__}")
         own = self._state_entries()
         errors = []
-        missing = [k for k in own if k not in state_dict]
+        missing = [k for k in own if k not in state_dict and not self._fills_in_missing(k)]
         unexpected = [k for k in state_dict.keys() if k not in own]
         converted = {}
         for key, target in own.items():

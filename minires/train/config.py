@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, fields
 
+from ..data.normalization import parse_normalize
+
 SCHEDULES = ("paper", "cosine", "linear")
 DATASETS = ("cifar10", "cifar100")
 
@@ -37,6 +39,9 @@ class TrainConfig:
         train_subset: use only the first N training examples (0: all).
         test_subset: use only the first N test examples (0: all).
         shortcut: ``'A'`` or ``'B'`` for models that take it (None: the model's default).
+        normalize: input normalisation: ``'train'`` (the training split's per-channel mean and
+            std, the default), ``'cifar'``, ``'imagenet'``, ``'none'``, or ``'MEAN,STD'`` /
+            ``'M1,M2,M3,S1,S2,S3'`` (see :mod:`minires.data.normalization`).
         check_md5: warn when data files differ from the official md5 sums.
         download: download the official archive when no data is found.
         progress: show tqdm progress bars.
@@ -65,6 +70,7 @@ class TrainConfig:
     train_subset: int = 0
     test_subset: int = 0
     shortcut: str | None = None
+    normalize: str = "train"
     check_md5: bool = False
     download: bool = False
     progress: bool = True
@@ -107,6 +113,7 @@ class TrainConfig:
             raise ValueError(f"dataset must be one of {', '.join(DATASETS)}, got {self.dataset!r}")
         if self.shortcut is not None and self.shortcut not in ("A", "B"):
             raise ValueError(f"shortcut must be 'A' or 'B', got {self.shortcut!r}")
+        self.normalize = parse_normalize(self.normalize)
         return self
 
     def to_dict(self) -> dict:
@@ -123,4 +130,4 @@ class TrainConfig:
 # settings that must match when resuming (device may change, the rest decides the result)
 RESUME_KEYS = ("model", "dataset", "data", "epochs", "batch_size", "lr", "momentum", "nesterov", "weight_decay",
                "schedule", "warmup_frac", "paper_warmup", "label_smoothing", "seed", "cutout", "train_subset",
-               "test_subset", "shortcut")
+               "test_subset", "shortcut", "normalize")

@@ -37,7 +37,7 @@ from .. import backend
 from .. import config as settings
 from ..autograd import Tensor
 from ..backend import as_numpy, get_array_module, parse_device
-from ..data import Dataset, Loader, channel_stats, download_cifar, load_dataset
+from ..data import Dataset, Loader, download_cifar, load_dataset, normalization_stats
 from ..data.sources import DataNotFoundError
 from .checkpoint import atomic_write, flatten_state, load_checkpoint, save_checkpoint, unflatten_state
 from .config import RESUME_KEYS, TrainConfig
@@ -132,7 +132,7 @@ class Trainer:
         train_set, test_set = self._load_data()
         check_splits(train_set, test_set, cfg.data)
         self.train_set, self.test_set = train_set, test_set
-        self.mean, self.std = channel_stats(train_set.images)
+        self.mean, self.std = normalization_stats(cfg.normalize, cfg.dataset, train_set.images)
         self.train_loader = Loader(train_set, cfg.batch_size, self.mean, self.std, train=True, device=self.device,
                                    seed=cfg.seed, cutout=cfg.cutout)
         self.test_loader = Loader(test_set, cfg.eval_batch_size, self.mean, self.std, train=False,

@@ -83,7 +83,7 @@ def load_weights_strict(model, state: dict, source, model_name: str) -> None:
         raise WeightsMismatchError(
             f"cannot load {source} into {model_name}: the file holds another architecture's weights: {problem} "
             f"({missing} of the model's keys missing, {extra} extra keys in the file).{_hint(source, model_name)}")
-    model.load_state_dict(state, strict=not any(k.endswith("num_batches_tracked") and k not in state for k in own))
+    model.load_state_dict(state, strict=True)  # a missing num_batches_tracked is accepted, as in PyTorch
 
 
 def _hint(source, model_name: str) -> str:

@@ -151,11 +151,11 @@ def test_corrupt_or_pickled_npz_raise_checkpoint_error(tmp_path):
         mio.load_state_dict(single)
 
 
-def test_missing_file_and_unknown_extensions(tmp_path):
+def test_missing_file_unknown_content_and_writing_extensions(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.npz"):
         mio.load_state_dict(tmp_path / "nope.npz")
-    (tmp_path / "w.h5").write_bytes(b"")
-    with pytest.raises(ValueError, match=r"unknown extension '\.h5'.*\.npz, \.safetensors, \.pth"):
+    (tmp_path / "w.h5").write_bytes(b"")  # the bytes decide, not the extension: this is nothing known
+    with pytest.raises(CheckpointError, match=r"w\.h5' is not a weight file .* first bytes are b''.*PyTorch.*safetensors"):
         mio.load_state_dict(tmp_path / "w.h5")
     with pytest.raises(ValueError, match=r"unknown extension '\.pth'.*\.npz, \.safetensors"):
         mio.save_state_dict({"a": np.ones(1)}, tmp_path / "w.pth")

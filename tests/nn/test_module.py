@@ -348,3 +348,31 @@ def test_custom_extra_repr():
     m = Scaled()
     m.inner = nn.ReLU()
     assert repr(m) == "Scaled(\n  factor=2\n  (inner): ReLU()\n)"
+
+
+def test_load_state_dict_accepts_a_missing_num_batches_tracked_as_pytorch_does():
+    """State dicts from before PyTorch 0.4.1 have no num_batches_tracked; torch fills it in, so do we."""
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    tnet = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    old_style = {k: v.numpy() for k, v in tnet.state_dict().items() if not k.endswith("num_batches_tracked")}
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+    net[1].num_batches_tracked.data[...] = 5
+    result = net.load_state_dict(old_style)
+    tresult = tnet.load_state_dict({k: torch.from_numpy(v) for k, v in old_style.items()})
+    assert result.missing_keys == tresult.missing_keys == []
+    assert int(net[1].num_batches_tracked.item()) == 5  # kept, as torch keeps its own value
+    np.testing.assert_array_equal(net[1].running_var.numpy(), old_style["1.running_var"])
+    # strict about everything else: a missing running_var, or num_batches_tracked of a non-BN buffer
+    with pytest.raises(nn.StateDictError, match='Missing key.*"1.running_var"'):
+        net.load_state_dict({k: v for k, v in old_style.items() if k != "1.running_var"})
+
+    class Counter(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("num_batches_tracked", mr.zeros(1))
+
+    with pytest.raises(nn.StateDictError, match='Missing key.*"num_batches_tracked"'):
+        Counter().load_state_dict({})
+    untracked = nn.BatchNorm2d(4, track_running_stats=False)
+    assert "num_batches_tracked" not in untracked.state_dict()

@@ -7,6 +7,9 @@ Layout of an output directory ``OUT``:
 - ``metrics.jsonl``: one JSON line per finished epoch (``epoch``, ``train_loss``,
   ``train_acc``, ``test_loss``, ``test_acc``, ``lr`` (of the next update), ``seconds``
   (training + evaluation), ``train_seconds``, ``images_per_s`` (training throughput));
+- ``gradients.jsonl`` (with ``track_gradients``): every N steps, one JSON line with the
+  per-block skip/branch gradient norms and the per-parameter gradient norm, weight norm
+  and update ratio of that step (:mod:`minires.analysis.tracking`);
 - ``checkpoint.npz``: the latest checkpoint (weights, BN statistics, optimizer state,
   schedule step, RNG states, position in the epoch), written atomically;
 - ``model.npz``: final weights with state-dict names (``minires.io.load_state_dict``);
@@ -15,7 +18,9 @@ Layout of an output directory ``OUT``:
 Exact resume: the data order and augmentation are pure functions of
 ``(seed, epoch, step)`` (:mod:`minires.data.loader`), and the checkpoint holds every
 other piece of state, so a run killed at any moment and resumed from its last checkpoint
-performs the same floating-point operations as an uninterrupted run.
+performs the same floating-point operations as an uninterrupted run. On resume, the
+JSONL files are cut back to what the checkpoint covers, so they too end up equal to an
+uninterrupted run's.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .. import backend
+from ..analysis.tracking import GradientTracker, TrackedStep
 from ..autograd import Tensor
 from ..backend import as_numpy, get_array_module, parse_device
 from ..data import Dataset, Loader, channel_stats, download_cifar, load_dataset
@@ -38,10 +44,12 @@ from ..data.sources import DataNotFoundError
 from .checkpoint import atomic_write, flatten_state, load_checkpoint, save_checkpoint, unflatten_state
 from .config import RESUME_KEYS, TrainConfig
 from .evaluate import evaluate_model, table_header, table_row
+from .jsonl import append_jsonl, keep_jsonl, read_jsonl
 from .plot import plot_curves
 from .setup import build_model, build_optimizer, check_model_name, count_parameters
 
 CHECKPOINT = "checkpoint.npz"
+GRADIENTS = "gradients.jsonl"
 FORMAT_VERSION = 1
 
 
@@ -114,6 +122,7 @@ class Trainer:
         self.model = build_model(cfg, train_set.num_classes)
         self.model.to(self.device)
         self.optimizer, self.scheduler = build_optimizer(self.model, cfg, self.total_steps)
+        self.tracker = GradientTracker(self.model, cfg.track_gradients) if cfg.track_gradients else None
 
         self.epoch, self.step = 0, 0
         self.partial = {"loss_sum": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
@@ -122,7 +131,7 @@ class Trainer:
             self.log(f"resuming {self.out} at epoch {self.epoch + 1}, step {self.step} of {self.steps_per_epoch}")
         elif resume:
             self.log(f"--resume: no checkpoint in {self.out}; starting from the beginning")
-        self._truncate_metrics()
+        self._truncate_logs()
         self._write_config(train_set, test_set)
 
     def _remove_stale_temp_files(self) -> None:
@@ -130,7 +139,8 @@ class Trainer:
         if not os.path.isdir(self.out):
             return
         for name in os.listdir(self.out):
-            if name.endswith(".tmp") and name.startswith((".checkpoint.npz.", ".metrics.jsonl.", ".config.json.")):
+            stems = (".checkpoint.npz.", ".metrics.jsonl.", f".{GRADIENTS}.", ".config.json.")
+            if name.endswith(".tmp") and name.startswith(stems):
                 try:
                     os.remove(os.path.join(self.out, name))
                 except OSError:
@@ -222,22 +232,22 @@ class Trainer:
 
     def read_metrics(self) -> list[dict]:
         """The epoch records written so far."""
-        if not os.path.isfile(self.metrics_path):
-            return []
-        with open(self.metrics_path) as f:
-            return [json.loads(line) for line in f if line.strip()]
+        return read_jsonl(self.metrics_path)
 
-    def _truncate_metrics(self) -> None:
-        """Keep only the epochs the checkpoint already covers (a killed run may have written one more)."""
-        records = [r for r in self.read_metrics() if r.get("epoch", 0) <= self.epoch]
-        text = "".join(json.dumps(r) + "\n" for r in records).encode()
-        atomic_write(self.metrics_path, lambda f: f.write(text))
+    @property
+    def global_step(self) -> int:
+        """Updates made so far in the whole run."""
+        return self.epoch * self.steps_per_epoch + self.step
+
+    def _truncate_logs(self) -> None:
+        """Keep only the records the checkpoint already covers (a killed run may have written more)."""
+        keep_jsonl(self.metrics_path, lambda r: r.get("epoch", 0) <= self.epoch)
+        gradients = os.path.join(self.out, GRADIENTS)
+        if os.path.isfile(gradients):
+            keep_jsonl(gradients, lambda r: r.get("step", 0) < self.global_step)
 
     def _append_metrics(self, record: dict) -> None:
-        with open(self.metrics_path, "a") as f:
-            f.write(json.dumps(record) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        append_jsonl(self.metrics_path, record)
 
     # --- the loop --------------------------------------------------------------------
 
@@ -247,6 +257,24 @@ class Trainer:
         return float(self.optimizer.param_groups[0]["lr"])
 
     def _train_step(self, x, y) -> tuple[float, int]:
+        with TrackedStep(self.tracker, self.global_step, self._tracking_due()) as tracked:
+            logits, loss, loss_value = self._forward_backward(x, y)
+            if tracked.active:  # before the update: the step's gradients and weights
+                tracked.measure(epoch=self.epoch + 1, loss=float(loss.item()), lr=self.lr)
+            self.optimizer.step()
+        if tracked.record is not None:
+            append_jsonl(os.path.join(self.out, GRADIENTS), tracked.record)
+        self.scheduler.step()
+        xp = get_array_module(logits.data)
+        correct = xp.sum(xp.argmax(logits.data, axis=1) == y)
+        return loss_value, (correct if self.device != "cpu" else int(correct))
+
+    def _tracking_due(self) -> bool:
+        """Whether the coming step is recorded in ``gradients.jsonl``."""
+        return self.tracker is not None and self.tracker.due(self.global_step)
+
+    def _forward_backward(self, x, y):
+        """Forward, loss and backward of one batch: ``(logits, loss, loss value)``."""
         from .. import functional as F  # noqa: PLC0415
 
         logits = self.model(Tensor(x))
@@ -264,11 +292,7 @@ class Trainer:
                     f"longer --warmup-frac, or check the data")
         self.optimizer.zero_grad()
         loss.backward()
-        self.optimizer.step()
-        self.scheduler.step()
-        xp = get_array_module(logits.data)
-        correct = xp.sum(xp.argmax(logits.data, axis=1) == y)
-        return loss_value, (correct if on_gpu else int(correct))
+        return logits, loss, loss_value
 
     # On the GPU, losses and hit counts accumulate in device scalars and are read (one
     # host synchronisation) every GPU_SYNC_EVERY steps, before a checkpoint and at the end
@@ -431,7 +455,7 @@ class Trainer:
             timer_start, timer_images = time.time(), 0
             with bar:
                 for step, x, y in self.train_loader.epoch(self.epoch, self.step):
-                    if graph_step is not None:
+                    if graph_step is not None and not self._tracking_due():
                         lrs = tuple(float(g["lr"]) for g in self.optimizer.param_groups)
                         loss_value, correct = graph_step(x, y, variant=lrs)
                         self.scheduler.step()

@@ -29,6 +29,19 @@ The ratio column, for the heatmaps:
   unchanged. For an identity shortcut the two definitions coincide (``S^T g = g``); below
   1 the block shrinks the gradient it passes down, above 1 it amplifies it.
 
+A record (one line of ``gradients.jsonl`` in a ``minires train --track-gradients N`` run)::
+
+    {"step": 150, "epoch": 1, "loss": 1.93, "lr": 0.1,
+     "blocks": [{"name": "layer1.0", "kind": "original", "skip": ..., "branch": ..., "sum": ...,
+                 "grad_at_sum": ..., "ratio": ..., "cosine": ...}, ...],
+     "params": [{"name": "conv1.weight", "shape": [16, 3, 3, 3], "grad_norm": ..., "weight_norm": ...,
+                 "update_ratio": ...}, ...]}
+
+``step`` counts the updates made before this one (0: the initial weights); ``skip``,
+``branch``, ``sum`` (``= ||dL/dx||``) and ``grad_at_sum`` (``||g||``) are Euclidean norms;
+``kind`` is ``'original'``, ``'preact'`` or ``'plain'`` (``skip`` 0, ``cosine`` null);
+``null`` stands for a ratio with a zero denominator or a value that is not finite.
+
 Example:
     >>> tracker = GradientTracker(model, every=50)
     >>> for step, (x, y) in enumerate(batches):
@@ -113,6 +126,11 @@ class GradientTracker:
     def step(self, step: int) -> "TrackedStep":
         """A context manager around one training step; it records only when :meth:`due`."""
         return TrackedStep(self, step, self.due(step))
+
+
+def tracked_step(tracker: Optional[GradientTracker], step: int) -> "TrackedStep":
+    """``tracker.step(step)``, or a step that records nothing when ``tracker`` is ``None``."""
+    return TrackedStep(tracker, step, tracker is not None and tracker.due(step))
 
 
 class TrackedStep:

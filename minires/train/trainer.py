@@ -36,7 +36,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .. import backend
-from ..analysis.tracking import GradientTracker, TrackedStep
+from ..analysis.tracking import GradientTracker, tracked_step
 from ..autograd import Tensor
 from ..backend import as_numpy, get_array_module, parse_device
 from ..data import Dataset, Loader, channel_stats, download_cifar, load_dataset
@@ -257,7 +257,7 @@ class Trainer:
         return float(self.optimizer.param_groups[0]["lr"])
 
     def _train_step(self, x, y) -> tuple[float, int]:
-        with TrackedStep(self.tracker, self.global_step, self._tracking_due()) as tracked:
+        with tracked_step(self.tracker, self.global_step) as tracked:
             logits, loss, loss_value = self._forward_backward(x, y)
             if tracked.active:  # before the update: the step's gradients and weights
                 tracked.measure(epoch=self.epoch + 1, loss=float(loss.item()), lr=self.lr)
@@ -268,10 +268,6 @@ class Trainer:
         xp = get_array_module(logits.data)
         correct = xp.sum(xp.argmax(logits.data, axis=1) == y)
         return loss_value, (correct if self.device != "cpu" else int(correct))
-
-    def _tracking_due(self) -> bool:
-        """Whether the coming step is recorded in ``gradients.jsonl``."""
-        return self.tracker is not None and self.tracker.due(self.global_step)
 
     def _forward_backward(self, x, y):
         """Forward, loss and backward of one batch: ``(logits, loss, loss value)``."""
@@ -455,7 +451,7 @@ class Trainer:
             timer_start, timer_images = time.time(), 0
             with bar:
                 for step, x, y in self.train_loader.epoch(self.epoch, self.step):
-                    if graph_step is not None and not self._tracking_due():
+                    if graph_step is not None and not tracked_step(self.tracker, self.global_step).active:
                         lrs = tuple(float(g["lr"]) for g in self.optimizer.param_groups)
                         loss_value, correct = graph_step(x, y, variant=lrs)
                         self.scheduler.step()

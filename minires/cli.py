@@ -170,7 +170,7 @@ def _train_config(args, demo: bool):
 
 
 # flags that do not define the run: `minires train` with only these still runs the demo
-_NOT_SETTINGS = {"func", "command", "resume", "demo", "no_progress", "no_plot", "device", "out"}
+_NOT_SETTINGS = {"func", "command", "resume", "demo", "no_progress", "no_plot", "device", "out", "track_gradients"}
 
 
 def run_train(args) -> int:

@@ -1,4 +1,4 @@
-"""Training: configuration, the loop with metrics and progress bars, atomic checkpoints, exact resume.
+"""Training: configuration, the loop with metrics and progress bars, atomic checkpoints, exact resume, run figures.
 
 Example:
     >>> from minires.train import TrainConfig, Trainer
@@ -8,12 +8,12 @@ Example:
 
 from .checkpoint import atomic_write, flatten_state, load_checkpoint, save_checkpoint, unflatten_state
 from .config import SCHEDULES, TrainConfig
-from .plot import plot_curves
+from .plot import RunRecords, load_run, plot_curves, plot_runs
 from .setup import build_model, build_optimizer, build_schedule, count_parameters
 from .trainer import NonFiniteLossError, Trainer, TrainingError, evaluate_model
 
 __all__ = [
     "TrainConfig", "Trainer", "TrainingError", "NonFiniteLossError", "evaluate_model", "save_checkpoint",
     "load_checkpoint", "atomic_write", "flatten_state", "unflatten_state", "build_model", "build_optimizer",
-    "build_schedule", "count_parameters", "plot_curves", "SCHEDULES",
+    "build_schedule", "count_parameters", "plot_curves", "plot_runs", "load_run", "RunRecords", "SCHEDULES",
 ]

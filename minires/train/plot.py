@@ -117,8 +117,9 @@ def plot_curves(history: list, path: str) -> str | None:
 
 
 def _save(plt, fig, path: str) -> str:
+    """Write the PNG atomically (at matplotlib's ``savefig.dpi``, 100 by default) and close the figure."""
     tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=100)
+    fig.savefig(tmp)
     plt.close(fig)
     os.replace(tmp, path)
     return path
@@ -136,8 +137,6 @@ def _value(x) -> float:
 def plot_learning_curves(runs: list, path: str) -> str:
     """Loss and accuracy per epoch of every run: test solid, train dashed, one colour per run."""
     plt = pyplot()
-    from matplotlib.ticker import MaxNLocator  # noqa: PLC0415
-
     runs = [r for r in runs if r.metrics]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained")
     ends = {0: [], 1: []}
@@ -148,17 +147,33 @@ def plot_learning_curves(runs: list, path: str) -> str:
             axes[i].plot(epochs, [scale * r[f"test_{key}"] for r in run.metrics], "o-", color=color, lw=1.8, ms=3)
             ends[i].append((epochs[-1], scale * run.metrics[-1][f"test_{key}"], run.label, color))
     axes[0].set_yscale("log")
+    _plain_log_labels(axes[0])
     axes[0].set_ylabel("cross-entropy")
     axes[1].set_ylabel("accuracy (%)")
     for i, ax in enumerate(axes):
         ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        _integer_ticks(ax)
         ax.grid(True, which="both", alpha=0.3)
         ax.margins(x=0.15)
         _label_line_ends(ax, [e for e in ends[i] if e[2]])
     fig.suptitle("solid: test, dashed: train" + ("" if len(runs) < 2 else "; runs named at their last epoch"),
                  fontsize=10)
     return _save(plt, fig, path)
+
+
+def _plain_log_labels(ax) -> None:
+    """Log-scale y ticks written as plain numbers (2, 3, 10), not powers of ten."""
+    from matplotlib.ticker import FuncFormatter  # noqa: PLC0415
+
+    label = FuncFormatter(lambda value, _: f"{value:g}")
+    ax.yaxis.set_major_formatter(label)
+    ax.yaxis.set_minor_formatter(label)
+
+
+def _integer_ticks(ax) -> None:
+    from matplotlib.ticker import MaxNLocator  # noqa: PLC0415
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def _label_line_ends(ax, ends: list, gap_px: float = 12.0) -> None:
@@ -216,6 +231,7 @@ def plot_ratio_heatmaps(runs: list, path: str) -> str:
         ax.set_yticklabels(names[::every], fontsize=7)
         ax.set_ylim(len(names) - 0.5, -0.5)
         ax.set_xlabel("step")
+        _integer_ticks(ax)
         ax.set_title(run.label, fontsize=10)
     bar = fig.colorbar(mesh, ax=list(axes[0]), fraction=0.04 if len(runs) > 1 else 0.08)
     bar.set_label("log10 ||branch|| / ||skip||\n(plain block: ||branch|| / ||grad at sum||)", fontsize=8)
@@ -249,6 +265,7 @@ def plot_layer_series(runs: list, key: str, path: str) -> str:
                     color=cmap(depth / max(len(weights) - 1, 1)))
         ax.set_yscale("log")
         ax.set_xlabel("step")
+        _integer_ticks(ax)
         ax.set_title(run.label, fontsize=10)
         ax.grid(True, which="both", alpha=0.25)
     axes[0][0].set_ylabel(ylabel)

@@ -65,6 +65,7 @@ import numpy as np
 
 from ..autograd import Tensor, enable_grad
 from ..backend import as_numpy, get_array_module
+from ..nn import ReLU
 from ..ops.activation import relu
 from ._graph import vjp
 from .blocks import find_blocks
@@ -84,7 +85,7 @@ def _post_add_relu(name, module, parts) -> bool:
     act = parts.activation
     if act is None:
         return False
-    if act is relu or (type(act).__name__ == "ReLU" and hasattr(act, "forward")):
+    if act is relu or isinstance(act, ReLU):
         return True
     raise ValueError(
         f"GradientTracker: block {name!r} ({type(module).__name__}) applies {act!r} after the add; tracking "
@@ -148,7 +149,8 @@ class TrackedStep:
         self.record: Optional[dict] = None
         self._calls: list = []
         self._handles: list = []
-        self._before = None
+        self._before = None  # the weights before the update, between measure() and the end of the step
+        self._param_norms = None
 
     def __enter__(self):
         if self.active:
@@ -219,23 +221,22 @@ def _input_needs_grad(module, args):
 
 
 def _block_entry(call: _BlockCall, post_relu: bool) -> dict:
-    """The JSON entry of one block call: the norms of its gradient terms."""
-    grad_in = _grad(call.x)
-    grad_out = _grad(call.y)
+    """The JSON entry of one block call: the norms of its gradient terms (see the module docstring)."""
+    grad_in, grad_out = _grad(call.x), _grad(call.y)
     g = grad_out * (call.y.data > 0) if post_relu else grad_out
-    if call.parts.shortcut is None:
-        grad_in_norm, g_norm = _norms([grad_in, g])
-        return {"name": call.name, "kind": call.parts.kind, "skip": 0.0, "branch": _finite(grad_in_norm),
-                "sum": _finite(grad_in_norm), "grad_at_sum": _finite(g_norm), "ratio": _ratio(grad_in_norm, g_norm),
-                "cosine": None}
-    skip = _skip_term(call, g)
-    branch = grad_in - skip
-    grad_in_norm, g_norm, skip_norm, branch_norm = _norms([grad_in, g, skip, branch])
-    dot = _sums([(skip, branch)])[0]
-    cosine = dot / (skip_norm * branch_norm) if skip_norm > 0 and branch_norm > 0 else None
+    if call.parts.shortcut is None:  # plain: the input gradient is all branch term
+        sum_norm, g_norm = (math.sqrt(v) for v in _sums([(grad_in, grad_in), (g, g)]))
+        skip_norm, branch_norm, cosine = 0.0, sum_norm, None
+        ratio = _ratio(branch_norm, g_norm)
+    else:
+        skip = _skip_term(call, g)
+        branch = grad_in - skip
+        sums = _sums([(grad_in, grad_in), (g, g), (skip, skip), (branch, branch), (skip, branch)])
+        sum_norm, g_norm, skip_norm, branch_norm = (math.sqrt(v) for v in sums[:4])
+        cosine = sums[4] / (skip_norm * branch_norm) if skip_norm > 0 and branch_norm > 0 else None
+        ratio = _ratio(branch_norm, skip_norm)
     return {"name": call.name, "kind": call.parts.kind, "skip": _finite(skip_norm), "branch": _finite(branch_norm),
-            "sum": _finite(grad_in_norm), "grad_at_sum": _finite(g_norm), "ratio": _ratio(branch_norm, skip_norm),
-            "cosine": _finite(cosine)}
+            "sum": _finite(sum_norm), "grad_at_sum": _finite(g_norm), "ratio": ratio, "cosine": _finite(cosine)}
 
 
 def _skip_term(call: _BlockCall, g):

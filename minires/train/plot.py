@@ -112,7 +112,7 @@ def plot_curves(history: list, path: str) -> str | None:
         return None
     try:
         return plot_learning_curves([RunRecords("", metrics=history)], path)
-    except ImportError:  # the curves are optional
+    except Exception:  # matplotlib missing or unusable: the curves are optional, the run's results are not
         return None
 
 

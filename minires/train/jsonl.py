@@ -2,8 +2,8 @@
 
 A record is appended as one line in one ``write`` followed by ``fsync``, so a run killed
 at any moment leaves whole lines plus at most one torn last line (no newline at its end).
-:func:`read_jsonl` drops such a torn line; :func:`keep_jsonl` rewrites a file atomically
-with the records a resumed run keeps.
+:func:`read_jsonl` drops such a torn line; :func:`write_jsonl` rewrites a file atomically
+(with the records a resumed run keeps).
 """
 
 from __future__ import annotations
@@ -48,13 +48,7 @@ def read_jsonl(path: str) -> list:
     return records
 
 
-def keep_jsonl(path: str, keep) -> list:
-    """Rewrite ``path`` atomically with only the records for which ``keep(record)`` is true.
-
-    Returns:
-        The records kept.
-    """
-    records = [r for r in read_jsonl(path) if keep(r)]
+def write_jsonl(path: str, records) -> None:
+    """Replace ``path`` atomically by ``records``, one JSON line each."""
     text = "".join(json.dumps(r) + "\n" for r in records).encode()
     atomic_write(path, lambda f: f.write(text))
-    return records

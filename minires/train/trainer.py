@@ -44,7 +44,7 @@ from ..data.sources import DataNotFoundError
 from .checkpoint import atomic_write, flatten_state, load_checkpoint, save_checkpoint, unflatten_state
 from .config import RESUME_KEYS, TrainConfig
 from .evaluate import evaluate_model, table_header, table_row
-from .jsonl import append_jsonl, keep_jsonl, read_jsonl
+from .jsonl import append_jsonl, read_jsonl, write_jsonl
 from .plot import plot_curves
 from .setup import build_model, build_optimizer, check_model_name, count_parameters
 
@@ -241,10 +241,10 @@ class Trainer:
 
     def _truncate_logs(self) -> None:
         """Keep only the records the checkpoint already covers (a killed run may have written more)."""
-        keep_jsonl(self.metrics_path, lambda r: r.get("epoch", 0) <= self.epoch)
+        write_jsonl(self.metrics_path, [r for r in self.read_metrics() if r.get("epoch", 0) <= self.epoch])
         gradients = os.path.join(self.out, GRADIENTS)
         if os.path.isfile(gradients):
-            keep_jsonl(gradients, lambda r: r.get("step", 0) < self.global_step)
+            write_jsonl(gradients, [r for r in read_jsonl(gradients) if r.get("step", 0) < self.global_step])
 
     def _append_metrics(self, record: dict) -> None:
         append_jsonl(self.metrics_path, record)

@@ -78,11 +78,21 @@ def test_a_frozen_stem_still_gives_the_first_block_its_input_gradient():
     assert blocks[0]["sum"] > 0
 
 
-def test_tracking_does_not_change_training():
+def _resnet20_b():
+    mr.manual_seed(0)
+    return models.create("resnet20", shortcut="B").double()
+
+
+@pytest.mark.parametrize("build", [lambda: tiny_net(SPECS), _resnet20_b], ids=["tiny", "resnet20-B"])
+def test_tracking_does_not_change_training(build):
     x, y = batch()
+    if build is _resnet20_b:
+        rng = np.random.default_rng(2)
+        x = mr.tensor(rng.standard_normal((4, 3, 8, 8)), dtype=np.float64)
+        y = mr.tensor(rng.integers(0, 10, 4))
     states = []
     for every in (None, 1):
-        net = tiny_net(SPECS)
+        net = build()
         opt = optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
         for step in range(3):
             if every is None:

@@ -9,7 +9,12 @@ The default is the CPU-sized version (a CIFAR-10 subset, few epochs; sized for a
 minutes on 2 CPU cores); ``benchmarks/degradation_gpu.py`` runs the full recipe on a GPU.
 
 Writes ``OUT/degradation.csv`` (one row per logged interval), ``degradation.md`` and
-``degradation.png``.
+``degradation.png``. With ``--track-gradients N`` (default 5) every model's training also
+records its gradient flow every N steps (:class:`minires.analysis.GradientTracker`) into
+``OUT/degradation_runs/MODEL/gradients.jsonl`` and draws, for all models side by side,
+``degradation_branch_skip_ratio.png`` (block by step), ``degradation_grad_norms.png`` and
+``degradation_update_ratios.png`` (per weight layer over steps): why the plain net
+stalls, not only that it does (``minires plot OUT/degradation_runs/*`` redraws them).
 
 Usage::
 
@@ -33,11 +38,14 @@ sys.path.insert(0, os.path.dirname(HERE))
 
 import minires as mr  # noqa: E402
 import minires.functional as F  # noqa: E402
+from minires.analysis import GradientTracker, tracked_step  # noqa: E402
 from minires.analysis.cli import _registry  # noqa: E402
 from minires.analysis.report import markdown_table, pyplot  # noqa: E402
 from minires.backend import as_numpy, synchronize  # noqa: E402
 from minires.data import Loader, channel_stats, load_dataset  # noqa: E402
 from minires.optim import SGD  # noqa: E402
+from minires.train.jsonl import append_jsonl  # noqa: E402
+from minires.train.plot import load_run, plot_layer_series, plot_ratio_heatmaps  # noqa: E402
 
 FIELDS = ["model", "epoch", "step", "images", "lr", "train_loss", "train_err", "test_loss", "test_err", "seconds"]
 
@@ -101,6 +109,11 @@ class ModelRun:
         n_logs = max(1, min(args.logs_per_epoch, self.steps_per_epoch))
         self.log_points = {round(k * self.steps_per_epoch / n_logs) for k in range(1, n_logs + 1)}
         self.step, self.seconds, self.rows, self.failed = 0, 0.0, [], False
+        self.tracker = GradientTracker(self.model, args.track_gradients) if args.track_gradients else None
+        self.gradients_path = os.path.join(runs_folder(args), name, "gradients.jsonl")
+        if self.tracker is not None:
+            os.makedirs(os.path.dirname(self.gradients_path), exist_ok=True)
+            open(self.gradients_path, "w").close()  # a new experiment starts a new file
 
     def run_epoch(self, epoch):
         """Train one epoch, log, evaluate at its end; returns the seconds it took."""
@@ -111,11 +124,16 @@ class ModelRun:
             lr = lr_at(self.step, self.total, args.lr, args.schedule, args.warmup_steps)
             for group in self.opt.param_groups:
                 group["lr"] = lr
-            logits = model(mr.Tensor(x))
-            loss = F.cross_entropy(logits, mr.Tensor(y))
-            self.opt.zero_grad()
-            loss.backward()
-            self.opt.step()
+            with tracked_step(self.tracker, self.step) as tracked:
+                logits = model(mr.Tensor(x))
+                loss = F.cross_entropy(logits, mr.Tensor(y))
+                self.opt.zero_grad()
+                loss.backward()
+                if tracked.active:
+                    tracked.measure(epoch=epoch + 1, loss=float(loss.item()), lr=lr)
+                self.opt.step()
+            if tracked.record is not None:
+                append_jsonl(self.gradients_path, tracked.record)
             self.step += 1
             value = float(loss.item())
             if not math.isfinite(value):
@@ -171,6 +189,31 @@ def per_epoch(rows):
     return out
 
 
+def runs_folder(args):
+    """``OUT/TAG_runs``: one folder per model with its ``gradients.jsonl``."""
+    return os.path.join(args.out, f"{args.tag}_runs")
+
+
+def plot_gradient_flow(models, args):
+    """The gradient-flow figures of the models that have a ``gradients.jsonl``; returns their paths."""
+    runs = []
+    for model in models:
+        folder = os.path.join(runs_folder(args), model)
+        if os.path.isfile(os.path.join(folder, "gradients.jsonl")):
+            try:
+                runs.append(load_run(folder, model))
+            except ValueError:  # an empty file: the model failed before its first record
+                continue
+    if not runs or pyplot() is None:
+        return []
+    stem = os.path.join(args.out, args.tag)
+    paths = [plot_layer_series(runs, "grad_norm", f"{stem}_grad_norms.png"),
+             plot_layer_series(runs, "update_ratio", f"{stem}_update_ratios.png")]
+    if any(r.gradients[0]["blocks"] for r in runs):
+        paths.insert(0, plot_ratio_heatmaps(runs, f"{stem}_branch_skip_ratio.png"))
+    return paths
+
+
 def read_csv(path):
     with open(path) as f:
         rows = list(csv.DictReader(f))
@@ -222,6 +265,8 @@ def main(argv=None):
     p.add_argument("--warmup-steps", type=int, default=20)
     p.add_argument("--no-augment", action="store_true")
     p.add_argument("--logs-per-epoch", type=int, default=2)
+    p.add_argument("--track-gradients", type=int, default=5, metavar="N",
+                   help="record each model's gradient flow every N steps (0: off; default 5)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--time-budget", type=float, default=float("inf"),
@@ -276,6 +321,7 @@ def main(argv=None):
 def write_summary(all_rows, args, setting):
     """degradation.png and degradation.md from the logged rows."""
     plot(all_rows, os.path.join(args.out, f"{args.tag}.png"), "degradation: " + setting[:90])
+    flow = plot_gradient_flow(list(dict.fromkeys(r["model"] for r in all_rows)), args)
     table = []
     epochs = per_epoch(all_rows)
     for model in dict.fromkeys(r["model"] for r in epochs):
@@ -291,6 +337,12 @@ def write_summary(all_rows, args, setting):
                 f"batches of the epoch as they were trained (train mode, augmented); test error at each epoch end "
                 f"(eval mode); `final` is the last epoch. Per-epoch values:\n\n{markdown_table(table)}\n"
                 f"{markdown_table(epochs, ['model', 'epoch', 'train_err', 'train_loss', 'test_err', 'seconds'])}")
+        if flow:
+            f.write("\nGradient flow during training (every model side by side; `minires plot "
+                    f"{runs_folder(args)}/*` redraws them): " + ", ".join(f"`{os.path.basename(p)}`" for p in flow)
+                    + ". The heatmap's colour is log10 ||branch term|| / ||skip term|| of each block's input "
+                    "gradient (plain blocks: ||input gradient|| / ||gradient at the block's output sum||, "
+                    "below 0 where the block shrinks the gradient it passes down).\n")
     print(markdown_table(table))
 
 

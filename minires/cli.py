@@ -1,4 +1,4 @@
-"""The ``minires`` command line: ``train``, ``eval``, ``weights``, ``models``, ``gradflow``.
+"""The ``minires`` command line: ``train``, ``eval``, ``weights``, ``models``, ``gradflow``, ``plot``.
 
 Each subcommand is one ``add_<name>_parser(subparsers)`` function that builds its
 subparser and sets ``func`` to the function that runs it; :data:`COMMANDS` lists them
@@ -150,6 +150,10 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--check-md5", action="store_true", default=S, help="warn if data differs from official md5s")
     p.add_argument("--download", action="store_true", default=S,
                    help="download CIFAR into ~/.cache/minires if no data is found")
+    p.add_argument("--track-gradients", type=_int_at_least(0), default=S, metavar="N",
+                   help="every N steps, record per-block skip/branch gradient norms and per-parameter gradient, "
+                        "weight and update norms into OUT/gradients.jsonl (`minires plot OUT` draws them; "
+                        "default 0: off)")
     p.add_argument("--demo", action="store_true", help="use the demo settings (what no arguments do)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--no-plot", action="store_true", help="do not write curves.png")
@@ -158,7 +162,8 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
 
 
 # flags that do not define the run: `minires train` with only these still runs the demo
-_NOT_SETTINGS = {"func", "command", "resume", "overwrite", "demo", "no_progress", "no_plot", "device", "out"}
+_NOT_SETTINGS = {"func", "command", "resume", "overwrite", "demo", "no_progress", "no_plot", "device", "out",
+                 "track_gradients"}
 # parsed arguments that are not TrainConfig fields
 _NOT_CONFIG = {"func", "command", "resume", "overwrite", "demo", "no_progress", "no_plot"}
 
@@ -395,6 +400,45 @@ def run_models(args) -> int:
     return 0
 
 
+# --- plot -----------------------------------------------------------------------------
+
+def add_plot_parser(subparsers) -> argparse.ArgumentParser:
+    """``minires plot``: figures of one or several run folders."""
+    p = subparsers.add_parser(
+        "plot", help="figures of training runs: learning curves, branch/skip heatmaps, per-layer norms",
+        description="Draw one PNG per figure from the --out folders of `minires train`: learning curves "
+                    "(runs overlaid), and with --track-gradients a heatmap of block x step of the branch/skip "
+                    "ratio and the per-layer gradient norms and update ratios over steps (one panel per run). "
+                    "Needs matplotlib.")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run folders (the --out of `minires train`)")
+    p.add_argument("--out", default=None,
+                   help="folder for the PNG files (default: the run folder for one run, ./plots for several)")
+    p.add_argument("--labels", nargs="+", default=None, metavar="LABEL",
+                   help="names of the runs in the figures, one per RUN (default: the folder names)")
+    p.set_defaults(func=run_plot)
+    return p
+
+
+def run_plot(args) -> int:
+    """Run ``minires plot``."""
+    from .train.plot import MATPLOTLIB_HINT, load_run, plot_runs, pyplot  # noqa: PLC0415
+
+    if args.labels is not None and len(args.labels) != len(args.runs):
+        raise CLIError(f"--labels: got {len(args.labels)} labels for {len(args.runs)} runs; give one per RUN")
+    try:
+        pyplot()
+    except ImportError:
+        raise CLIError(f"minires plot needs matplotlib: {MATPLOTLIB_HINT}") from None
+    labels = args.labels or [None] * len(args.runs)
+    runs = [load_run(folder, label) for folder, label in zip(args.runs, labels)]
+    out = args.out or (args.runs[0] if len(args.runs) == 1 else "plots")
+    for path in plot_runs(runs, out):
+        print(path)
+    if not any(r.gradients for r in runs):
+        print("(no gradients.jsonl in these runs: train with --track-gradients N for the gradient-flow figures)")
+    return 0
+
+
 # --- entry point ----------------------------------------------------------------------
 
 def add_gradflow_parser(subparsers) -> argparse.ArgumentParser:
@@ -407,7 +451,8 @@ def add_gradflow_parser(subparsers) -> argparse.ArgumentParser:
     return add(subparsers)
 
 
-COMMANDS = [add_train_parser, add_eval_parser, add_models_parser, add_weights_parser, add_gradflow_parser]
+COMMANDS = [add_train_parser, add_eval_parser, add_models_parser, add_weights_parser, add_gradflow_parser,
+            add_plot_parser]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -150,3 +150,16 @@ def test_no_settings_runs_the_demo(tmp_path, capsys, monkeypatch):
     config = json.load(open(tmp_path / "runs" / run / "config.json"))
     assert config["data"] == "embedded" and config["schedule"] == cli.DEMO["schedule"]
     assert config["train_examples"] == 2000 and config["test_examples"] == 1000
+
+
+def test_track_gradients_alone_still_runs_the_demo_and_writes_gradients_jsonl(tmp_path, capsys, monkeypatch):
+    use_tiny_model(monkeypatch)
+    import minires.cli as cli
+
+    monkeypatch.setattr(cli, "DEMO", dict(cli.DEMO, epochs=1))
+    code, out, err = _run(capsys, "train", "--no-progress", "--no-plot", "--track-gradients", "10",
+                          "--out", str(tmp_path / "run"))
+    assert code == 0, err
+    assert "minires demo" in out
+    with open(tmp_path / "run" / "gradients.jsonl") as f:
+        assert [json.loads(line)["step"] for line in f] == [0, 10, 20, 30]  # 32 steps of batch 64

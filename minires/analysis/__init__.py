@@ -16,6 +16,7 @@ from .gradnorms import conv_gradient_ratio, gradient_norms, gradient_profile
 from .jacobian import (BlockJacobian, Linearization, block_jacobian_norms, jacobian_matrix, jvp,
                        spectral_norm)
 from .paths import PathLengthResult, path_length_distribution
+from .tracking import GradientTracker, TrackedStep, tracked_step
 from .stream import BlockRecord, PreactTerm, TracedRun, preact_decomposition, trace_residual_stream
 
 __all__ = [
@@ -23,5 +24,6 @@ __all__ = [
     "jvp", "vjp", "Linearization", "jacobian_matrix", "spectral_norm", "block_jacobian_norms",
     "BlockJacobian", "path_length_distribution", "PathLengthResult", "gradient_norms",
     "conv_gradient_ratio", "gradient_profile", "BlockParts", "block_parts", "find_blocks", "register_block_adapter",
-    "register_jvp_rule", "register_linear_op", "tangent_of", "OpTape",
+    "register_jvp_rule", "register_linear_op", "tangent_of", "OpTape", "GradientTracker", "TrackedStep",
+    "tracked_step",
 ]

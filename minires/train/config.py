@@ -46,6 +46,9 @@ class TrainConfig:
         download: download the official archive when no data is found.
         progress: show tqdm progress bars.
         plot: write ``curves.png`` (when matplotlib is installed).
+        track_gradients: every this many steps, record the per-block skip/branch gradient
+            norms and per-parameter gradient, weight and update norms into ``gradients.jsonl``
+            (:class:`~minires.analysis.GradientTracker`; 0: off).
     """
 
     model: str = "resnet20"
@@ -75,6 +78,7 @@ class TrainConfig:
     download: bool = False
     progress: bool = True
     plot: bool = True
+    track_gradients: int = 0
 
     def validate(self) -> "TrainConfig":
         """Check every value; raise ``ValueError`` naming the bad one, expected vs given."""
@@ -91,7 +95,7 @@ class TrainConfig:
 
         for name in ("epochs", "batch_size", "checkpoint_every", "eval_batch_size"):
             positive_int(name)
-        for name in ("cutout", "train_subset", "test_subset"):
+        for name in ("cutout", "train_subset", "test_subset", "track_gradients"):
             positive_int(name, allow_zero=True)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")

@@ -29,8 +29,9 @@ from .errors import TrainingError
 LOCK_NAME = ".minires.lock"
 CHECKPOINT = "checkpoint.npz"
 CONFIG = "config.json"
+GRADIENTS = "gradients.jsonl"
 #: the files a run writes into its output folder (what --overwrite moves aside)
-RUN_FILES = (CONFIG, "metrics.jsonl", CHECKPOINT, "model.npz", "curves.png")
+RUN_FILES = (CONFIG, "metrics.jsonl", GRADIENTS, CHECKPOINT, "model.npz", "curves.png")
 #: prefixes of the temporary files of atomic writes (``atomic_write`` names them ``.NAME.XXXX.tmp``)
 TEMP_PREFIXES = tuple(f".{name}." for name in RUN_FILES)
 

@@ -7,6 +7,9 @@ Layout of an output directory ``OUT``:
 - ``metrics.jsonl``: one JSON line per finished epoch (``epoch``, ``train_loss``,
   ``train_acc``, ``test_loss``, ``test_acc``, ``lr`` (of the next update), ``seconds``
   (training + evaluation), ``train_seconds``, ``images_per_s`` (training throughput));
+- ``gradients.jsonl`` (with ``track_gradients``): every N steps, one JSON line with the
+  per-block skip/branch gradient norms and the per-parameter gradient norm, weight norm
+  and update ratio of that step (:mod:`minires.analysis.tracking`);
 - ``checkpoint.npz``: the latest checkpoint (weights, BN statistics, optimizer state,
   schedule step, RNG states, position in the epoch), written atomically;
 - ``model.npz``: final weights with state-dict names (``minires.io.load_state_dict``);
@@ -18,7 +21,9 @@ Layout of an output directory ``OUT``:
 Exact resume: the data order and augmentation are pure functions of
 ``(seed, epoch, step)`` (:mod:`minires.data.loader`), and the checkpoint holds every
 other piece of state, so a run killed at any moment and resumed from its last checkpoint
-performs the same floating-point operations as an uninterrupted run.
+performs the same floating-point operations as an uninterrupted run. On resume, the
+JSONL files are cut back to what the checkpoint covers, so they too end up equal to an
+uninterrupted run's.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from tqdm.auto import tqdm
 
 from .. import backend
 from .. import config as settings
+from ..analysis.tracking import GradientTracker, tracked_step
 from ..autograd import Tensor
 from ..backend import as_numpy, get_array_module, parse_device
 from ..data import Dataset, Loader, download_cifar, load_dataset, normalization_stats
@@ -46,7 +52,7 @@ from .evaluate import evaluate_model, table_header, table_row
 from .guard import check_checkpoint_finite, first_nonfinite, nonfinite_error, position
 from .jsonl import append_jsonl, read_jsonl, write_jsonl
 from .plot import plot_curves
-from .run_dir import CHECKPOINT, CONFIG, RunDirectory, RunDirError, unreadable_checkpoint, writing
+from .run_dir import CHECKPOINT, CONFIG, GRADIENTS, RunDirectory, RunDirError, unreadable_checkpoint, writing
 from .setup import build_model, build_optimizer, check_model_name, check_splits, count_parameters
 
 FORMAT_VERSION = 1
@@ -144,6 +150,7 @@ class Trainer:
         self.model = build_model(cfg, train_set.num_classes)
         self.model.to(self.device)
         self.optimizer, self.scheduler = build_optimizer(self.model, cfg, self.total_steps)
+        self.tracker = GradientTracker(self.model, cfg.track_gradients) if cfg.track_gradients else None
 
         self.epoch, self.step = 0, 0
         self.partial = {"loss_sum": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
@@ -151,7 +158,7 @@ class Trainer:
             self._restore(*checkpoint)
             self._last_good = (self.epoch, self.step)
             self.log(f"resuming {self.out} at epoch {self.epoch + 1}, step {self.step} of {self.steps_per_epoch}")
-        self._truncate_metrics()
+        self._truncate_logs()
         self._write_config(train_set, test_set)
 
     def _check_resume_config(self, saved: dict, source: str) -> None:
@@ -247,10 +254,18 @@ class Trainer:
 
     def read_metrics(self) -> list[dict]:
         """The epoch records written so far (a torn last line is left out, with a warning naming the file)."""
-        return read_jsonl(self.metrics_path, warn=lambda message: self.log(f"warning: {message}"))
+        return read_jsonl(self.metrics_path, warn=self._warn)
 
-    def _truncate_metrics(self) -> None:
-        """Keep only the epochs the checkpoint already covers (a killed run may have written one more)."""
+    def _warn(self, message: str) -> None:
+        self.log(f"warning: {message}")
+
+    @property
+    def global_step(self) -> int:
+        """Updates made so far in the whole run."""
+        return self.epoch * self.steps_per_epoch + self.step
+
+    def _truncate_logs(self) -> None:
+        """Keep only the records the checkpoint already covers (a killed run may have written more)."""
         records = [r for r in self.read_metrics() if r.get("epoch", 0) <= self.epoch]
         with writing(self.metrics_path, self.out):
             write_jsonl(self.metrics_path, records)
@@ -258,6 +273,11 @@ class Trainer:
         if missing:
             self.log(f"warning: {self.metrics_path} lacks the records of epoch(s) {', '.join(map(str, missing))}, "
                      f"which {CHECKPOINT} covers; the table and curves will miss them")
+        gradients = self.run_dir.file(GRADIENTS)
+        if os.path.isfile(gradients):
+            kept = [r for r in read_jsonl(gradients, warn=self._warn) if r.get("step", 0) < self.global_step]
+            with writing(gradients, self.out):
+                write_jsonl(gradients, kept)
 
     def _append_metrics(self, record: dict) -> None:
         with writing(self.metrics_path, self.out):
@@ -271,6 +291,22 @@ class Trainer:
         return float(self.optimizer.param_groups[0]["lr"])
 
     def _train_step(self, x, y) -> tuple[float, int]:
+        with tracked_step(self.tracker, self.global_step) as tracked:
+            logits, loss, loss_value = self._forward_backward(x, y)
+            if tracked.active:  # before the update: the step's gradients and weights
+                tracked.measure(epoch=self.epoch + 1, loss=float(loss.item()), lr=self.lr)
+            self.optimizer.step()
+        if tracked.record is not None:
+            gradients = self.run_dir.file(GRADIENTS)
+            with writing(gradients, self.out):
+                append_jsonl(gradients, tracked.record)
+        self.scheduler.step()
+        xp = get_array_module(logits.data)
+        correct = xp.sum(xp.argmax(logits.data, axis=1) == y)
+        return loss_value, (correct if self.device != "cpu" else int(correct))
+
+    def _forward_backward(self, x, y):
+        """Forward, loss and backward of one batch: ``(logits, loss, loss value)``."""
         from .. import functional as F  # noqa: PLC0415
 
         logits = self.model(Tensor(x))
@@ -286,11 +322,7 @@ class Trainer:
                                       f"(lr {self.lr:g})")
         self.optimizer.zero_grad()
         loss.backward()
-        self.optimizer.step()
-        self.scheduler.step()
-        xp = get_array_module(logits.data)
-        correct = xp.sum(xp.argmax(logits.data, axis=1) == y)
-        return loss_value, (correct if on_gpu else int(correct))
+        return logits, loss, loss_value
 
     # On the GPU, losses and hit counts accumulate in device scalars and are read (one
     # host synchronisation) every GPU_SYNC_EVERY steps, before a checkpoint and at the end
@@ -477,7 +509,7 @@ class Trainer:
             timer_start, timer_images = time.time(), 0
             with bar:
                 for step, x, y in self.train_loader.epoch(self.epoch, self.step):
-                    if graph_step is not None:
+                    if graph_step is not None and not tracked_step(self.tracker, self.global_step).active:
                         lrs = tuple(float(g["lr"]) for g in self.optimizer.param_groups)
                         loss_value, correct = graph_step(x, y, variant=lrs)
                         self.scheduler.step()

@@ -1,7 +1,7 @@
 """The notebooks run top to bottom (executed with nbclient on their own small settings).
 
-Notebook 01 (one block by hand, ~10 s) runs in the default suite; 02 and 03 (about 30-60 s
-each on 2 CPU cores) are marked slow.
+Notebook 01 (one block by hand, ~10 s) runs in the default suite; 02, 03 and 04 (about
+20-60 s each on 2 CPU cores) are marked slow.
 """
 
 import os
@@ -55,3 +55,10 @@ def test_notebook_02_gradient_norms():
 def test_notebook_03_train_a_cifar_resnet():
     text = _stream_text(_run("03_train_a_cifar_resnet.ipynb"))
     assert "epoch 3:" in text
+
+
+@pytest.mark.slow
+def test_notebook_04_gradient_flow_during_training():
+    text = _stream_text(_run("04_gradient_flow_during_training.ipynb"))
+    assert "plain20: 20 tracked steps" in text and "resnet20: 20 tracked steps" in text
+    assert text.count("median log10 ratio") == 4

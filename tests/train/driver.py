@@ -3,6 +3,9 @@
 ``MINIRES_TEST_HOLD=STEP:PATH`` makes the run wait before its STEP-th training step (counted
 from 1 in this process) until the file PATH exists: a test can act (start a second run, fill
 the disk) at a known moment, with the output folder locked and the earlier steps saved.
+
+``MINIRES_TEST_MODEL=residual`` picks the tiny ResNet (two blocks), otherwise the
+block-free tiny model.
 """
 
 import os
@@ -12,9 +15,9 @@ import time
 import minires.train.trainer as trainer
 from minires.cli import main
 
-from tiny import tiny_model  # noqa: E402  (run with tests/train on sys.path)
+from tiny import tiny_model, tiny_residual_model  # noqa: E402  (run with tests/train on sys.path)
 
-trainer.build_model = tiny_model
+trainer.build_model = tiny_residual_model if os.environ.get("MINIRES_TEST_MODEL") == "residual" else tiny_model
 
 
 def _hold_before_step(step: int, path: str) -> None:

@@ -24,9 +24,9 @@ ARGS = ["train", "--model", "resnet20", "--data", "embedded", "--train-subset", 
         "--eval-batch-size", "16", "--no-progress", "--no-plot"]
 
 
-def _cli(out, *extra):
+def _cli(out, *extra, model="tiny"):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([HERE, os.environ.get("PYTHONPATH", "")]),
-               OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
+               OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1", MINIRES_TEST_MODEL=model)
     return subprocess.Popen([sys.executable, os.path.join(HERE, "driver.py"), *ARGS, "--out", str(out), *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
 
@@ -37,9 +37,9 @@ def _metrics(out):
         return [{k: v for k, v in json.loads(line).items() if k not in skip} for line in f]
 
 
-@pytest.mark.parametrize("max_kills", [1, pytest.param(4, marks=pytest.mark.slow)])
-def test_sigkill_and_resume_is_bit_identical(tmp_path, max_kills):
-    reference = _cli(tmp_path / "ref")
+def _reference_and_killed_run(tmp_path, max_kills, *extra, model="tiny"):
+    """Run once uninterrupted (``ref``) and once killed up to ``max_kills`` times and resumed (``run``)."""
+    reference = _cli(tmp_path / "ref", *extra, model=model)
     output = reference.communicate(timeout=300)[0].decode()
     assert reference.returncode == 0, output
 
@@ -47,7 +47,7 @@ def test_sigkill_and_resume_is_bit_identical(tmp_path, max_kills):
     ckpt = run / "checkpoint.npz"
     rng = np.random.default_rng(int(time.time()))  # different kill moments on every test run
     positions = []
-    proc = _cli(run)
+    proc = _cli(run, *extra, model=model)
     for attempt in range(max_kills):
         # wait until this process has written a new checkpoint (it made progress), then a random delay
         before = ckpt.stat().st_mtime_ns if ckpt.exists() else None
@@ -62,15 +62,34 @@ def test_sigkill_and_resume_is_bit_identical(tmp_path, max_kills):
         proc.wait()
         meta = json.loads(np.load(ckpt)["__meta__"].tobytes())
         positions.append((meta["epoch"], meta["step"]))
-        proc = _cli(run, "--resume")
+        proc = _cli(run, "--resume", model=model)
     output = proc.communicate(timeout=300)[0].decode()
     assert proc.returncode == 0, output
     assert positions, "the run finished before any kill"
     print("killed after checkpoints at (epoch, step):", positions)
     assert not [n for n in os.listdir(run) if n.endswith(".tmp")], os.listdir(run)
-    a = load_state_dict(tmp_path / "ref" / "model.npz")
+    return tmp_path / "ref", run
+
+
+def _assert_same_weights_and_metrics(ref, run):
+    a = load_state_dict(ref / "model.npz")
     b = load_state_dict(run / "model.npz")
     assert sorted(a) == sorted(b)
     for key in a:
         assert a[key].dtype == b[key].dtype and a[key].tobytes() == b[key].tobytes(), key
-    assert _metrics(tmp_path / "ref") == _metrics(run)
+    assert _metrics(ref) == _metrics(run)
+
+
+@pytest.mark.parametrize("max_kills", [1, pytest.param(4, marks=pytest.mark.slow)])
+def test_sigkill_and_resume_is_bit_identical(tmp_path, max_kills):
+    _assert_same_weights_and_metrics(*_reference_and_killed_run(tmp_path, max_kills))
+
+
+@pytest.mark.parametrize("max_kills", [1, pytest.param(4, marks=pytest.mark.slow)])
+def test_sigkill_and_resume_keep_gradients_jsonl(tmp_path, max_kills):
+    # a record every step (about 1.5 kB a line for this model): kills land inside appends too
+    ref, run = _reference_and_killed_run(tmp_path, max_kills, "--track-gradients", "1", model="residual")
+    _assert_same_weights_and_metrics(ref, run)
+    expected = (ref / "gradients.jsonl").read_bytes()
+    assert expected.count(b"\n") == 18  # 3 epochs x 6 steps
+    assert (run / "gradients.jsonl").read_bytes() == expected

@@ -13,3 +13,11 @@ def use_tiny_model(monkeypatch):
     import minires.train.trainer as trainer
 
     monkeypatch.setattr(trainer, "build_model", tiny_model)
+
+
+def tiny_residual_model(config=None, num_classes=10):
+    """A CIFAR ResNet with one basic block in each of two stages (widths 4 and 8, shortcut A)."""
+    from minires.models.blocks import BasicBlock
+    from minires.models.resnet import ResNet
+
+    return ResNet(BasicBlock, [1, 1], num_classes=num_classes, stem="cifar", widths=[4, 8], shortcut="A")

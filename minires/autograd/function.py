@@ -19,7 +19,7 @@ import contextlib
 import threading
 
 from ..backend import get_array_module
-from .grad_mode import is_grad_enabled
+from .grad_mode import builds_graph
 from .tensor import Tensor
 
 
@@ -169,7 +169,7 @@ class Function:
         device = check_same_device_and_dtype(cls.__name__, inputs)
         fn = cls()
         arrays = [t.data if t is not None else None for t in inputs]
-        record = is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs)
+        record = builds_graph(inputs)
         if record:
             fn.needs_input_grad = tuple(t is not None and t.requires_grad for t in inputs)
         out = fn.forward(*arrays, **options)

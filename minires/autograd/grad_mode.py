@@ -13,6 +13,16 @@ def is_grad_enabled() -> bool:
     return getattr(_state, "enabled", True)
 
 
+def builds_graph(tensors) -> bool:
+    """True when an op on ``tensors`` records a graph: grad mode is on and one of them requires grad.
+
+    Args:
+        tensors: the op's inputs (``Tensor`` or ``None``), as a tuple or list.
+    """
+    # (the grad-mode read is inlined: Function.apply calls this once per op)
+    return getattr(_state, "enabled", True) and any(t is not None and t.requires_grad for t in tensors)
+
+
 def _set(enabled: bool) -> None:
     _state.enabled = bool(enabled)
 

@@ -39,21 +39,35 @@ from .memory import tune_malloc_once
 
 # --- geometry and validation -------------------------------------------------------------
 
-def _pair(value, name: str, minimum: int) -> tuple[int, int]:
-    """``value`` as an ``(h, w)`` pair of ints >= ``minimum``; clear errors otherwise."""
+def int_pair(value, name: str, minimum: int | None = None, single_ok: bool = False) -> tuple[int, int]:
+    """``value``, an int or a pair of ints, as an ``(h, w)`` pair; clear errors otherwise.
+
+    The one parser of size-like arguments (kernel size, stride, padding, output size) for
+    convolution, pooling and their layers.
+
+    Args:
+        value: an int, or a tuple or list of two ints (or of one, with ``single_ok``, as
+            PyTorch's pooling accepts).
+        name: the argument as messages call it, after its op (``'conv2d: stride'``).
+        minimum: the smallest value allowed, or ``None`` for no bound.
+        single_ok: accept a one-element sequence.
+
+    Raises:
+        TypeError: an entry that is not an int (a ``bool`` is not).
+        ValueError: a sequence of another length, or an entry below ``minimum``.
+    """
     if isinstance(value, (tuple, list)):
-        if len(value) != 2:
-            raise ValueError(f"conv2d: {name} must be an int or a pair of ints, got {tuple(value)!r}")
-        pair = tuple(value)
+        if len(value) not in ((1, 2) if single_ok else (2,)):
+            raise ValueError(f"{name} must be an int or a pair of ints, got {tuple(value)!r}")
+        pair = (value[0], value[-1])
     else:
         pair = (value, value)
-    for item in pair:
-        if isinstance(item, bool) or not isinstance(item, numbers.Integral):
-            raise TypeError(f"conv2d: {name} must be an int or a pair of ints, got {value!r}")
+    if any(isinstance(item, bool) or not isinstance(item, numbers.Integral) for item in pair):
+        raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
     pair = (int(pair[0]), int(pair[1]))
-    if min(pair) < minimum:
-        what = "positive" if minimum == 1 else "non-negative"
-        raise ValueError(f"conv2d: {name} must be {what} (>= {minimum}), got {value!r}")
+    if minimum is not None and min(pair) < minimum:
+        kind = "positive" if minimum == 1 else "non-negative"
+        raise ValueError(f"{name} must be >= {minimum}, got {value!r}; expected {kind} ints")
     return pair
 
 
@@ -119,8 +133,8 @@ def conv_geometry(x_shape, w_shape, stride=1, padding=0, groups=1, bias_shape=No
     if len(w_shape) != 4:
         raise ValueError(f"conv2d: expected weight of rank 4 (C_out, C_in/groups, KH, KW), got rank "
                          f"{len(w_shape)} with shape {w_shape}")
-    SH, SW = _pair(stride, "stride", 1)
-    PH, PW = _pair(padding, "padding", 0)
+    SH, SW = int_pair(stride, "conv2d: stride", minimum=1)
+    PH, PW = int_pair(padding, "conv2d: padding", minimum=0)
     if isinstance(groups, bool) or not isinstance(groups, numbers.Integral):
         raise TypeError(f"conv2d: groups must be an int, got {groups!r}")
     if groups < 1:

@@ -9,22 +9,10 @@ import numpy as np
 from .. import backend
 from .. import functional as F
 from ..autograd import Tensor
+from ..kernels.conv import int_pair
 from . import init
 from .module import Module
 from .parameter import Parameter
-
-
-def _pair(value, name: str) -> tuple[int, int]:
-    if isinstance(value, (tuple, list)):
-        if len(value) != 2:
-            raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
-        pair = tuple(value)
-    else:
-        pair = (value, value)
-    for v in pair:
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-            raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
-    return int(pair[0]), int(pair[1])
 
 
 def _compact(pair: tuple[int, int]):
@@ -78,11 +66,9 @@ class Conv2d(Module):
             raise ValueError(f"Conv2d: in_channels must be divisible by groups, got {in_channels} and {groups}")
         if out_channels % groups:
             raise ValueError(f"Conv2d: out_channels must be divisible by groups, got {out_channels} and {groups}")
-        self.kernel_size = _pair(kernel_size, "kernel_size")
-        self.stride = _pair(stride, "stride")
-        if min(self.kernel_size) <= 0 or min(self.stride) <= 0:
-            raise ValueError(f"Conv2d: kernel_size and stride must be positive, got {kernel_size} and {stride}")
-        if _pair(dilation, "dilation") != (1, 1):
+        self.kernel_size = int_pair(kernel_size, "Conv2d: kernel_size", minimum=1)
+        self.stride = int_pair(stride, "Conv2d: stride", minimum=1)
+        if int_pair(dilation, "Conv2d: dilation") != (1, 1):
             raise ValueError(f"Conv2d: only dilation=1 is supported, got {dilation!r}")
         if padding_mode != "zeros":
             raise ValueError(f"Conv2d: only padding_mode='zeros' is supported, got {padding_mode!r}")
@@ -98,9 +84,7 @@ class Conv2d(Module):
                 raise ValueError(f"Conv2d: padding must be an int, a pair, 'valid' or 'same', got {padding!r}")
             self.padding = padding
         else:
-            numeric_padding = self.padding = _pair(padding, "padding")
-        if min(numeric_padding) < 0:
-            raise ValueError(f"Conv2d: padding must be >= 0, got {padding}")
+            numeric_padding = self.padding = int_pair(padding, "Conv2d: padding", minimum=0)
         self._numeric_padding = numeric_padding
         self.in_channels, self.out_channels, self.groups = int(in_channels), int(out_channels), int(groups)
         self.dilation = (1, 1)

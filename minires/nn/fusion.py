@@ -25,7 +25,7 @@ or ``MINIRES_FUSION=0``, or for a block with ``minires.config.using(fusion=False
 from __future__ import annotations
 
 from .. import config
-from ..autograd import Tensor, is_grad_enabled
+from ..autograd import Tensor, builds_graph
 from ..ops.norm import conv_batch_norm_eval
 from .activation import ReLU
 from .batchnorm import BatchNorm2d
@@ -67,17 +67,13 @@ def bn_add_relu(bn, relu, x, addend):
     return relu(bn(x) + addend)
 
 
-def _wants_grad(*tensors) -> bool:
-    return is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
-
-
 def _inference_epilogue(conv, bn, x, addend):
     """``relu(bn(conv(x)) [+ addend])`` as the convolution's epilogue (for an eval-mode ``bn``
     fusable with its ReLU, no gradient wanted), or ``None`` where that does not apply."""
     if (not bn.track_running_stats or not _untouched(conv, Conv2d) or conv.groups != 1
             or conv.out_channels != bn.num_features or not isinstance(x, Tensor)
             or not (addend is None or isinstance(addend, Tensor))
-            or _wants_grad(x, addend, conv.weight, conv.bias, bn.weight, bn.bias)):
+            or builds_graph((x, addend, conv.weight, conv.bias, bn.weight, bn.bias))):
         return None  # (anything unusual falls through to the module calls, which raise their own errors)
     return conv_batch_norm_eval(x, conv.weight, conv.bias, conv.stride, conv._numeric_padding,
                                 bn.running_mean, bn.running_var, bn.weight, bn.bias, bn.eps, addend)

@@ -7,7 +7,7 @@ import numbers
 import numpy as np
 
 from .. import backend
-from ..autograd import Function, Tensor, is_grad_enabled, no_grad
+from ..autograd import Function, Tensor, builds_graph, no_grad
 from ..autograd.function import sum_tangents
 from ..kernels import fused
 from ..kernels import norm as kernels
@@ -109,10 +109,9 @@ def _batch_norm(name, x, running_mean, running_var, weight, bias, training, mome
     if training and x.data.size // x.shape[1] <= 1:
         raise ValueError(f"{name}: expected more than 1 value per channel when training, got input of shape {x.shape}")
     # without a graph (no_grad, or nothing requires grad) no backward runs: the kernels may skip x_hat
-    builds_graph = is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias, addend))
     return BatchNorm.apply(x, weight, bias, addend, running_mean=mean_array, running_var=var_array,
                            training=bool(training), momentum=float(momentum), eps=float(eps), relu=relu,
-                           need_x_hat=builds_graph)
+                           need_x_hat=builds_graph((x, weight, bias, addend)))
 
 
 def batch_norm(x: Tensor, running_mean, running_var, weight: Tensor | None = None,

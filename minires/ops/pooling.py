@@ -5,13 +5,10 @@ Inputs are ``(N, C, H, W)`` or unbatched ``(C, H, W)`` as in PyTorch.
 
 from __future__ import annotations
 
-import numbers
-
-import numpy as np
-
 from ..autograd import Function, Tensor
 from ..autograd.function import check_float_tensor
 from ..kernels import pooling as kernels
+from ..kernels.conv import int_pair
 
 
 class MaxPool2d(Function):
@@ -49,20 +46,6 @@ class AdaptiveAvgPool2d(Function):
     jvp = Function.linear_jvp
 
 
-def _pair(name: str, arg: str, value, minimum: int):
-    """``int`` or a pair of ints -> ``(a, b)``, each >= ``minimum``."""
-    if isinstance(value, (numbers.Integral, np.integer)) and not isinstance(value, bool):
-        pair = (int(value), int(value))
-    elif isinstance(value, (tuple, list)) and len(value) in (1, 2) and all(
-            isinstance(v, (numbers.Integral, np.integer)) and not isinstance(v, bool) for v in value):
-        pair = (int(value[0]), int(value[-1]))
-    else:
-        raise TypeError(f"{name}: {arg} must be an int or a pair of ints, got {value!r}")
-    if min(pair) < minimum:
-        raise ValueError(f"{name}: {arg} must be >= {minimum}, got {value!r}")
-    return pair
-
-
 def _check_input(name: str, x) -> None:
     check_float_tensor(name, x)
     if x.ndim not in (3, 4):
@@ -74,12 +57,12 @@ def _check_input(name: str, x) -> None:
 def _window(name: str, x: Tensor, kernel_size, stride, padding):
     """Validate a pooling window and return ``(KH, KW, SH, SW, PH, PW)``."""
     _check_input(name, x)
-    KH, KW = _pair(name, "kernel_size", kernel_size, 1)
+    KH, KW = int_pair(kernel_size, f"{name}: kernel_size", minimum=1, single_ok=True)
     if stride is None or (isinstance(stride, (tuple, list)) and len(stride) == 0):
         SH, SW = KH, KW
     else:
-        SH, SW = _pair(name, "stride", stride, 1)
-    PH, PW = _pair(name, "padding", padding, 0)
+        SH, SW = int_pair(stride, f"{name}: stride", minimum=1, single_ok=True)
+    PH, PW = int_pair(padding, f"{name}: padding", minimum=0, single_ok=True)
     if 2 * PH > KH or 2 * PW > KW:
         raise ValueError(
             f"{name}: padding must be at most half of the kernel size, got padding=({PH}, {PW}) "
@@ -171,7 +154,7 @@ def adaptive_avg_pool2d(x: Tensor, output_size) -> Tensor:
     if isinstance(output_size, (tuple, list)) and len(output_size) == 2:
         output_size = tuple(size if size is not None else default
                             for size, default in zip(output_size, (H, W)))
-    OH, OW = _pair(name, "output_size", output_size, 1)
+    OH, OW = int_pair(output_size, f"{name}: output_size", minimum=1, single_ok=True)
     return _apply_batched(AdaptiveAvgPool2d, x, OH=OH, OW=OW)
 
 

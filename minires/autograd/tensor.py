@@ -225,7 +225,7 @@ class Tensor:
     def to(self, target) -> "Tensor":
         """Move to a device (``'cpu'``, ``'cuda'``) or cast to a dtype; differentiable."""
         _, shape, _ = _ops()
-        if isinstance(target, str) and target.split(":")[0].lower() in ("cpu", "cuda", "gpu"):
+        if backend.names_device(target):
             return shape.to_device(self, target)
         return shape.cast(self, target)
 

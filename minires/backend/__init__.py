@@ -73,6 +73,15 @@ def parse_device(device) -> str:
     return default_device() if device is None else config.normalize_device(device)
 
 
+def names_device(value) -> bool:
+    """Whether ``value`` is a string that names a device (``'cpu'``, ``'cuda'``, ``'gpu'``, ``'cuda:N'``).
+
+    Tells a device from a dtype where an argument may be either (``.to(...)``); the
+    string is then checked by :func:`parse_device`.
+    """
+    return isinstance(value, str) and value.split(":")[0].strip().lower() in ("cpu", "cuda", "gpu")
+
+
 def default_device() -> str:
     """The default device: ``minires.config.get('device')`` (``MINIRES_DEVICE``, default ``'cpu'``)."""
     return config.get("device")

@@ -1,4 +1,4 @@
-"""Hook handles and the machinery behind ``Module.register_full_backward_hook``.
+"""Hook registration and handles, and the machinery behind ``Module.register_full_backward_hook``.
 
 A full backward hook must see the gradients of *all* of a module's inputs and outputs at
 once, and may replace the input gradients before they flow further up. The autograd
@@ -50,6 +50,65 @@ class RemovableHandle:
     def __exit__(self, *exc):
         self.remove()
         return False
+
+
+class ModuleHooks:
+    """The ``register_*_hook`` methods of :class:`~minires.nn.Module` (which runs the hooks in ``__call__``)."""
+
+    @staticmethod
+    def _add_hook(hooks: OrderedDict, hook, prepend: bool) -> RemovableHandle:
+        if not callable(hook):
+            raise TypeError(f"hook must be callable, got {type(hook).__name__}")
+        handle = RemovableHandle(hooks)
+        hooks[handle.id] = hook
+        if prepend:
+            hooks.move_to_end(handle.id, last=False)
+        return handle
+
+    def register_forward_pre_hook(self, hook, *, prepend: bool = False) -> RemovableHandle:
+        """Run ``hook(module, args)`` before ``forward``; a non-None return replaces ``args``.
+
+        Returns:
+            A handle whose ``remove()`` unregisters the hook.
+        """
+        return self._add_hook(self._forward_pre_hooks, hook, prepend)
+
+    def register_forward_hook(self, hook, *, prepend: bool = False, with_kwargs: bool = False) -> RemovableHandle:
+        """Run ``hook(module, args, output)`` after ``forward``; a non-None return replaces the output.
+
+        With ``with_kwargs=True`` the hook is called as ``hook(module, args, kwargs, output)``.
+
+        Returns:
+            A handle whose ``remove()`` unregisters the hook.
+        """
+        handle = self._add_hook(self._forward_hooks, hook, prepend)
+        if with_kwargs:
+            self._forward_hooks_with_kwargs.add(handle.id)
+        return handle
+
+    def register_full_backward_hook(self, hook, prepend: bool = False) -> RemovableHandle:
+        """Run ``hook(module, grad_input, grad_output)`` once the module's input gradients are known.
+
+        ``grad_input`` has one entry per positional argument of ``forward`` and
+        ``grad_output`` one per output, as in PyTorch: the gradient Tensor; zeros for a
+        tensor argument that got no gradient (unused, or not requiring grad); ``None`` for
+        a non-tensor argument or an output that got no gradient. When no input requires
+        grad the hook runs as soon as ``grad_output`` is known, with ``grad_input`` all
+        ``None``. A non-None return (a tuple like ``grad_input``) replaces the input
+        gradients that flow on.
+
+        Returns:
+            A handle whose ``remove()`` unregisters the hook.
+        """
+        return self._add_hook(self._backward_hooks, hook, prepend)
+
+    def register_full_backward_pre_hook(self, hook, prepend: bool = False) -> RemovableHandle:
+        """Run ``hook(module, grad_output)`` before the module's backward; may return a new grad_output.
+
+        Returns:
+            A handle whose ``remove()`` unregisters the hook.
+        """
+        return self._add_hook(self._backward_pre_hooks, hook, prepend)
 
 
 # --- gather / scatter identity nodes ----------------------------------------------------
@@ -105,14 +164,16 @@ class _Scatter(Function):
     jvp = Function.linear_jvp
 
 
-def _route(tensors, gate, role):
-    """Pass ``tensors`` (those requiring grad) through one gather/scatter pair."""
-    flat = _Gather.apply(*tensors, gate=gate, role=role)
-    single = len(tensors) == 1
-    routed, offset = [], 0
-    for index, t in enumerate(tensors):
-        routed.append(_Scatter.apply(flat, gate=gate, role=role, index=index, offset=offset,
-                                     shape=t.shape, single=single))
+def _route(values, positions, gate, role) -> list:
+    """``values`` with the tensors at ``positions`` (those requiring grad) passed through one
+    gather/scatter pair."""
+    flat = _Gather.apply(*(values[i] for i in positions), gate=gate, role=role)
+    single = len(positions) == 1
+    routed, offset = list(values), 0
+    for index, position in enumerate(positions):
+        t = values[position]
+        routed[position] = _Scatter.apply(flat, gate=gate, role=role, index=index, offset=offset,
+                                          shape=t.shape, single=single)
         offset += t.numel()
     return routed
 
@@ -153,11 +214,7 @@ class BackwardHookGate:
         if not self.input_positions:
             return args
         self.inputs_routed = True
-        routed = _route([args[i] for i in self.input_positions], self, "input")
-        args = list(args)
-        for i, t in zip(self.input_positions, routed):
-            args[i] = t
-        return tuple(args)
+        return tuple(_route(args, self.input_positions, self, "input"))
 
     def setup_outputs(self, result):
         """Route the module's output tensor(s) that require grad; return the new result."""
@@ -170,10 +227,7 @@ class BackwardHookGate:
                                  if isinstance(o, Tensor) and o.requires_grad]
         if not self.output_positions:
             return result
-        routed = _route([outputs[i] for i in self.output_positions], self, "output")
-        outputs = list(outputs)
-        for i, t in zip(self.output_positions, routed):
-            outputs[i] = t
+        outputs = _route(outputs, self.output_positions, self, "output")
         if not is_tuple:
             return outputs[0]
         return type(result)(outputs)

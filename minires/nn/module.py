@@ -11,29 +11,15 @@ between the two one to one.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Iterator, NamedTuple
+from typing import Iterator
 
 import numpy as np
 
 from .. import backend
 from ..autograd import Tensor
-from ..autograd.grad_mode import no_grad
-from .hooks import BackwardHookGate, RemovableHandle
+from .hooks import BackwardHookGate, ModuleHooks, RemovableHandle  # noqa: F401 (importable from here)
 from .parameter import Parameter
-
-
-class StateDictError(RuntimeError, ValueError):
-    """``load_state_dict`` found shape mismatches, missing or unexpected keys.
-
-    A subclass of both ``RuntimeError`` (what PyTorch raises) and ``ValueError``.
-    """
-
-
-class IncompatibleKeys(NamedTuple):
-    """What ``load_state_dict(strict=False)`` could not match."""
-
-    missing_keys: list
-    unexpected_keys: list
+from .state_dict import IncompatibleKeys, StateDictError, load_state_dict
 
 
 def _addindent(text: str, spaces: int) -> str:
@@ -63,7 +49,7 @@ def _parse_to_args(args, kwargs):
     for arg in args:
         if isinstance(arg, Tensor):
             device, dtype = arg.device, arg.dtype
-        elif isinstance(arg, str) and arg.split(":")[0].strip().lower() in ("cpu", "cuda", "gpu"):
+        elif backend.names_device(arg):
             device = arg
         else:
             dtype = arg
@@ -80,12 +66,13 @@ def _parse_to_args(args, kwargs):
     return device, dtype
 
 
-class Module:
+class Module(ModuleHooks):
     """Base class of layers and models (``torch.nn.Module`` semantics).
 
     Subclasses call ``super().__init__()`` first, assign parameters, buffers and
     submodules as attributes, and implement ``forward``. Calling the module runs the
-    forward pre-hooks, ``forward``, the forward hooks, and sets up full backward hooks.
+    forward pre-hooks, ``forward``, the forward hooks, and sets up full backward hooks
+    (registered with the methods of :class:`~minires.nn.hooks.ModuleHooks`).
 
     Example:
         >>> class Net(nn.Module):
@@ -338,18 +325,6 @@ class Module:
                 module.state_dict(destination, prefix + name + ".", keep_vars)
         return destination
 
-    def _state_entries(self) -> OrderedDict:
-        """Name -> the Tensor that holds that entry (same keys and order as ``state_dict``)."""
-        return self.state_dict(keep_vars=True)
-
-    def _fills_in_missing(self, key: str) -> bool:
-        """Whether a missing ``key`` is one PyTorch's BatchNorm fills in itself (``num_batches_tracked``)."""
-        prefix, _, leaf = key.rpartition(".")
-        if leaf != "num_batches_tracked":
-            return False
-        owner = self.get_submodule(prefix)
-        return bool(getattr(owner, "track_running_stats", False)) and hasattr(owner, "running_mean")
-
     def load_state_dict(self, state_dict, strict: bool = True) -> IncompatibleKeys:
         """Copy arrays into this module's parameters and buffers, in place.
 
@@ -370,44 +345,7 @@ class Module:
                 shapes), or with ``strict`` any missing or unexpected key.
             TypeError: ``state_dict`` is not a mapping or a value is not numeric.
         """
-        if not hasattr(state_dict, "keys") or not hasattr(state_dict, "__getitem__"):
-            raise TypeError(f"expected a mapping from names to arrays for state_dict, got {type(state_dict).__name__}")
-        own = self._state_entries()
-        errors = []
-        missing = [k for k in own if k not in state_dict and not self._fills_in_missing(k)]
-        unexpected = [k for k in state_dict.keys() if k not in own]
-        converted = {}
-        for key, target in own.items():
-            if key not in state_dict:
-                continue
-            value = state_dict[key]
-            if isinstance(value, Tensor):
-                value = value.data
-            if not (isinstance(value, np.ndarray) or backend.is_cupy_array(value)):
-                value = np.asarray(value)
-            if value.dtype == object or value.dtype.kind not in "biuf":
-                raise TypeError(f"state_dict entry {key!r} has non-numeric dtype {value.dtype}")
-            if tuple(value.shape) != tuple(target.shape):
-                errors.append(f"size mismatch for {key}: copying a param with shape {tuple(value.shape)} "
-                              f"from checkpoint, the shape in current model is {tuple(target.shape)}.")
-                continue
-            converted[key] = value
-        if strict:
-            if unexpected:
-                errors.insert(0, "Unexpected key(s) in state_dict: "
-                              + ", ".join(f'"{k}"' for k in unexpected) + ".")
-            if missing:
-                errors.insert(0, "Missing key(s) in state_dict: " + ", ".join(f'"{k}"' for k in missing) + ".")
-        if errors:
-            raise StateDictError(f"Error(s) in loading state_dict for {type(self).__name__}:\n\t"
-                                 + "\n\t".join(errors))
-        with no_grad():
-            for key, value in converted.items():
-                target = own[key]
-                value = backend.to_device(value, target.device) if backend.array_device(value) != target.device \
-                    else value
-                target.data[...] = value.astype(target.dtype, copy=False)
-        return IncompatibleKeys(missing, unexpected)
+        return load_state_dict(self, state_dict, strict)
 
     # --- modes, devices, dtypes ------------------------------------------------------
     def train(self, mode: bool = True) -> "Module":
@@ -521,61 +459,6 @@ class Module:
         if gate is not None:
             result = gate.setup_outputs(result)
         return result
-
-    @staticmethod
-    def _add_hook(hooks: OrderedDict, hook, prepend: bool) -> RemovableHandle:
-        if not callable(hook):
-            raise TypeError(f"hook must be callable, got {type(hook).__name__}")
-        handle = RemovableHandle(hooks)
-        hooks[handle.id] = hook
-        if prepend:
-            hooks.move_to_end(handle.id, last=False)
-        return handle
-
-    def register_forward_pre_hook(self, hook, *, prepend: bool = False) -> RemovableHandle:
-        """Run ``hook(module, args)`` before ``forward``; a non-None return replaces ``args``.
-
-        Returns:
-            A handle whose ``remove()`` unregisters the hook.
-        """
-        return self._add_hook(self._forward_pre_hooks, hook, prepend)
-
-    def register_forward_hook(self, hook, *, prepend: bool = False, with_kwargs: bool = False) -> RemovableHandle:
-        """Run ``hook(module, args, output)`` after ``forward``; a non-None return replaces the output.
-
-        With ``with_kwargs=True`` the hook is called as ``hook(module, args, kwargs, output)``.
-
-        Returns:
-            A handle whose ``remove()`` unregisters the hook.
-        """
-        handle = self._add_hook(self._forward_hooks, hook, prepend)
-        if with_kwargs:
-            self._forward_hooks_with_kwargs.add(handle.id)
-        return handle
-
-    def register_full_backward_hook(self, hook, prepend: bool = False) -> RemovableHandle:
-        """Run ``hook(module, grad_input, grad_output)`` once the module's input gradients are known.
-
-        ``grad_input`` has one entry per positional argument of ``forward`` and
-        ``grad_output`` one per output, as in PyTorch: the gradient Tensor; zeros for a
-        tensor argument that got no gradient (unused, or not requiring grad); ``None`` for
-        a non-tensor argument or an output that got no gradient. When no input requires
-        grad the hook runs as soon as ``grad_output`` is known, with ``grad_input`` all
-        ``None``. A non-None return (a tuple like ``grad_input``) replaces the input
-        gradients that flow on.
-
-        Returns:
-            A handle whose ``remove()`` unregisters the hook.
-        """
-        return self._add_hook(self._backward_hooks, hook, prepend)
-
-    def register_full_backward_pre_hook(self, hook, prepend: bool = False) -> RemovableHandle:
-        """Run ``hook(module, grad_output)`` before the module's backward; may return a new grad_output.
-
-        Returns:
-            A handle whose ``remove()`` unregisters the hook.
-        """
-        return self._add_hook(self._backward_pre_hooks, hook, prepend)
 
     # --- printing --------------------------------------------------------------------
     def extra_repr(self) -> str:

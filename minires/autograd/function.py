@@ -44,11 +44,8 @@ def check_float_tensor(op_name: str, value, what: str | None = "input", allow_no
         raise TypeError(f"{op_name}: expected a floating-point {what or 'tensor'}, got dtype {value.dtype}")
 
 
-def check_same_device_and_dtype(op_name: str, inputs) -> str:
+def check_same_device_and_dtype(op_name: str, inputs) -> None:
     """Check that the tensor inputs of one op share a device and a floating dtype.
-
-    Returns:
-        The common device string.
 
     Raises:
         ValueError: two inputs live on different devices (both are named).
@@ -76,7 +73,6 @@ def check_same_device_and_dtype(op_name: str, inputs) -> str:
                     f"{op_name}: expected all floating tensors to have one dtype, got "
                     f"{float_dtype} and {t.data.dtype}; convert one with .to(dtype) or .float()/.double()"
                 )
-    return device if device is not None else "cpu"
 
 
 def sum_tangents(shape, *parts):
@@ -166,14 +162,14 @@ class Function:
     @classmethod
     def apply(cls, *inputs, **options):
         """Run the op on ``Tensor`` (or ``None``) inputs and return a ``Tensor``."""
-        device = check_same_device_and_dtype(cls.__name__, inputs)
+        check_same_device_and_dtype(cls.__name__, inputs)
         fn = cls()
         arrays = [t.data if t is not None else None for t in inputs]
         record = builds_graph(inputs)
         if record:
             fn.needs_input_grad = tuple(t is not None and t.requires_grad for t in inputs)
         out = fn.forward(*arrays, **options)
-        result = Tensor._from_op(out, device)
+        result = Tensor._from_op(out)
         if record:
             fn.parents = inputs
             result.requires_grad = True

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import numbers
+import operator
 
 import numpy as np
 
 from .. import backend
+from .dtypes import DEFAULT_FLOAT, DEFAULT_INT, category, resolve_dtype, result_type  # noqa: F401 (importable from here)
 from .engine import run_backward
 
 
@@ -15,55 +17,6 @@ def _ops():
     from ..ops import arith, reduce, shape  # noqa: PLC0415
 
     return arith, shape, reduce
-
-
-def _resolve_dtype(dtype):
-    if dtype is None:
-        return None
-    try:
-        return np.dtype(dtype)
-    except TypeError:
-        raise TypeError(f"unknown dtype {dtype!r}") from None
-
-
-def _is_float(dtype) -> bool:
-    return np.dtype(dtype).kind == "f"
-
-
-DEFAULT_FLOAT = np.dtype(np.float32)
-DEFAULT_INT = np.dtype(np.int64)
-_CATEGORY_DEFAULT = (np.dtype(np.bool_), DEFAULT_INT, DEFAULT_FLOAT)  # bool < integer < float
-_KIND_CATEGORY = {"b": 0, "u": 1, "i": 1, "f": 2}
-
-
-def _category(operand) -> int:
-    """0 for bool, 1 for integer, 2 for floating (a Tensor or a real number)."""
-    if isinstance(operand, Tensor):
-        return _KIND_CATEGORY[operand.dtype.kind]
-    if isinstance(operand, (bool, np.bool_)):
-        return 0
-    return 1 if isinstance(operand, numbers.Integral) else 2
-
-
-def result_type(*operands) -> np.dtype:
-    """The dtype that arithmetic on ``operands`` computes in: PyTorch's promotion (``torch.result_type``).
-
-    The result's category (bool < integer < float) is the highest among the operands. Its
-    dtype comes from the operands of that category with the highest priority: dimensioned
-    tensors, else 0-d tensors (each group promoted as NumPy does), else Python or NumPy
-    numbers, which give their category's default (bool, int64, float32). So
-    ``int64_tensor * 1.5`` is float32 (NumPy: float64), ``int32_tensor + 1`` stays int32,
-    ``bool_tensor + 1`` is int64 and ``float32_tensor + float64_0d_tensor`` is float32.
-
-    Args:
-        operands: Tensors and real numbers (bool, int, float, NumPy scalars).
-    """
-    category = max(_category(x) for x in operands)
-    tensors = [x for x in operands if isinstance(x, Tensor) and _category(x) == category]
-    for group in ([t for t in tensors if t.ndim > 0], [t for t in tensors if t.ndim == 0]):
-        if group:
-            return np.result_type(*(t.dtype for t in group))
-    return _CATEGORY_DEFAULT[category]
 
 
 class Tensor:
@@ -93,7 +46,7 @@ class Tensor:
         self._retains_grad = False
 
     @classmethod
-    def _from_op(cls, array, device):
+    def _from_op(cls, array):
         t = cls.__new__(cls)
         t.data = array
         t.grad = None
@@ -262,7 +215,7 @@ class Tensor:
         if (isinstance(other, np.ndarray) or backend.is_cupy_array(other)) and other.ndim == 0:
             other = backend.as_numpy(other)[()]  # a NumPy scalar
         if isinstance(other, (numbers.Real, np.bool_)):
-            dtype = np.dtype(np.bool_) if _category(other) == 0 else result_type(self, other)
+            dtype = np.dtype(np.bool_) if category(other) == 0 else result_type(self, other)
             if true_divide and dtype.kind != "f":
                 dtype = DEFAULT_FLOAT
             array = np.asarray(other).astype(dtype)
@@ -351,22 +304,22 @@ class Tensor:
         return Tensor(op(self.data, other))
 
     def __eq__(self, other):  # noqa: D105
-        return self._compare(other, lambda a, b: a == b)
+        return self._compare(other, operator.eq)
 
     def __ne__(self, other):
-        return self._compare(other, lambda a, b: a != b)
+        return self._compare(other, operator.ne)
 
     def __lt__(self, other):
-        return self._compare(other, lambda a, b: a < b)
+        return self._compare(other, operator.lt)
 
     def __le__(self, other):
-        return self._compare(other, lambda a, b: a <= b)
+        return self._compare(other, operator.le)
 
     def __gt__(self, other):
-        return self._compare(other, lambda a, b: a > b)
+        return self._compare(other, operator.gt)
 
     def __ge__(self, other):
-        return self._compare(other, lambda a, b: a >= b)
+        return self._compare(other, operator.ge)
 
     __hash__ = object.__hash__
 
@@ -456,7 +409,7 @@ def tensor(data, requires_grad: bool = False, dtype=None, device=None) -> Tensor
         dtype: a NumPy dtype or its name, e.g. ``'float64'``.
         device: ``'cpu'``, ``'cuda'``, ``'cuda:N'`` or ``None`` for the default device.
     """
-    dtype = _resolve_dtype(dtype)
+    dtype = resolve_dtype(dtype)
     device = backend.parse_device(device)
     if isinstance(data, Tensor):
         data = data.data
@@ -496,7 +449,7 @@ def _factory(fill, shape, dtype, device, requires_grad):
         if size < 0:
             raise ValueError(f"expected a shape of non-negative sizes, got {shape!r}")
     device = backend.parse_device(device)
-    dtype = _resolve_dtype(dtype) or np.dtype(np.float32)
+    dtype = resolve_dtype(dtype) or np.dtype(np.float32)
     xp = backend.xp_for(device)
     if device != "cpu":
         with backend.cupy_module().cuda.Device(int(device.split(":")[1])):

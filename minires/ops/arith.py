@@ -13,7 +13,7 @@ import numpy as np
 
 from ..autograd import Function, Tensor
 from ..autograd.function import sum_tangents
-from ..autograd.tensor import DEFAULT_FLOAT, result_type
+from ..autograd.dtypes import DEFAULT_FLOAT, result_type
 from ..backend import get_array_module
 from .shape import cast
 

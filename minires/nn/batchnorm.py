@@ -8,8 +8,8 @@ from .. import backend
 from .. import functional as F
 from ..autograd import Tensor
 from . import init
-from .conv import make_parameter
 from .module import Module
+from .parameter import make_parameter
 
 
 class _BatchNorm(Module):

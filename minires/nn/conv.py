@@ -2,33 +2,19 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
-from .. import backend
 from .. import functional as F
 from ..autograd import Tensor
 from ..kernels.conv import int_pair
 from . import init
 from .module import Module
-from .parameter import Parameter
+from .parameter import make_parameter
 
 
 def _compact(pair: tuple[int, int]):
     """An int when both entries agree (what every functional accepts), else the pair."""
     return pair[0] if pair[0] == pair[1] else pair
-
-
-def make_parameter(shape, dtype, device) -> Parameter:
-    """An uninitialised (zero) float parameter of ``shape`` on ``device``."""
-    dtype = np.dtype(np.float32 if dtype is None else dtype)
-    if dtype.kind != "f":
-        raise TypeError(f"parameters must have a floating dtype, got {dtype}")
-    device = backend.parse_device(device)
-    array = backend.xp_for(device).zeros(shape, dtype=dtype) if device == "cpu" else \
-        backend.to_device(np.zeros(shape, dtype=dtype), device)
-    return Parameter(array)
 
 
 class Conv2d(Module):
@@ -99,11 +85,7 @@ class Conv2d(Module):
 
     def reset_parameters(self) -> None:
         """PyTorch's default initialisation (see the class docstring)."""
-        init.kaiming_uniform_(self.weight, a=math.sqrt(5))
-        if self.bias is not None:
-            fan_in, _ = init.calculate_fan_in_and_fan_out(self.weight)
-            bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
-            init.uniform_(self.bias, -bound, bound)
+        init.default_layer_init_(self.weight, self.bias)
 
     def forward(self, x: Tensor) -> Tensor:
         """``(N, C_in, H, W) -> (N, C_out, OH, OW)``."""

@@ -228,5 +228,18 @@ def kaiming_normal_(tensor, a: float = 0, mode: str = "fan_in", nonlinearity: st
     return _fill_random(tensor, lambda rng: rng.normal(0.0, std, size=tensor.shape))
 
 
+def default_layer_init_(weight, bias=None) -> None:
+    """PyTorch's default initialisation of ``Conv2d`` and ``Linear`` parameters, in place.
+
+    ``weight`` gets ``kaiming_uniform_(a=sqrt(5))``, U(-1/sqrt(fan_in), 1/sqrt(fan_in)),
+    and ``bias`` (if not ``None``) U(-1/sqrt(fan_in), 1/sqrt(fan_in)) with the weight's ``fan_in``.
+    """
+    kaiming_uniform_(weight, a=math.sqrt(5))
+    if bias is not None:
+        fan_in, _ = calculate_fan_in_and_fan_out(weight)
+        bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
+        uniform_(bias, -bound, bound)
+
+
 # PyTorch's private spelling, used by layers' reset_parameters in the wild
 _calculate_fan_in_and_fan_out = calculate_fan_in_and_fan_out

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from .. import functional as F
 from ..autograd import Tensor
 from . import init
-from .conv import make_parameter
 from .module import Module
+from .parameter import make_parameter
 
 
 class Linear(Module):
@@ -42,11 +40,7 @@ class Linear(Module):
 
     def reset_parameters(self) -> None:
         """PyTorch's default initialisation (see the class docstring)."""
-        init.kaiming_uniform_(self.weight, a=math.sqrt(5))
-        if self.bias is not None:
-            fan_in = self.in_features
-            bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
-            init.uniform_(self.bias, -bound, bound)
+        init.default_layer_init_(self.weight, self.bias)
 
     def forward(self, x: Tensor) -> Tensor:
         """``(*, in_features) -> (*, out_features)``."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import backend
 from ..autograd import Tensor
 
 
@@ -47,3 +48,14 @@ class Parameter(Tensor):
 
 def _rebuild_parameter(data, requires_grad):
     return Parameter(data, requires_grad)
+
+
+def make_parameter(shape, dtype, device) -> Parameter:
+    """An uninitialised (zero) float parameter of ``shape`` on ``device``."""
+    dtype = np.dtype(np.float32 if dtype is None else dtype)
+    if dtype.kind != "f":
+        raise TypeError(f"parameters must have a floating dtype, got {dtype}")
+    device = backend.parse_device(device)
+    array = backend.xp_for(device).zeros(shape, dtype=dtype) if device == "cpu" else \
+        backend.to_device(np.zeros(shape, dtype=dtype), device)
+    return Parameter(array)

@@ -1,8 +1,8 @@
 """Layer fusion inside blocks: ``BatchNorm2d -> ReLU`` and ``BatchNorm2d -> + shortcut -> ReLU`` as one op.
 
-Residual blocks and ResNet stems call :func:`bn_relu` and :func:`bn_add_relu` (or
-:func:`conv_bn_relu`, which also takes the convolution before them) where their layers
-meet in that order. When both modules are the library's own, unmodified
+Blocks and stems call :func:`conv_bn_relu` (with the shortcut as its ``addend`` at a
+post-activation block's tail) and :func:`bn_relu` (pre-activation blocks, DenseNet
+layers) where their layers meet in that order. When both modules are the library's own, unmodified
 ``BatchNorm2d`` and ``ReLU`` with no hooks registered, the pair runs as one fused op
 (:func:`minires.functional.batch_norm_relu` / :func:`~minires.functional.batch_norm_add_relu`):
 one pass over memory less per ReLU in each direction, the pre-activation never stored.
@@ -37,7 +37,7 @@ def set_fusion(enabled: bool) -> None:
 
 
 def fusion_enabled() -> bool:
-    """Whether :func:`bn_relu` / :func:`bn_add_relu` may fuse."""
+    """Whether :func:`bn_relu` / :func:`conv_bn_relu` may fuse."""
     return config.get("fusion")
 
 
@@ -58,13 +58,6 @@ def bn_relu(bn, relu, x):
     if fusable(bn, relu):
         return bn.forward_fused(x)
     return relu(bn(x))
-
-
-def bn_add_relu(bn, relu, x, addend):
-    """``relu(bn(x) + addend)``, fused when :func:`fusable`."""
-    if fusable(bn, relu):
-        return bn.forward_fused(x, addend)
-    return relu(bn(x) + addend)
 
 
 def _inference_epilogue(conv, bn, x, addend):
@@ -90,4 +83,4 @@ def conv_bn_relu(conv, bn, relu, x, addend=None):
     return bn.forward_fused(conv(x), addend) if out is None else out
 
 
-__all__ = ["set_fusion", "fusion_enabled", "fusable", "bn_relu", "bn_add_relu", "conv_bn_relu"]
+__all__ = ["set_fusion", "fusion_enabled", "fusable", "bn_relu", "conv_bn_relu"]

@@ -74,7 +74,7 @@ def _needed(order, targets) -> set:
 def _run_hooks(tensor, g):
     from .tensor import Tensor  # noqa: PLC0415
 
-    for hook in tensor._hooks:
+    for hook in list(tensor._hooks.values()):
         replaced = hook(Tensor(g))
         if replaced is not None:
             g = replaced.data if isinstance(replaced, Tensor) else replaced

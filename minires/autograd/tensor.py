@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import numbers
 import operator
+from collections import OrderedDict
 
 import numpy as np
 
 from .. import backend
 from .dtypes import DEFAULT_FLOAT, DEFAULT_INT, category, resolve_dtype, result_type  # noqa: F401 (importable from here)
 from .engine import run_backward
+from .hooks import RemovableHandle
 
 
 def _ops():
@@ -42,7 +44,7 @@ class Tensor:
         self.grad = None
         self.requires_grad = bool(requires_grad)
         self._ctx = None
-        self._hooks = []
+        self._hooks = None     # an OrderedDict once a hook is registered
         self._retains_grad = False
 
     @classmethod
@@ -52,7 +54,7 @@ class Tensor:
         t.grad = None
         t.requires_grad = False
         t._ctx = None
-        t._hooks = []
+        t._hooks = None
         t._retains_grad = False
         return t
 
@@ -139,8 +141,11 @@ class Tensor:
         """
         if not self.requires_grad:
             raise RuntimeError("cannot register a hook on a tensor that does not require grad")
-        self._hooks.append(hook)
-        return _HookHandle(self._hooks, hook)
+        if self._hooks is None:
+            self._hooks = OrderedDict()
+        handle = RemovableHandle(self._hooks)
+        self._hooks[handle.id] = hook
+        return handle
 
     def retain_grad(self) -> None:
         """Keep ``.grad`` on a non-leaf tensor after backward."""
@@ -383,16 +388,6 @@ class Tensor:
         from ..ops import activation  # noqa: PLC0415
 
         return activation.sigmoid(self)
-
-
-class _HookHandle:
-    def __init__(self, hooks: list, hook):
-        self._hooks = hooks
-        self._hook = hook
-
-    def remove(self) -> None:
-        if self._hook in self._hooks:
-            self._hooks.remove(self._hook)
 
 
 # --- factories --------------------------------------------------------------------------

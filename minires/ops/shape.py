@@ -208,7 +208,7 @@ def getitem(a: Tensor, index) -> Tensor:
         raise TensorIndexError(f"getitem: invalid index {index!r} for a tensor of shape {a.shape}: {exc}") from None
 
 
-def _check_sequence(name, tensors, axis):
+def _check_sequence(name, tensors):
     if isinstance(tensors, Tensor) or not isinstance(tensors, (list, tuple)):
         raise TypeError(f"{name}: expected a list or tuple of Tensors, got {type(tensors).__name__}")
     tensors = list(tensors)
@@ -232,7 +232,7 @@ def _check_sequence(name, tensors, axis):
 
 def cat(tensors, axis: int = 1) -> Tensor:
     """Concatenate tensors along ``axis`` (default 1, the channel axis of NCHW)."""
-    tensors = _check_sequence("cat", tensors, axis)
+    tensors = _check_sequence("cat", tensors)
     axis = _normalize_axis(axis, tensors[0].ndim, "cat")
     first = tensors[0].shape
     for t in tensors[1:]:
@@ -243,7 +243,7 @@ def cat(tensors, axis: int = 1) -> Tensor:
 
 def stack(tensors, axis: int = 0) -> Tensor:
     """Stack equally shaped tensors along a new ``axis``."""
-    tensors = _check_sequence("stack", tensors, axis)
+    tensors = _check_sequence("stack", tensors)
     for t in tensors[1:]:
         if t.shape != tensors[0].shape:
             raise ValueError(f"stack: shapes {tensors[0].shape} and {t.shape} differ")

@@ -8,7 +8,7 @@ Example:
 """
 
 from .augment import (apply_augmentation, channel_stats, cutout, horizontal_flip, normalize, random_crop,
-                      sample_params)
+                      sample_keys, sample_params, sample_params_for)
 from .cifar import (CIFAR10, CIFAR10_CLASSES, CIFAR100, ChecksumWarning, Dataset, check_labels, decode_binary,
                     get_layout, md5_of, read_archive, read_binary, read_cifar, read_python_archive, read_python_dir)
 from .cifar_archive import CorruptArchiveError
@@ -24,7 +24,7 @@ __all__ = [
     "download_cifar", "read_cifar", "read_python_dir", "read_python_archive", "read_binary", "decode_binary",
     "safe_load", "UnsafePickleError", "DownloadError", "DataNotFoundError", "ChecksumWarning", "get_layout",
     "md5_of", "CIFAR10", "CIFAR100", "CIFAR10_CLASSES", "EMBEDDED_PATH", "channel_stats", "random_crop",
-    "horizontal_flip", "normalize", "cutout", "sample_params", "apply_augmentation", "epoch_order",
-    "step_generator", "read_archive", "check_labels", "CorruptArchiveError", "normalization_stats",
-    "parse_normalize",
+    "horizontal_flip", "normalize", "cutout", "sample_params", "sample_params_for", "sample_keys",
+    "apply_augmentation", "epoch_order", "step_generator", "read_archive", "check_labels", "CorruptArchiveError",
+    "normalization_stats", "parse_normalize",
 ]

@@ -2,10 +2,13 @@
 
 Every function takes a whole batch ``(N, C, H, W)`` and works through
 ``get_array_module``, so the same code runs on CPU and GPU with no per-image Python loop.
-The random parameters (crop offsets, flip flags, cutout centres) are drawn on the host
-by :func:`sample_params` from a NumPy generator, so a batch's augmentation depends only
-on that generator's seed: the trainer seeds it from ``(seed, epoch, step)``, which makes
-resuming mid-epoch exact and makes CPU and GPU runs see the same augmentations.
+The random parameters (crop offsets, flip flags, cutout centres) are drawn on the host.
+:func:`sample_params_for` draws them per example from a counter-based hash of
+``(seed, epoch, example index)``, so an example's augmentation in an epoch does not
+depend on which batch, which rank or which position it lands in: resuming mid-epoch is
+exact, CPU and GPU runs see the same augmentations, and data-parallel runs augment each
+example as one process does at any world size. :func:`sample_params` draws a batch's
+parameters from a NumPy generator instead.
 """
 
 from __future__ import annotations
@@ -117,6 +120,66 @@ def sample_params(rng: np.random.Generator, n: int, height: int = 32, width: int
         params["flip"] = rng.random(n) < 0.5
     if cutout_size > 0:
         params["centers"] = np.stack([rng.integers(0, height, n), rng.integers(0, width, n)], axis=1)
+    return params
+
+
+# splitmix64's output function (Steele, Lea & Flood 2014): a bijection of 64-bit integers
+# whose outputs pass statistical tests even for consecutive inputs; NumPy wraps uint64
+# arithmetic of arrays modulo 2**64
+_MIX1, _MIX2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+_GOLDEN = 0x9E3779B97F4A7C15
+# one independent stream per random quantity, so turning cutout on leaves the crops alone
+_STREAMS = {"offset_row": 1, "offset_col": 2, "flip": 3, "center_row": 4, "center_col": 5}
+
+
+def _mix64(z: np.ndarray) -> np.ndarray:
+    z = z ^ (z >> np.uint64(30))
+    z = z * _MIX1
+    z = z ^ (z >> np.uint64(27))
+    z = z * _MIX2
+    return z ^ (z >> np.uint64(31))
+
+
+def _add_constant(z: np.ndarray, value: int) -> np.ndarray:
+    return z + np.full(1, value % 2 ** 64, np.uint64)
+
+
+def sample_keys(seed: int, epoch: int, indices) -> np.ndarray:
+    """One 64-bit random key per example: a hash of ``(seed, epoch, index)`` (``uint64 (N,)``)."""
+    base = _mix64(_add_constant(np.full(1, int(seed), np.uint64), _GOLDEN))
+    base = _mix64(_add_constant(base, int(epoch) * _GOLDEN + 1))
+    indices = np.asarray(indices, np.int64).astype(np.uint64)
+    return _mix64(base + indices * np.uint64(_GOLDEN))
+
+
+def _uniform_ints(keys: np.ndarray, stream: str, high: int) -> np.ndarray:
+    """Integers uniform in ``[0, high)``, one per key, from the named stream (int64)."""
+    bits = _mix64(_add_constant(keys, _STREAMS[stream] * _GOLDEN))
+    unit = (bits >> np.uint64(11)).astype(np.float64) * 2.0 ** -53  # 53 random bits in [0, 1)
+    return np.floor(unit * high).astype(np.int64)
+
+
+def sample_params_for(seed: int, epoch: int, indices, height: int = 32, width: int = 32, padding: int = 4,
+                      flip: bool = True, cutout_size: int = 0) -> dict:
+    """The random parameters of the examples ``indices`` in ``epoch``, each a pure function of
+    ``(seed, epoch, index)`` (vectorised: no generator per example).
+
+    Returns:
+        The dict of :func:`sample_params`: ``offsets`` (int64 ``(N, 2)`` in
+        ``[0, 2*padding]``), ``flip`` (bool ``(N,)``, true with probability 1/2) and
+        ``centers`` (int64 ``(N, 2)`` in ``[0, H) x [0, W)``) where enabled.
+    """
+    keys = sample_keys(seed, epoch, indices)
+    params = {}
+    if padding > 0:
+        side = 2 * padding + 1
+        params["offsets"] = np.stack([_uniform_ints(keys, "offset_row", side),
+                                      _uniform_ints(keys, "offset_col", side)], axis=1)
+    if flip:
+        params["flip"] = _uniform_ints(keys, "flip", 2) == 1
+    if cutout_size > 0:
+        params["centers"] = np.stack([_uniform_ints(keys, "center_row", height),
+                                      _uniform_ints(keys, "center_col", width)], axis=1)
     return params
 
 

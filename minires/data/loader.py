@@ -2,11 +2,12 @@
 
 The images stay resident as ``uint8`` on the device (numpy or cupy); a batch is a gather
 plus the vectorised augmentation of :mod:`minires.data.augment`. The order of an epoch
-and the augmentation of a step are pure functions of ``(seed, epoch)`` and
-``(seed, epoch, step)``, so a run can stop anywhere and continue exactly from
-``(epoch, step)`` with no generator state to save. A background thread prepares the
-next batch (on CPU: the whole batch; on GPU: the indices and random parameters) while
-the current one trains.
+is a pure function of ``(seed, epoch)`` and each example's augmentation a pure function
+of ``(seed, epoch, example index)``, so a run can stop anywhere and continue exactly from
+``(epoch, step)`` with no generator state to save, and a data-parallel rank that serves
+only its part of each batch (``sampler``) prepares exactly what one process would for
+those examples. A background thread prepares the next batch (on CPU: the whole batch; on
+GPU: the indices and random parameters) while the current one trains.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from ..backend import parse_device, to_device
-from .augment import apply_augmentation, normalize, sample_params
+from .augment import apply_augmentation, normalize, sample_params_for
 from .cifar import Dataset
 
 
@@ -26,7 +27,11 @@ def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
 
 
 def step_generator(seed: int, epoch: int, step: int) -> np.random.Generator:
-    """The augmentation generator of one training step."""
+    """A generator seeded by ``(seed, epoch, step)``.
+
+    The :class:`Loader` no longer draws augmentations per step (they are keyed by example,
+    :func:`~minires.data.augment.sample_params_for`); kept for callers of the public name.
+    """
     return np.random.default_rng((int(seed), 1, int(epoch), int(step)))
 
 
@@ -46,6 +51,11 @@ class Loader:
         cutout: side of the cutout square (0 disables cutout).
         drop_last: drop a final partial batch.
         prefetch: prepare the next batch in a background thread.
+        sampler: serve only part of each batch: an object whose ``split(indices)`` returns
+            the part of a batch's example indices to serve (a data-parallel rank's
+            :class:`~minires.distributed.sampler.DistributedSampler`); ``batch_size`` stays
+            the size of the whole (global) batch.
+        dtype: floating dtype of the served images (``float32``; ``float64`` for exactness checks).
 
     Example:
         >>> loader = Loader(train_set, 128, mean, std, train=True, seed=0)
@@ -55,7 +65,7 @@ class Loader:
 
     def __init__(self, dataset: Dataset, batch_size: int, mean, std, train: bool = False, device: str = "cpu",
                  seed: int = 0, padding: int = 4, flip: bool = True, cutout: int = 0, drop_last: bool = False,
-                 prefetch: bool = True):
+                 prefetch: bool = True, sampler=None, dtype=np.float32):
         if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         if padding < 0 or cutout < 0:
@@ -70,6 +80,10 @@ class Loader:
         self.cutout = int(cutout) if train else 0
         self.drop_last = bool(drop_last)
         self.prefetch = bool(prefetch)
+        self.sampler = sampler
+        self.dtype = np.dtype(dtype)
+        if self.dtype.kind != "f":
+            raise ValueError(f"dtype must be a floating dtype, got {self.dtype}")
         self.mean = np.asarray(mean, np.float32)
         self.std = np.asarray(std, np.float32)
         self.images = to_device(np.ascontiguousarray(dataset.images), self.device)
@@ -81,6 +95,10 @@ class Loader:
         n = len(self.dataset)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
+    def global_batch(self, step: int) -> int:
+        """How many examples the whole batch of ``step`` holds (all ranks together)."""
+        return min(self.batch_size, len(self.dataset) - step * self.batch_size)
+
     def order(self, epoch: int) -> np.ndarray:
         """Example indices of ``epoch`` in serving order."""
         n = len(self.dataset)
@@ -88,11 +106,12 @@ class Loader:
 
     def _host_part(self, order: np.ndarray, epoch: int, step: int):
         idx = order[step * self.batch_size:(step + 1) * self.batch_size]
+        if self.sampler is not None:
+            idx = self.sampler.split(idx)
         params = {}
         if self.train:
             h, w = self.dataset.images.shape[2:]
-            params = sample_params(step_generator(self.seed, epoch, step), len(idx), h, w, self.padding,
-                                   self.flip, self.cutout)
+            params = sample_params_for(self.seed, epoch, idx, h, w, self.padding, self.flip, self.cutout)
         return idx, params
 
     def _device_part(self, host):
@@ -103,24 +122,27 @@ class Loader:
             x = apply_augmentation(images, params, self._mean_dev, self._std_dev, self.padding, self.cutout)
         else:
             x = normalize(images, self._mean_dev, self._std_dev)
-        return x, self.labels[idx]
+        return x.astype(self.dtype, copy=False), self.labels[idx]
 
     def batch(self, epoch: int, step: int, order: np.ndarray | None = None):
-        """Batch ``step`` of ``epoch``: ``(x float32 (B, C, H, W), y int64 (B,))`` device arrays."""
+        """Batch ``step`` of ``epoch``: ``(x (B, C, H, W) of dtype, y int64 (B,))`` device arrays."""
         if not 0 <= step < len(self):
             raise IndexError(f"step {step} out of range for {len(self)} batches")
         order = self.order(epoch) if order is None else order
         return self._device_part(self._host_part(order, epoch, step))
 
-    def epoch(self, epoch: int, start_step: int = 0):
+    def epoch(self, epoch: int, start_step: int = 0, steps=None):
         """Yield ``(step, x, y)`` for the steps ``start_step .. len(self) - 1`` of ``epoch``.
+
+        ``steps`` (an increasing iterable of step numbers) serves only those (a rank's share
+        of the evaluation batches).
 
         With ``prefetch``, the next batch is prepared in a background thread while the
         caller works on the current one (the whole batch on CPU; indices and augmentation
         parameters on GPU, where the device work stays on the calling thread).
         """
         order = self.order(epoch)
-        steps = range(start_step, len(self))
+        steps = [s for s in (range(len(self)) if steps is None else steps) if start_step <= s < len(self)]
         if not self.prefetch:
             for step in steps:
                 yield (step, *self._device_part(self._host_part(order, epoch, step)))
@@ -132,9 +154,9 @@ class Loader:
             return self._device_part(host) if on_cpu else host
 
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="minires-prefetch") as pool:
-            future = pool.submit(work, start_step) if start_step < len(self) else None
-            for step in steps:
+            future = pool.submit(work, steps[0]) if steps else None
+            for i, step in enumerate(steps):
                 result = future.result()
-                if step + 1 < len(self):
-                    future = pool.submit(work, step + 1)
+                if i + 1 < len(steps):
+                    future = pool.submit(work, steps[i + 1])
                 yield (step, *(result if on_cpu else self._device_part(result)))

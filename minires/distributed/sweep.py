@@ -1,0 +1,66 @@
+"""Sweeps: independent runs (a model and a seed, say) spread over the ranks.
+
+:func:`run_sweep` hands out the jobs in rounds of ``size``: in round ``k`` rank ``r`` runs
+job ``k * size + r``. After each round rank 0 receives the round's results and handles
+them in job order, so files written from them come out exactly as one process writes
+them, and a sweep killed half-way keeps every finished round. A job that raises stops
+the sweep on every rank with that error (after its round).
+"""
+
+from __future__ import annotations
+
+from .communicator import Communicator, LocalCommunicator
+
+
+def run_sweep(jobs, run, comm: Communicator | None = None, on_result=None, should_stop=None):
+    """Run ``run(job)`` for every job, spread over the ranks; collect the results on rank 0.
+
+    Args:
+        jobs: the jobs (any picklable values), in the order one process would run them.
+        run: ``run(job) -> result`` (the result must be picklable).
+        comm: the communicator (default: one process, which runs everything in order).
+        on_result: called on rank 0 as ``on_result(job, result)`` for each job, in job order,
+            after each round (one process: after each job).
+        should_stop: called on rank 0 before each round (one process: before each job);
+            True stops the sweep on every rank (a time budget, for instance).
+
+    Returns:
+        On rank 0 the results of the jobs that ran, in job order; ``None`` on the other ranks.
+
+    Raises:
+        Whatever a job raised, on every rank (marked ``collective``).
+    """
+    comm = comm if comm is not None else LocalCommunicator()
+    jobs = list(jobs)
+    results = []
+    for start in range(0, len(jobs), comm.size):
+        stop = should_stop() if (comm.is_writer and should_stop is not None) else False
+        if comm.bcast_object(stop) if comm.size > 1 else stop:
+            break
+        index = start + comm.rank
+        outcome = _attempt(run, jobs[index], comm.size) if index < len(jobs) else None
+        round_outcomes = comm.gather_object(outcome) if comm.size > 1 else [outcome]
+        error = None
+        if comm.is_writer:
+            for offset, (kind, value) in enumerate(o for o in round_outcomes if o is not None):
+                if kind == "error":
+                    error = error or value
+                    continue
+                results.append(value)
+                if on_result is not None:
+                    on_result(jobs[start + offset], value)
+        if comm.size > 1:
+            error = comm.bcast_object(error)
+        if error is not None:
+            error.collective = True
+            raise error
+    return results if comm.is_writer else None
+
+
+def _attempt(run, job, size: int):
+    if size == 1:  # one process: the error propagates as it always did
+        return "ok", run(job)
+    try:
+        return "ok", run(job)
+    except Exception as exc:  # noqa: BLE001 - delivered to every rank by run_sweep
+        return "error", exc

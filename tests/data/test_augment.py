@@ -156,3 +156,69 @@ def test_augmentation_gpu_matches_cpu(rng):
     for (_, xa, ya), (_, xb, yb) in zip(a, b):
         np.testing.assert_allclose(as_numpy(xb), xa, rtol=1e-6, atol=1e-6)
         np.testing.assert_array_equal(as_numpy(yb), ya)
+
+
+# --- augmentation keyed by (seed, epoch, example): the same at any batch split -------------
+
+def test_keyed_params_depend_only_on_the_example():
+    from minires.data import sample_params_for
+
+    indices = np.array([5, 17, 3, 999, 0, 42])
+    whole = sample_params_for(1, 2, indices, cutout_size=8)
+    for part in (indices[:2], indices[2:5], indices[5:], indices[::-1]):
+        params = sample_params_for(1, 2, part, cutout_size=8)
+        where = [list(indices).index(i) for i in part]
+        for key in ("offsets", "flip", "centers"):
+            np.testing.assert_array_equal(params[key], whole[key][where])
+    # another seed or epoch draws anew; turning cutout off leaves the crops and flips alone
+    assert not np.array_equal(sample_params_for(1, 3, indices)["offsets"], whole["offsets"])
+    assert not np.array_equal(sample_params_for(2, 2, indices)["offsets"], whole["offsets"])
+    no_cutout = sample_params_for(1, 2, indices)
+    np.testing.assert_array_equal(no_cutout["offsets"], whole["offsets"])
+    assert "centers" not in no_cutout and "offsets" not in sample_params_for(1, 2, indices, padding=0)
+
+
+def test_keyed_params_are_uniform_and_independent():
+    from minires.data import sample_params_for
+
+    n = 90_000
+    params = sample_params_for(0, 0, np.arange(n), height=32, width=32, padding=4, cutout_size=8)
+    rows, cols = params["offsets"].T
+    for values, high in ((rows, 9), (cols, 9), (params["centers"][:, 0], 32), (params["centers"][:, 1], 32)):
+        counts = np.bincount(values, minlength=high)
+        assert len(counts) == high and values.min() == 0
+        expected = n / high
+        assert np.abs(counts - expected).max() < 5 * np.sqrt(expected), counts  # 5 sigma
+    assert abs(params["flip"].mean() - 0.5) < 5 * 0.5 / np.sqrt(n)
+    # neighbouring examples and different quantities are uncorrelated
+    for a, b in ((rows[:-1], rows[1:]), (rows, cols), (rows, params["centers"][:, 0]),
+                 (params["flip"][:-1], params["flip"][1:])):
+        assert abs(np.corrcoef(a.astype(float), b.astype(float))[0, 1]) < 5 / np.sqrt(n)
+
+
+def test_loader_sampler_serves_parts_of_the_global_batch():
+    from minires.distributed import DistributedSampler
+
+    data = _dataset(40)
+    mean, std = channel_stats(data.images)
+    whole = Loader(data, 16, mean, std, train=True, seed=3, cutout=8)
+    parts = [Loader(data, 16, mean, std, train=True, seed=3, cutout=8, sampler=DistributedSampler(r, 3))
+             for r in range(3)]
+    assert [len(p) for p in parts] == [3, 3, 3] and [whole.global_batch(s) for s in range(3)] == [16, 16, 8]
+    for (step, x, y), *rank_batches in zip(whole.epoch(1), *(p.epoch(1) for p in parts)):
+        assert [len(b[2]) for b in rank_batches] == [DistributedSampler(r, 3).part_size(len(y)) for r in range(3)]
+        np.testing.assert_array_equal(np.concatenate([b[1] for b in rank_batches]), x)
+        np.testing.assert_array_equal(np.concatenate([b[2] for b in rank_batches]), y)
+
+
+def test_loader_steps_and_dtype():
+    data = _dataset(50)
+    mean, std = channel_stats(data.images)
+    loader = Loader(data, 16, mean, std, train=False, dtype=np.float64)
+    served = list(loader.epoch(0, steps=[1, 3]))
+    assert [s for s, _, _ in served] == [1, 3]
+    np.testing.assert_array_equal(served[1][1], normalize(data.images[48:], mean, std).astype(np.float64))
+    assert served[0][1].dtype == np.float64
+    assert [s for s, _, _ in loader.epoch(0, start_step=2, steps=[0, 2, 3])] == [2, 3]
+    with pytest.raises(ValueError, match="floating dtype"):
+        Loader(data, 16, mean, std, dtype=np.int32)

@@ -41,8 +41,11 @@ def _model(seed):
 
 
 def test_broadcast_state_copies_rank0_parameters_and_buffers():
+    models = [_model(seed=rank) for rank in range(3)]  # different weights on every rank (built before the
+    # threads start: the global generator is shared)
+
     def work(comm):
-        model = _model(seed=comm.rank)  # different weights on every rank
+        model = models[comm.rank]
         model[1].running_mean.data[...] = comm.rank
         model[1].num_batches_tracked.data[...] = 7 * comm.rank
         broadcast_state(model, comm)
@@ -76,9 +79,11 @@ def test_gradient_allreduce_sums_gradients_and_extras():
 
 
 def test_data_parallel_reduce_step_and_merge_rows():
+    models = [_model(seed=rank) for rank in range(2)]
+
     def work(comm):
         parallel = DataParallel(comm)
-        model = parallel.prepare(_model(seed=comm.rank))
+        model = parallel.prepare(models[comm.rank])
         for p in model.parameters():
             p.grad = np.ones_like(p.data)
         loss_sum, correct, stop = parallel.reduce_step(2.0, 3, stop=comm.rank == 1)
@@ -100,9 +105,11 @@ def test_loss_weight_is_the_share_of_the_global_batch():
 
 
 def test_sync_buffers_takes_rank0_running_statistics_unless_sync_bn():
+    models = {sync_bn: [_model(seed=0) for _ in range(2)] for sync_bn in (False, True)}
+
     def work(comm, sync_bn):
         parallel = DataParallel(comm, sync_bn=sync_bn)
-        model = parallel.prepare(_model(seed=0))
+        model = parallel.prepare(models[sync_bn][comm.rank])
         model[1].running_var.data[...] = comm.rank + 1
         parallel.sync_buffers(model)
         return float(model[1].running_var.data[0]), type(model[1]).__name__

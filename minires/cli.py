@@ -8,6 +8,11 @@ function and one entry in :data:`COMMANDS`.
 Errors a user can cause (unknown model, missing data, bad values, a checkpoint that does
 not match) print one clear ``minires: error: ...`` line and exit non-zero, without a
 traceback; ``MINIRES_DEBUG=1`` shows the traceback.
+
+Under an MPI launcher (``mpiexec -n 4 minires train ...``; see :mod:`minires.distributed`)
+every process joins the world before anything else, so that an error on one rank can
+abort the others instead of leaving them waiting; errors all ranks raise alike are
+printed once, by rank 0.
 """
 
 from __future__ import annotations
@@ -157,15 +162,22 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--demo", action="store_true", help="use the demo settings (what no arguments do)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--no-plot", action="store_true", help="do not write curves.png")
+    p.add_argument("--distributed", action="store_true",
+                   help="join an MPI world even if no launcher variable says so (mpiexec/mpirun are detected; "
+                        "--batch-size is the global batch, split over the ranks)")
+    p.add_argument("--sync-bn", action="store_true", default=S,
+                   help="data-parallel: batch-norm statistics over the global batch (default: each rank's part)")
+    p.add_argument("--dtype", choices=["float32", "float64"], default=S,
+                   help="float32 (default) or float64 (slower; exactness checks)")
     p.set_defaults(func=run_train)
     return p
 
 
 # flags that do not define the run: `minires train` with only these still runs the demo
 _NOT_SETTINGS = {"func", "command", "resume", "overwrite", "demo", "no_progress", "no_plot", "device", "out",
-                 "track_gradients"}
+                 "distributed", "track_gradients"}
 # parsed arguments that are not TrainConfig fields
-_NOT_CONFIG = {"func", "command", "resume", "overwrite", "demo", "no_progress", "no_plot"}
+_NOT_CONFIG = {"func", "command", "resume", "overwrite", "demo", "no_progress", "no_plot", "distributed"}
 
 
 def _train_config(args, demo: bool):
@@ -198,22 +210,35 @@ def _train_config(args, demo: bool):
 
 def run_train(args) -> int:
     """Run ``minires train`` (the demo when no setting is given: see :data:`DEMO`)."""
+    from . import distributed  # noqa: PLC0415
     from .train import NonFiniteLossError, Trainer  # noqa: PLC0415
 
     demo = args.demo or (not args.resume and not set(vars(args)) - _NOT_SETTINGS)
-    config = _train_config(args, demo)
+    comm = distributed.get_communicator()
+    if comm.backend != "local":  # every rank must have been given the same flags
+        distributed.check_same_everywhere(comm, {k: v for k, v in vars(args).items() if k != "func"}, "settings")
+    # rank 0 settles the settings for all (it alone may see --out's files; a default --out holds the time)
+    config = distributed.DataParallel(comm).from_writer(lambda: _train_config(args, demo))
     _check_device(config.device)
-    if demo:
+    if comm.size > 1 and config.device not in ("cpu", "cuda:0"):  # ('cuda' reads as cuda:0)
+        raise CLIError(f"--device {config.device} with {comm.size} ranks: each rank uses the GPU of its local "
+                       "rank (cuda:<local rank>); pass --device cuda")
+    comm = distributed.init(config.device, force=args.distributed)
+    writer = comm.is_writer
+    if demo and writer:
         print(f"minires demo: {config.model} on the embedded CIFAR-10 subset (2,000 train / 1,000 test images), "
               f"{config.epochs} epochs; output in {config.out}")
-    trainer = Trainer(config)
+    trainer = Trainer(config, comm=comm)
     try:
         result = trainer.fit(resume=args.resume, overwrite=args.overwrite)
     except NonFiniteLossError as exc:
-        print(f"minires: error: {exc}", file=sys.stderr)
+        if writer:
+            print(f"minires: error: {exc}", file=sys.stderr)
         return EXIT_NONFINITE
     if result["status"] == "interrupted":
         return EXIT_INTERRUPTED
+    if not writer:
+        return 0
     acc = result.get("test_acc")
     print(f"done in {result['seconds']:.0f}s: test accuracy {acc * 100:.2f}% "
           f"(weights: {os.path.join(config.out, 'model.npz')}, metrics: {os.path.join(config.out, 'metrics.jsonl')})"
@@ -471,29 +496,65 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     """Console entry point: parse ``argv`` and run the subcommand; return the exit status."""
+    from . import distributed  # noqa: PLC0415  (imports no MPI by itself)
+
     argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        comm = distributed.init(force="--distributed" in argv)  # first, so a failing rank can end the others
+    except ImportError as exc:
+        print(f"minires: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return EXIT_ERROR
+    status, collective = _run_command(args)
+    if status != 0 and comm.size > 1 and not collective:
+        # this rank alone failed: end the others, which would wait for it forever
+        print(f"minires: rank {comm.rank} of {comm.size} failed; aborting all ranks", file=sys.stderr)
+        distributed.get_communicator().abort(status)
+    return status
+
+
+def _run_command(args) -> tuple[int, bool]:
+    """Run the subcommand: ``(exit status, whether every rank ends alike)``.
+
+    A status the subcommand returns counts as every rank's (subcommands decide from
+    values all ranks share); an exception counts as this rank's alone unless it is
+    marked ``collective``.
+    """
+    from . import distributed  # noqa: PLC0415
+
     try:
-        return int(args.func(args) or 0)
+        return int(args.func(args) or 0), True
     except KeyboardInterrupt:
         print("minires: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return EXIT_INTERRUPTED, False
     except Exception as exc:  # user-facing errors: one line, no traceback
+        collective = getattr(exc, "collective", False)
+        comm = distributed.get_communicator()
+        rank = comm.rank
+        where = f" (rank {rank} of {comm.size})" if comm.size > 1 and not collective else ""
         if settings.get("debug"):
-            raise
+            if comm.size == 1:
+                raise
+            if rank == 0 or not collective:
+                import traceback  # noqa: PLC0415
+
+                traceback.print_exc()
         if isinstance(exc, OSError) and exc.errno in _USER_ERRNOS:
-            print(f"minires: error: {_describe_os_error(exc)}", file=sys.stderr)
-            return EXIT_ERROR
+            if rank == 0 or not collective:
+                print(f"minires: error{where}: {_describe_os_error(exc)}", file=sys.stderr)
+            return EXIT_ERROR, collective
         if not _is_user_error(exc):
-            print(f"minires: internal error: {type(exc).__name__}: {exc} (set MINIRES_DEBUG=1 for the traceback)",
-                  file=sys.stderr)
-            return 1
-        print(f"minires: error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+            if rank == 0 or not collective:
+                print(f"minires: internal error{where}: {type(exc).__name__}: {exc} (set MINIRES_DEBUG=1 for the "
+                      "traceback)", file=sys.stderr)
+            return 1, collective
+        if rank == 0 or not collective:
+            print(f"minires: error{where}: {exc}", file=sys.stderr)
+        return EXIT_ERROR, collective
 
 
 # OSErrors a user causes (and can fix): full disk, permissions, a file where a folder belongs, ...
@@ -514,10 +575,11 @@ def _describe_os_error(exc: OSError) -> str:
 
 def _is_user_error(exc: Exception) -> bool:
     from .data import DownloadError, UnsafePickleError  # noqa: PLC0415
+    from .distributed import ConfigurationMismatch  # noqa: PLC0415
     from .train import TrainingError  # noqa: PLC0415
 
     return isinstance(exc, (CLIError, ValueError, FileNotFoundError, PermissionError, IsADirectoryError,
-                            TrainingError, DownloadError, UnsafePickleError))
+                            TrainingError, DownloadError, UnsafePickleError, ConfigurationMismatch))
 
 
 if __name__ == "__main__":

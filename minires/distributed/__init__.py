@@ -38,7 +38,11 @@ _communicator: Communicator | None = None
 
 
 def init(device: str = "cpu", force: bool = False) -> Communicator:
-    """Join the run's process world (once per process) and return this process's communicator.
+    """Join the run's process world and return this process's communicator.
+
+    Call it early (``minires`` does so before parsing its arguments) so that a failure
+    on one rank can abort the others. A later call with ``device='cuda'`` adds the
+    NCCL layer over the same ranks.
 
     Args:
         device: ``'cpu'`` (MPI on NumPy arrays) or ``'cuda'`` (NCCL on CuPy arrays, one
@@ -53,22 +57,21 @@ def init(device: str = "cpu", force: bool = False) -> Communicator:
         ImportError: an MPI world is wanted but mpi4py (or CuPy's NCCL) is missing.
     """
     global _communicator
-    if _communicator is not None:
-        return _communicator
-    if not wants_distributed(force):
-        _communicator = LocalCommunicator()
-        return _communicator
-    from .mpi import MPICommunicator  # noqa: PLC0415
+    if _communicator is None or (force and _communicator.backend == "local"):
+        if not wants_distributed(force):
+            _communicator = LocalCommunicator()
+            return _communicator
+        from .mpi import MPICommunicator  # noqa: PLC0415
 
-    comm = MPICommunicator()
-    if str(device).startswith("cuda"):
+        _communicator = MPICommunicator()
+    if str(device).startswith("cuda") and _communicator.backend == "mpi":
         from .nccl import NCCLCommunicator  # noqa: PLC0415
 
-        comm = NCCLCommunicator(comm)
-    else:
-        share_cpus(comm.local_size)
-    _communicator = comm
-    return comm
+        _communicator = NCCLCommunicator(_communicator)
+    elif _communicator.backend == "mpi" and not getattr(_communicator, "cpus_shared", False):
+        share_cpus(_communicator.local_size)
+        _communicator.cpus_shared = True
+    return _communicator
 
 
 def get_communicator() -> Communicator:

@@ -9,6 +9,7 @@ from ..data.normalization import parse_normalize
 
 SCHEDULES = ("paper", "cosine", "linear")
 DATASETS = ("cifar10", "cifar100")
+DTYPES = ("float32", "float64")
 
 
 @dataclass
@@ -46,6 +47,9 @@ class TrainConfig:
         download: download the official archive when no data is found.
         progress: show tqdm progress bars.
         plot: write ``curves.png`` (when matplotlib is installed).
+        sync_bn: data-parallel runs: batch-norm statistics over the global batch (all ranks)
+            instead of each rank's part.
+        dtype: ``'float32'``, or ``'float64'`` (slower; for exactness checks).
         track_gradients: every this many steps, record the per-block skip/branch gradient
             norms and per-parameter gradient, weight and update norms into ``gradients.jsonl``
             (:class:`~minires.analysis.GradientTracker`; 0: off).
@@ -78,6 +82,8 @@ class TrainConfig:
     download: bool = False
     progress: bool = True
     plot: bool = True
+    sync_bn: bool = False
+    dtype: str = "float32"
     track_gradients: int = 0
 
     def validate(self) -> "TrainConfig":
@@ -115,6 +121,8 @@ class TrainConfig:
             raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
         if self.dataset not in DATASETS:
             raise ValueError(f"dataset must be one of {', '.join(DATASETS)}, got {self.dataset!r}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         if self.shortcut is not None and self.shortcut not in ("A", "B"):
             raise ValueError(f"shortcut must be 'A' or 'B', got {self.shortcut!r}")
         self.normalize = parse_normalize(self.normalize)
@@ -134,4 +142,4 @@ class TrainConfig:
 # settings that must match when resuming (device may change, the rest decides the result)
 RESUME_KEYS = ("model", "dataset", "data", "epochs", "batch_size", "lr", "momentum", "nesterov", "weight_decay",
                "schedule", "warmup_frac", "paper_warmup", "label_smoothing", "seed", "cutout", "train_subset",
-               "test_subset", "shortcut", "normalize")
+               "test_subset", "shortcut", "normalize", "sync_bn", "dtype")

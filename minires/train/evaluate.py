@@ -6,6 +6,46 @@ from ..autograd import Tensor, no_grad
 from ..backend import get_array_module
 
 
+def evaluate_batches(model, loader, steps=None) -> list[tuple[int, float, int, int]]:
+    """Evaluate ``model`` batch by batch in eval mode without gradients.
+
+    The model's train/eval mode is restored afterwards.
+
+    Args:
+        model: the model.
+        loader: the :class:`~minires.data.loader.Loader` of the split.
+        steps: only these batches (a data-parallel rank's share); default all.
+
+    Returns:
+        One ``(batch index, summed cross-entropy, number correct, examples)`` per batch.
+    """
+    from .. import functional as F  # noqa: PLC0415
+
+    was_training = getattr(model, "training", True)
+    model.eval()
+    rows = []
+    try:
+        with no_grad():
+            for step, x, y in loader.epoch(0, steps=steps):
+                logits = model(Tensor(x))
+                loss_sum = float(F.cross_entropy(logits, Tensor(y)).item()) * len(y)
+                xp = get_array_module(logits.data)
+                rows.append((step, loss_sum, int(xp.sum(xp.argmax(logits.data, axis=1) == y)), len(y)))
+    finally:
+        model.train(was_training)
+    return rows
+
+
+def sum_batches(rows) -> tuple[float, int, int]:
+    """``(mean cross-entropy, correct, examples)`` of :func:`evaluate_batches` rows, added in row order."""
+    loss_sum, correct, seen = 0.0, 0, 0
+    for _, batch_loss, batch_correct, batch_seen in rows:
+        loss_sum += batch_loss
+        correct += batch_correct
+        seen += batch_seen
+    return loss_sum / max(seen, 1), correct, seen
+
+
 def evaluate_model(model, loader) -> tuple[float, int, int]:
     """Evaluate ``model`` on every batch of ``loader`` in eval mode without gradients.
 
@@ -14,22 +54,7 @@ def evaluate_model(model, loader) -> tuple[float, int, int]:
     Returns:
         ``(mean cross-entropy, number correct, number of examples)``.
     """
-    from .. import functional as F  # noqa: PLC0415
-
-    was_training = getattr(model, "training", True)
-    model.eval()
-    loss_sum, correct, seen = 0.0, 0, 0
-    try:
-        with no_grad():
-            for _, x, y in loader.epoch(0):
-                logits = model(Tensor(x))
-                loss_sum += float(F.cross_entropy(logits, Tensor(y)).item()) * len(y)
-                xp = get_array_module(logits.data)
-                correct += int(xp.sum(xp.argmax(logits.data, axis=1) == y))
-                seen += len(y)
-    finally:
-        model.train(was_training)
-    return loss_sum / max(seen, 1), correct, seen
+    return sum_batches(evaluate_batches(model, loader))
 
 
 def table_header() -> str:

@@ -18,12 +18,19 @@ Layout of an output directory ``OUT``:
   which also moves an old run aside for ``overwrite``). Files are replaced atomically or
   appended with :mod:`minires.train.jsonl`; nothing NaN or infinite is saved (:mod:`.guard`).
 
-Exact resume: the data order and augmentation are pure functions of
-``(seed, epoch, step)`` (:mod:`minires.data.loader`), and the checkpoint holds every
+Exact resume: the data order and augmentation are pure functions of ``(seed, epoch)``
+and ``(seed, epoch, example)`` (:mod:`minires.data.loader`), and the checkpoint holds every
 other piece of state, so a run killed at any moment and resumed from its last checkpoint
 performs the same floating-point operations as an uninterrupted run. On resume, the
 JSONL files are cut back to what the checkpoint covers, so they too end up equal to an
 uninterrupted run's.
+
+Data parallelism (``comm`` of an MPI world, :mod:`minires.distributed`): every rank trains on
+its part of each global batch and meets the others at a few points of
+:class:`~minires.distributed.data_parallel.DataParallel` (replica preparation, the
+gradient allreduce after backward, buffers before evaluation, sharded evaluation); rank 0
+alone takes the folder's lock, prints and writes files, and reads the checkpoint, which it
+sends to the others.
 """
 
 from __future__ import annotations
@@ -45,10 +52,11 @@ from ..autograd import Tensor
 from ..backend import as_numpy, get_array_module, parse_device
 from ..data import Dataset, Loader, download_cifar, load_dataset, normalization_stats
 from ..data.sources import DataNotFoundError
+from ..distributed import DataParallel
 from .checkpoint import atomic_write, flatten_state, load_checkpoint, save_checkpoint, unflatten_state
 from .config import RESUME_KEYS, TrainConfig
 from .errors import NonFiniteLossError, TrainingError
-from .evaluate import evaluate_model, table_header, table_row
+from .evaluate import evaluate_batches, evaluate_model, sum_batches, table_header, table_row
 from .guard import check_checkpoint_finite, first_nonfinite, nonfinite_error, position
 from .jsonl import append_jsonl, read_jsonl, write_jsonl
 from .plot import plot_curves
@@ -64,17 +72,22 @@ class Trainer:
     Args:
         config: the run's settings.
         log: where human-readable lines go (default ``tqdm.write``, which keeps bars intact).
+        comm: the :class:`~minires.distributed.communicator.Communicator` of a data-parallel
+            run (default: one process). On ranks other than 0 nothing is logged or written.
 
     Example:
         >>> result = Trainer(TrainConfig(model="resnet20", data="embedded", epochs=1, out="runs/x")).fit()
         >>> result["test_acc"]
     """
 
-    def __init__(self, config: TrainConfig, log=None):
+    def __init__(self, config: TrainConfig, log=None, comm=None):
         self.config = config.validate()
-        self.log = log or tqdm.write
+        self.parallel = DataParallel(comm, sync_bn=config.sync_bn)
+        self.log = (log or tqdm.write) if self.parallel.is_writer else (lambda *args, **kwargs: None)
         self.out = os.path.abspath(config.out)
-        self.device = parse_device(config.device)
+        # one GPU per rank: the NCCL communicator picked cuda:<local rank>
+        self.device = getattr(comm, "device", None) or parse_device(config.device)
+        self.dtype = np.dtype(config.dtype)
         self._stop_requested = False
         self.run_dir = None
         self._last_good = None  # (epoch, step) of the last checkpoint known to be all finite
@@ -107,10 +120,23 @@ class Trainer:
         if resume and overwrite:
             raise ValueError("--resume and --overwrite exclude each other: continue the run or start it again")
         check_model_name(self.config.model)
+        if self.parallel.active:
+            self.parallel.check_ranks_agree(
+                {k: v for k, v in self.config.to_dict().items() if k not in ("device", "progress", "plot")},
+                _version())
+        checkpoint = self.parallel.from_writer(lambda: self._take_output(resume, overwrite))
+        try:
+            self._build(checkpoint)
+        except BaseException:
+            self.close()
+            raise
+
+    def _take_output(self, resume: bool, overwrite: bool):
+        """Lock and claim the output folder (rank 0 alone); return the checkpoint to resume, or None."""
         self.run_dir = RunDirectory(self.out)
         self.run_dir.lock()
         try:
-            self._build(self._claim_output(resume, overwrite))
+            return self._claim_output(resume, overwrite)
         except BaseException:
             self.close()
             raise
@@ -139,16 +165,19 @@ class Trainer:
         check_splits(train_set, test_set, cfg.data)
         self.train_set, self.test_set = train_set, test_set
         self.mean, self.std = normalization_stats(cfg.normalize, cfg.dataset, train_set.images)
+        sampler = self.parallel.sampler if self.parallel.active else None
         self.train_loader = Loader(train_set, cfg.batch_size, self.mean, self.std, train=True, device=self.device,
-                                   seed=cfg.seed, cutout=cfg.cutout)
+                                   seed=cfg.seed, cutout=cfg.cutout, sampler=sampler, dtype=self.dtype)
         self.test_loader = Loader(test_set, cfg.eval_batch_size, self.mean, self.std, train=False,
-                                  device=self.device)
+                                  device=self.device, dtype=self.dtype)
         self.steps_per_epoch = len(self.train_loader)
         self.total_steps = self.steps_per_epoch * cfg.epochs
+        self._check_batch_split()
 
         backend.manual_seed(cfg.seed)
         self.model = build_model(cfg, train_set.num_classes)
-        self.model.to(self.device)
+        self.model.to(self.device, self.dtype)
+        self.model = self.parallel.prepare(self.model)
         self.optimizer, self.scheduler = build_optimizer(self.model, cfg, self.total_steps)
         self.tracker = GradientTracker(self.model, cfg.track_gradients) if cfg.track_gradients else None
 
@@ -158,8 +187,21 @@ class Trainer:
             self._restore(*checkpoint)
             self._last_good = (self.epoch, self.step)
             self.log(f"resuming {self.out} at epoch {self.epoch + 1}, step {self.step} of {self.steps_per_epoch}")
-        self._truncate_logs()
-        self._write_config(train_set, test_set)
+        if self.parallel.is_writer:
+            self._truncate_logs()
+            self._write_config(train_set, test_set)
+
+    def _check_batch_split(self) -> None:
+        """Every rank needs at least one example of every global batch (the last one is the smallest)."""
+        ranks = self.parallel.size
+        smallest = self.train_loader.global_batch(self.steps_per_epoch - 1)
+        if ranks > 1 and smallest < ranks:
+            error = TrainingError(
+                f"--batch-size {self.config.batch_size} over {ranks} ranks: the last batch of each epoch holds "
+                f"{smallest} of the {len(self.train_set)} training images, fewer than the ranks; choose a batch "
+                f"size that leaves at least {ranks} (or --train-subset N)")
+            error.collective = True  # (every rank computes the same sizes)
+            raise error
 
     def _check_resume_config(self, saved: dict, source: str) -> None:
         label = "checkpoint" if source.endswith(CHECKPOINT) else CONFIG
@@ -182,6 +224,7 @@ class Trainer:
             "normalize_mean": [float(v) for v in self.mean],
             "normalize_std": [float(v) for v in self.std],
             "minires_version": _version(),
+            "world_size": self.parallel.size,
         })
         text = json.dumps(info, indent=2).encode()
         path = os.path.join(self.out, CONFIG)
@@ -197,6 +240,7 @@ class Trainer:
             "config": self.config.to_dict(),
             "epoch": self.epoch,
             "step": self.step,
+            "world_size": self.parallel.size,
             "partial": self.partial,
             "optimizer": flatten_state(self.optimizer.state_dict(), arrays, "optimizer"),
             "scheduler": flatten_state(self.scheduler.state_dict(), arrays, "scheduler"),
@@ -216,10 +260,13 @@ class Trainer:
             RunDirError: the file cannot be written (disk full, permissions).
         """
         self._flush_device_metrics()
-        self._check_state_finite()
+        # rank 0's state is the one saved (without --sync-bn the ranks' BN statistics differ): its
+        # verdict reaches every rank
+        self.parallel.from_writer(self._check_state_finite)
         path = os.path.join(self.out, CHECKPOINT)
-        with writing(path, self.out):
-            save_checkpoint(path, *self._state())
+        if self.parallel.is_writer:
+            with writing(path, self.out):
+                save_checkpoint(path, *self._state())
         self._last_good = (self.epoch, self.step)
         return path
 
@@ -231,7 +278,9 @@ class Trainer:
                                   f"(it holds {value})")
 
     def _nonfinite(self, what: str) -> NonFiniteLossError:
-        return nonfinite_error(what, os.path.join(self.out, CHECKPOINT), self._last_good)
+        error = nonfinite_error(what, os.path.join(self.out, CHECKPOINT), self._last_good)
+        error.collective = True  # (raised from values every rank shares: the global loss, rank 0's state)
+        return error
 
     def _restore(self, arrays: dict, meta: dict) -> None:
         if meta.get("format") != FORMAT_VERSION:
@@ -244,6 +293,9 @@ class Trainer:
         np.random.set_state(unflatten_state(meta["rng"]["numpy_global"], arrays))
         self.epoch, self.step = int(meta["epoch"]), int(meta["step"])
         self.partial = dict(meta["partial"])
+        note = self.parallel.resume_note(int(meta.get("world_size", 1)))
+        if note:
+            self.log(note)
 
     # --- metrics ---------------------------------------------------------------------
 
@@ -290,52 +342,74 @@ class Trainer:
         """The learning rate of the next update (first parameter group)."""
         return float(self.optimizer.param_groups[0]["lr"])
 
-    def _train_step(self, x, y) -> tuple[float, int]:
+    def _train_step(self, x, y, batch: int):
+        """One update on this rank's part ``x, y`` of a global batch of ``batch`` examples.
+
+        Returns:
+            ``(loss_sum, correct, stop)`` over the global batch (device scalars on a GPU),
+            ``stop`` true when any rank asked to stop (Ctrl-C) before this step ended.
+        """
         with tracked_step(self.tracker, self.global_step) as tracked:
-            logits, loss, loss_value = self._forward_backward(x, y)
-            if tracked.active:  # before the update: the step's gradients and weights
-                tracked.measure(epoch=self.epoch + 1, loss=float(loss.item()), lr=self.lr)
+            logits, loss, loss_sum = self._forward_backward(x, y, batch)
+            xp = get_array_module(logits.data)
+            correct = xp.sum(xp.argmax(logits.data, axis=1) == y)
+            on_gpu = self.device != "cpu"
+            loss_sum, correct, stop = self.parallel.reduce_step(loss_sum, correct if on_gpu else int(correct),
+                                                                self._stop_requested)
+            if self.parallel.active and not on_gpu:  # the global mean loss: every rank decides alike
+                self._check_loss_finite(loss_sum / batch)
+            if tracked.active:  # before the update: the step's (summed) gradients and weights
+                mean_loss = float(loss_sum) / batch if self.parallel.active else float(loss.item())
+                tracked.measure(epoch=self.epoch + 1, loss=mean_loss, lr=self.lr)
             self.optimizer.step()
-        if tracked.record is not None:
+        if tracked.record is not None and self.parallel.is_writer:
             gradients = self.run_dir.file(GRADIENTS)
             with writing(gradients, self.out):
                 append_jsonl(gradients, tracked.record)
         self.scheduler.step()
-        xp = get_array_module(logits.data)
-        correct = xp.sum(xp.argmax(logits.data, axis=1) == y)
-        return loss_value, (correct if self.device != "cpu" else int(correct))
+        return loss_sum, correct, stop
 
-    def _forward_backward(self, x, y):
-        """Forward, loss and backward of one batch: ``(logits, loss, loss value)``."""
+    def _forward_backward(self, x, y, batch: int):
+        """Forward, loss and backward of this rank's part of a batch: ``(logits, loss, summed loss)``.
+
+        The backward pass carries this rank's share of the global mean loss (``part / batch``).
+        """
         from .. import functional as F  # noqa: PLC0415
 
         logits = self.model(Tensor(x))
         loss = F.cross_entropy(logits, Tensor(y), label_smoothing=self.config.label_smoothing)
         on_gpu = self.device != "cpu"
+        alone = not self.parallel.active
         if on_gpu:
             # no host read inside a GPU step: the loss stays on the device (see _accumulate_device)
-            loss_value = loss.data
+            loss_sum = loss.data.astype(np.float64) * len(y)
         else:
-            loss_value = float(loss.item())
-            if not math.isfinite(loss_value):
-                raise self._nonfinite(f"the loss became {loss_value} at epoch {self.epoch + 1}, step {self.step + 1} "
-                                      f"(lr {self.lr:g})")
+            loss_sum = float(loss.item()) * len(y)
+            if alone:
+                self._check_loss_finite(loss_sum / len(y))
         self.optimizer.zero_grad()
-        loss.backward()
-        return logits, loss, loss_value
+        weight = self.parallel.loss_weight(len(y), batch)  # this rank's share of the global mean loss
+        xp = get_array_module(logits.data)
+        loss.backward() if weight == 1.0 else loss.backward(xp.full((), weight, loss.dtype))
+        return logits, loss, loss_sum
+
+    def _check_loss_finite(self, loss: float) -> None:
+        if not math.isfinite(loss):
+            raise self._nonfinite(f"the loss became {loss} at epoch {self.epoch + 1}, step {self.step + 1} "
+                                  f"(lr {self.lr:g})")
 
     # On the GPU, losses and hit counts accumulate in device scalars and are read (one
     # host synchronisation) every GPU_SYNC_EVERY steps, before a checkpoint and at the end
     # of an epoch; a NaN/inf loss is therefore reported up to that many steps late.
     GPU_SYNC_EVERY = 50
 
-    def _accumulate_device(self, loss, correct, n: int) -> None:
-        xp = get_array_module(loss)
+    def _accumulate_device(self, loss_sum, correct, n: int) -> None:
+        xp = get_array_module(loss_sum)
         pending = getattr(self, "_pending", None)
         if pending is None:
             pending = self._pending = {"loss_sum": xp.zeros((), np.float64), "correct": xp.zeros((), np.int64),
                                        "seen": 0, "steps": 0, "first_step": self.step + 1}
-        pending["loss_sum"] += loss.astype(np.float64) * n
+        pending["loss_sum"] += loss_sum
         pending["correct"] += correct
         pending["seen"] += n
         pending["steps"] += 1
@@ -357,8 +431,19 @@ class Trainer:
         return True
 
     def evaluate(self) -> tuple[float, float]:
-        """Mean loss and accuracy on the test split, in eval mode without gradients."""
-        loss, correct, seen = evaluate_model(self.model, self.test_loader)
+        """Mean loss and accuracy on the test split, in eval mode without gradients.
+
+        Data-parallel: each rank evaluates its share of the batches with rank 0's
+        running statistics, and the per-batch sums are added in batch order, so the
+        figures are exactly those of one process.
+        """
+        if not self.parallel.active:
+            loss, correct, seen = evaluate_model(self.model, self.test_loader)
+        else:
+            self.parallel.sync_buffers(self.model)
+            steps = self.parallel.sampler.eval_steps(len(self.test_loader))
+            rows = self.parallel.merge_rows(evaluate_batches(self.model, self.test_loader, steps))
+            loss, correct, seen = sum_batches(rows)
         return loss, correct / max(seen, 1)
 
     def _handle_sigint(self, signum, frame):
@@ -384,7 +469,7 @@ class Trainer:
         """
         if not hasattr(self, "model"):
             self.setup(resume, overwrite)
-        elif not self.run_dir.locked:  # fit() again on a finished or interrupted trainer
+        elif self.run_dir is not None and not self.run_dir.locked:  # fit() again on a finished trainer
             self.run_dir.lock()
         try:
             return self._fit()
@@ -400,16 +485,19 @@ class Trainer:
         finally:
             if in_main:
                 signal.signal(signal.SIGINT, previous)
-        history = self.read_metrics()
+        writer = self.parallel.is_writer
+        history = self.read_metrics() if writer else []
         result = {"status": status, "out": self.out, "epochs": self.epoch, "seconds": time.time() - start,
                   "history": history}
         if status == "done":
-            self._save_final_weights()
-            if history and history[-1].get("epoch") == self.epoch:
-                result.update({k: history[-1][k] for k in ("test_acc", "test_loss", "train_acc", "train_loss")})
+            self.parallel.from_writer(self._save_final_weights)
+            last = self.parallel.from_writer(
+                lambda: history[-1] if history and history[-1].get("epoch") == self.epoch else None)
+            if last is not None:
+                result.update({k: last[k] for k in ("test_acc", "test_loss", "train_acc", "train_loss")})
             else:  # the last epoch's record was lost (see _truncate_metrics): measure the final weights again
                 result["test_loss"], result["test_acc"] = self.evaluate()
-        if self.config.plot:
+        if self.config.plot and writer:
             path = os.path.join(self.out, "curves.png")
             try:
                 with writing(path, self.out):
@@ -433,9 +521,10 @@ class Trainer:
         if self.epoch == 0 and self.step == 0:
             self.log(f"training {cfg.model} ({count_parameters(self.model):,} parameters) on "
                      f"{self.train_set.name}: {len(self.train_set)} train / {len(self.test_set)} test images, "
-                     f"{cfg.epochs} epochs x {self.steps_per_epoch} steps, batch {cfg.batch_size}, device {self.device}")
+                     f"{cfg.epochs} epochs x {self.steps_per_epoch} steps, batch {cfg.batch_size}, device {self.device}"
+                     + self.parallel.describe(cfg.batch_size))
         self.log(table_header())
-        for record in self.read_metrics():
+        for record in (self.read_metrics() if self.parallel.is_writer else []):
             self.log(table_row(record))
         self.model.train()
         on_gpu = self.device != "cpu"
@@ -469,6 +558,9 @@ class Trainer:
         training continues eagerly (same results, no speed-up).
         """
         if not on_gpu or not settings.get("cuda_graph"):
+            return None
+        if self.parallel.active:
+            self.log("MINIRES_CUDA_GRAPH=1 ignored: data-parallel steps run eagerly")
             return None
         if self.config.schedule != "paper":
             self.log(f"MINIRES_CUDA_GRAPH=1 ignored: the {self.config.schedule} schedule changes the learning rate "
@@ -505,22 +597,23 @@ class Trainer:
         while self.epoch < cfg.epochs:
             epoch_start = time.time() - self.partial["seconds"]
             bar = tqdm(total=self.steps_per_epoch, initial=self.step, desc=f"epoch {self.epoch + 1}/{cfg.epochs}",
-                       disable=not cfg.progress, leave=False, dynamic_ncols=True)
-            timer_start, timer_images = time.time(), 0
+                       disable=not cfg.progress or not self.parallel.is_writer, leave=False, dynamic_ncols=True)
+            timer_start, timer_images, stop = time.time(), 0, False
             with bar:
                 for step, x, y in self.train_loader.epoch(self.epoch, self.step):
+                    n = self.train_loader.global_batch(step)
                     if graph_step is not None and not tracked_step(self.tracker, self.global_step).active:
                         lrs = tuple(float(g["lr"]) for g in self.optimizer.param_groups)
                         loss_value, correct = graph_step(x, y, variant=lrs)
+                        loss_sum, stop = loss_value.astype(np.float64) * n, self._stop_requested
                         self.scheduler.step()
                     else:
-                        loss_value, correct = self._train_step(x, y)
-                    n = len(y)
+                        loss_sum, correct, stop = self._train_step(x, y, n)
                     if on_gpu:
-                        self._accumulate_device(loss_value, correct, n)
+                        self._accumulate_device(loss_sum, correct, n)
                         fresh = (self._pending["steps"] >= self.GPU_SYNC_EVERY and self._flush_device_metrics())
                     else:
-                        self.partial["loss_sum"] += loss_value * n
+                        self.partial["loss_sum"] += loss_sum
                         self.partial["correct"] += correct
                         self.partial["seen"] += n
                         fresh = True
@@ -535,18 +628,23 @@ class Trainer:
                                         lr=f"{self.lr:.4g}", refresh=False)
                     bar.update(1)
                     global_step = self.epoch * self.steps_per_epoch + self.step
-                    if self._stop_requested:
+                    if self._stopping(stop):
                         break
                     if global_step % cfg.checkpoint_every == 0 and self.step < self.steps_per_epoch:
                         self.save_checkpoint()
             self._flush_device_metrics()
-            if self._stop_requested:
+            if self._stopping(stop):
                 path = self.save_checkpoint()
                 self.log(f"interrupted at epoch {self.epoch + 1}, step {self.step}: checkpoint saved to {path}; "
                          f"continue with: minires train --out {self.config.out} --resume")
                 return "interrupted"
             self._finish_epoch(time.time() - epoch_start)
         return "done"
+
+    def _stopping(self, agreed: bool) -> bool:
+        """Whether to stop after this step: the flag all ranks agreed on in the step's
+        allreduce (a Ctrl-C on any rank), or this process's own when it is alone."""
+        return agreed if self.parallel.active else self._stop_requested
 
     def _finish_epoch(self, train_seconds: float) -> None:
         eval_start = time.time()
@@ -566,7 +664,8 @@ class Trainer:
             "train_seconds": round(train_seconds, 3),
             "images_per_s": round(self.partial["seen"] / max(train_seconds, 1e-9), 1),
         }
-        self._append_metrics(record)
+        if self.parallel.is_writer:
+            self._append_metrics(record)
         self.log(table_row(record))
         self.epoch += 1
         self.step = 0

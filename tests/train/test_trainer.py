@@ -88,8 +88,8 @@ def _interrupt_after(trainer, n_steps):
     original = trainer._train_step
     count = [0]
 
-    def step(x, y):
-        out = original(x, y)
+    def step(*args):
+        out = original(*args)
         count[0] += 1
         if count[0] == n_steps:
             os.kill(os.getpid(), signal.SIGINT)  # the real signal, through the trainer's handler

@@ -20,6 +20,12 @@ Usage::
 
     python benchmarks/degradation.py                          # CPU-sized
     python benchmarks/degradation.py --data PATH --train-subset 0 --epochs 164 --device cuda  # full
+    mpiexec -n 2 python benchmarks/degradation.py             # the models spread over 2 processes
+
+Under MPI each rank trains some of the models (balanced by parameter count) and rank 0
+writes the rows after each epoch round in the order one process writes them; a model's
+``gradients.jsonl`` is written by the rank that trains it (rank 0 draws the figures from
+the files it can read: all of them on a shared file system).
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 
 import minires as mr  # noqa: E402
 import minires.functional as F  # noqa: E402
+from minires import distributed  # noqa: E402
 from minires.analysis import GradientTracker, tracked_step  # noqa: E402
 from minires.analysis.cli import _registry  # noqa: E402
 from minires.analysis.report import markdown_table, pyplot  # noqa: E402
@@ -154,7 +161,8 @@ class ModelRun:
                        "images": self.step * args.batch_size, "lr": lr, "train_loss": loss_acc / seen,
                        "train_err": wrong_acc / seen, "test_loss": test_loss, "test_err": test_err,
                        "seconds": elapsed}
-                self.writer(row)
+                if self.writer is not None:
+                    self.writer(row)
                 self.rows.append(row)
                 print(f"{self.name} epoch {row['epoch']:.2f} step {self.step}/{self.total}: train err "
                       f"{row['train_err']:.3f} loss {row['train_loss']:.3f}"
@@ -276,7 +284,14 @@ def main(argv=None):
     p.add_argument("--replot", action="store_true",
                    help="rebuild the PNG and Markdown from OUT/TAG.csv (same flags as the run) without training")
     args = p.parse_args(argv)
-    os.makedirs(args.out, exist_ok=True)
+    comm = distributed.init()
+    with distributed.abort_on_error(comm):  # one rank failing ends the others
+        _main(args, comm)
+
+
+def _main(args, comm):
+    if comm.is_writer:
+        os.makedirs(args.out, exist_ok=True)
     train_set, test_set = load_dataset(args.data)
     train_set = subset(train_set, args.train_subset, args.seed)
     test_set = subset(test_set, args.test_subset, args.seed + 1)
@@ -292,30 +307,59 @@ def main(argv=None):
         write_summary(rows, args, setting + f" (ran {epochs_done:g} epochs in {minutes:.1f} min; summary rebuilt "
                       "from the CSV)")
         return
-    with open(csv_path, "w", newline="") as f:
-        csv.DictWriter(f, fieldnames=FIELDS).writeheader()
+    if comm.is_writer:
+        with open(csv_path, "w", newline="") as f:
+            csv.DictWriter(f, fieldnames=FIELDS).writeheader()
+        print(setting, flush=True)
 
     def writer(row):
         with open(csv_path, "a", newline="") as f:
             csv.DictWriter(f, fieldnames=FIELDS).writerow(row)
 
-    print(setting, flush=True)
-    runs = [ModelRun(name, train_set, test_set, args, writer) for name in args.models]
+    owners = owner_ranks(args.models, comm.size)
+    runs = {i: ModelRun(name, train_set, test_set, args, writer if comm.size == 1 else None)
+            for i, name in enumerate(args.models) if owners[i] == comm.rank}
     start, epochs_done = time.perf_counter(), 0
     for epoch in range(args.epochs):  # the models take turns, one epoch each, so all get as many epochs
         round_start = time.perf_counter()
-        for run in runs:
+        new_rows = {}
+        for i, run in runs.items():
             if not run.failed:
+                before = len(run.rows)
                 run.run_epoch(epoch)
+                new_rows[i] = run.rows[before:]
+        if comm.size > 1:  # rank 0 writes the round's rows in model order, as one process does
+            for rows in merge_by_model(comm.gather_object(new_rows)):
+                for row in rows:
+                    writer(row)
         epochs_done = epoch + 1
         round_time = time.perf_counter() - round_start
-        if time.perf_counter() - start + round_time > args.time_budget and epoch + 1 < args.epochs:
-            print(f"time budget of {args.time_budget:.0f} s: stopping after {epoch + 1} of {args.epochs} epochs",
-                  flush=True)
+        out_of_time = time.perf_counter() - start + round_time > args.time_budget and epoch + 1 < args.epochs
+        if comm.bcast_object(out_of_time):
+            if comm.is_writer:
+                print(f"time budget of {args.time_budget:.0f} s: stopping after {epoch + 1} of {args.epochs} epochs",
+                      flush=True)
             break
-    all_rows = [row for run in runs for row in run.rows]
-    setting += f" (ran {epochs_done} epochs in {(time.perf_counter() - start) / 60:.1f} min)"
-    write_summary(all_rows, args, setting)
+    everything = merge_by_model(comm.gather_object({i: run.rows for i, run in runs.items()}))
+    if comm.is_writer:
+        setting += f" (ran {epochs_done} epochs in {(time.perf_counter() - start) / 60:.1f} min)"
+        write_summary([row for rows in everything for row in rows], args, setting)
+
+
+def owner_ranks(models, size):
+    """The rank that trains each model: the bigger models spread first (by parameter count)."""
+    if size == 1:
+        return [0] * len(models)
+    create = _registry()[1]
+    return distributed.balance([sum(p.data.size for p in create(name).parameters()) for name in models], size)
+
+
+def merge_by_model(parts):
+    """Rank 0: the per-model row lists of every rank in model order (``[]`` elsewhere)."""
+    if parts is None:
+        return []
+    merged = {i: rows for part in parts for i, rows in part.items()}
+    return [merged[i] for i in sorted(merged)]
 
 
 def write_summary(all_rows, args, setting):

@@ -18,6 +18,11 @@ Usage::
     python benchmarks/gradnorm.py                     # everything (long on 2 CPU cores)
     python benchmarks/gradnorm.py --parts depth --depths 20 56 --seeds 3
     python benchmarks/gradnorm.py --quick             # a smoke run: batch 16, depth 20, 1 seed
+    mpiexec -n 4 python benchmarks/gradnorm.py        # the runs spread over 4 processes (same CSV rows)
+
+Under MPI the runs are spread over the ranks (:func:`minires.distributed.run_sweep`); rank
+0 appends the rows in the order one process would and writes the tables, plots and the
+path-length parts.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 
 import minires as mr  # noqa: E402
 from minires.backend import as_numpy, to_device  # noqa: E402
-from minires import analysis  # noqa: E402
+from minires import analysis, distributed  # noqa: E402
 from minires.analysis.cli import _registry, load_batch  # noqa: E402
 from minires.analysis.report import markdown_table, pyplot  # noqa: E402
 
@@ -385,6 +390,26 @@ def skip_paths(args):
             "the full gradient.\n\n" + markdown_table(rows))
 
 
+def run_all(args, comm, csv_path, use_torch):
+    """The planned runs not yet in the CSV, spread over the ranks; rank 0 appends each row in plan order."""
+    done = None
+    if comm.is_writer:
+        done = {(r["part"], r["model"], r["shortcut"], r["scale"], r["seed"], r["batch"], r["data"])
+                for r in read_rows(csv_path)}
+    done = comm.bcast_object(done)
+    jobs = [job for job in plan(args) if (*job, args.batch_size, args.data) not in done]
+    t0 = time.perf_counter()
+
+    def out_of_time():
+        if time.perf_counter() - t0 > args.time_budget:
+            print(f"time budget of {args.time_budget:.0f} s spent: skipping the remaining runs", flush=True)
+            return True
+        return False
+
+    distributed.run_sweep(jobs, lambda job: one_run(*job, args.batch_size, args, use_torch), comm,
+                          on_result=lambda job, row: append_row(csv_path, row), should_stop=out_of_time)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--parts", nargs="+", default=["depth", "option", "preact", "scale", "paths"],
@@ -412,31 +437,30 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true", help="smoke run: batch 16, depth 20, one seed, few paths")
     p.add_argument("--summary-only", action="store_true", help="rewrite gradnorm.md from the CSV")
     args = p.parse_args(argv)
+    comm = distributed.init()
+    with distributed.abort_on_error(comm):  # one rank failing ends the others
+        _main(args, comm)
+
+
+def _main(args, comm):
     args.seeds = {int(k): int(v) for k, v in (s.split(":") for s in args.seeds)}
     if args.quick:
         args.batch_size, args.depths, args.seeds, args.default_seeds = 16, [20], {20: 1}, 1
         args.scale_depths, args.scale_seeds = [20], 1
         args.path_model, args.path_batch, args.path_samples = "resnet20", 8, 1
         args.parts = [p for p in args.parts if p not in ("option", "preact")]
-    os.makedirs(args.out, exist_ok=True)
     csv_path = os.path.join(args.out, "gradnorm.csv")
-    if args.fresh and os.path.exists(csv_path) and not args.summary_only:
-        os.remove(csv_path)
+    if comm.is_writer:
+        os.makedirs(args.out, exist_ok=True)
+        if args.fresh and os.path.exists(csv_path) and not args.summary_only:
+            os.remove(csv_path)
     use_torch = has_torch() and not args.no_torch
-    if not use_torch:
+    if not use_torch and comm.is_writer:
         print("PyTorch is not installed (or --no-torch): minires numbers only")
     if not args.summary_only:
-        done = {(r["part"], r["model"], r["shortcut"], r["scale"], r["seed"], r["batch"], r["data"])
-                for r in read_rows(csv_path)}
-        t0 = time.perf_counter()
-        for part, name, shortcut, scale, seed in plan(args):
-            if time.perf_counter() - t0 > args.time_budget:
-                print(f"time budget of {args.time_budget:.0f} s spent: skipping the remaining runs", flush=True)
-                break
-            key = (part, name, shortcut, scale, seed, args.batch_size, args.data)
-            if key in done:
-                continue
-            append_row(csv_path, one_run(part, name, shortcut, scale, seed, args.batch_size, args, use_torch))
+        run_all(args, comm, csv_path, use_torch)
+    if not comm.is_writer:
+        return
     rows = [r for r in read_rows(csv_path) if r["batch"] == args.batch_size]
     text = summarise(rows, args)
     md_path = os.path.join(args.out, "gradnorm.md")

@@ -16,6 +16,10 @@ Writes to ``--out``:
 - with ``--jacobian-iters N``: ``jacobian.csv``, per block the spectral norms
   ``||dF/dx||``, ``||dS/dx + dF/dx||`` (``||I + dF/dx||`` for identity shortcuts) and of the
   whole block, by power iteration (forward-mode JVP and VJP).
+
+Under MPI (``mpiexec -n 4 minires gradflow ...``) the (model, seed) runs are spread over
+the ranks (:func:`minires.distributed.run_sweep`) and rank 0 writes the same files, with
+the same numbers, as one process (bit for bit at the same kernel thread count).
 """
 
 from __future__ import annotations
@@ -65,7 +69,10 @@ def add_gradflow_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def _fail(message: str) -> int:
-    print(f"minires gradflow: error: {message}", file=sys.stderr)
+    from ..distributed import get_rank  # noqa: PLC0415
+
+    if get_rank() == 0:  # (every rank fails alike: they check the same arguments)
+        print(f"minires gradflow: error: {message}", file=sys.stderr)
     return 2
 
 
@@ -126,9 +133,6 @@ def build_model(name: str, args, seed: int):
 
 def run_gradflow(args) -> int:
     """Run ``minires gradflow`` with parsed ``args``; returns the exit status."""
-    from ..autograd import Tensor  # noqa: PLC0415
-    from ..backend import to_device  # noqa: PLC0415
-    from .gradnorms import gradient_profile  # noqa: PLC0415
     from .report import (ensure_dir, markdown_table, mean_over, plot_depth_profile,  # noqa: PLC0415
                          plot_skip_branch, write_csv)
 
@@ -149,42 +153,29 @@ def run_gradflow(args) -> int:
                    for seed in range(args.seed, args.seed + args.seeds)}
     except (OSError, ValueError) as exc:
         return _fail(f"--data {args.data}: {exc}")
-    out = ensure_dir(args.out)
     if args.jacobian_iters < 0 or args.jacobian_batch < 2:
         return _fail(f"--jacobian-iters must be >= 0 and --jacobian-batch >= 2, got {args.jacobian_iters} and "
                      f"{args.jacobian_batch}")
-    norm_rows, block_rows, summary_rows, jacobian_rows = [], [], [], []
-    for name in args.model:
-        for seed, (images, labels) in batches.items():
-            start = time.perf_counter()
-            try:
-                model = build_model(name, args, seed)
-            except (OSError, ValueError, KeyError, TypeError) as exc:
-                return _fail(f"{name}: {exc}")
-            x, y = images, labels
-            if args.device != "cpu":
-                x, y = to_device(x, args.device), to_device(y, args.device)
-            profile = gradient_profile(model, Tensor(x), Tensor(y))
-            for row in profile["gradnorms"]:
-                norm_rows.append({"model": name, "seed": seed, **row})
-            for rec in profile["blocks"]:
-                block_rows.append({"model": name, "seed": seed, **rec.as_row()})
-            conv = profile["conv_ratio"]
-            summary_rows.append({"model": name, "seed": seed, "loss": profile["loss"], "first": conv["first"],
-                                 "last": conv["last"], "first_norm": conv["first_norm"],
-                                 "last_norm": conv["last_norm"], "ratio": conv["ratio"],
-                                 "log10_ratio": conv["log10_ratio"], "blocks": len(profile["blocks"]),
-                                 "max_identity_error": max(r.identity_error for r in profile["blocks"]),
-                                 "seconds": time.perf_counter() - start})
-            if args.jacobian_iters:
-                from .jacobian import block_jacobian_norms  # noqa: PLC0415
+    from .. import distributed  # noqa: PLC0415
 
-                for j in block_jacobian_norms(model, Tensor(x[:args.jacobian_batch]), iters=args.jacobian_iters):
-                    jacobian_rows.append({"model": name, "seed": seed, "name": j.name, "kind": j.kind,
-                                          "branch": j.branch, "residual": j.residual, "block": j.block,
-                                          "iterations": max(j.iterations)})
-            print(f"{name} seed {seed}: loss {profile['loss']:.4f}, log10 ||dL/dW {conv['first']}|| / "
-                  f"||dL/dW {conv['last']}|| = {conv['log10_ratio']:.3f} ({time.perf_counter() - start:.1f} s)")
+    comm = distributed.init()
+    out = ensure_dir(args.out) if comm.is_writer else None
+    norm_rows, block_rows, summary_rows, jacobian_rows = [], [], [], []
+
+    def collect(job, rows):
+        norm_rows.extend(rows["norms"])
+        block_rows.extend(rows["blocks"])
+        summary_rows.append(rows["summary"])
+        jacobian_rows.extend(rows["jacobian"])
+        print(rows["line"], flush=True)
+
+    jobs = [(name, seed) for name in args.model for seed in batches]
+    try:
+        distributed.run_sweep(jobs, lambda job: _profile_one(*job, batches[job[1]], args), comm, on_result=collect)
+    except _RunFailed as exc:
+        return _fail(str(exc))
+    if not comm.is_writer:
+        return 0
     write_csv(os.path.join(out, "gradnorms.csv"), norm_rows, ["model", "seed", "name", "kind", "depth", "norm"])
     write_csv(os.path.join(out, "blocks.csv"), block_rows)
     write_csv(os.path.join(out, "summary.csv"), summary_rows)
@@ -225,6 +216,45 @@ def run_gradflow(args) -> int:
                 written.append(fname)
     print(f"wrote {', '.join(written)} to {out}")
     return 0
+
+
+class _RunFailed(Exception):
+    """One (model, seed) run could not start (its message names the model)."""
+
+
+def _profile_one(name: str, seed: int, batch, args) -> dict:
+    """One model and seed: the rows of every output table and the progress line."""
+    from ..autograd import Tensor  # noqa: PLC0415
+    from ..backend import to_device  # noqa: PLC0415
+    from .gradnorms import gradient_profile  # noqa: PLC0415
+
+    start = time.perf_counter()
+    try:
+        model = build_model(name, args, seed)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise _RunFailed(f"{name}: {exc}") from None
+    x, y = batch
+    if args.device != "cpu":
+        x, y = to_device(x, args.device), to_device(y, args.device)
+    profile = gradient_profile(model, Tensor(x), Tensor(y))
+    conv = profile["conv_ratio"]
+    rows = {"norms": [{"model": name, "seed": seed, **row} for row in profile["gradnorms"]],
+            "blocks": [{"model": name, "seed": seed, **rec.as_row()} for rec in profile["blocks"]],
+            "summary": {"model": name, "seed": seed, "loss": profile["loss"], "first": conv["first"],
+                        "last": conv["last"], "first_norm": conv["first_norm"], "last_norm": conv["last_norm"],
+                        "ratio": conv["ratio"], "log10_ratio": conv["log10_ratio"], "blocks": len(profile["blocks"]),
+                        "max_identity_error": max(r.identity_error for r in profile["blocks"]),
+                        "seconds": time.perf_counter() - start},
+            "jacobian": []}
+    if args.jacobian_iters:
+        from .jacobian import block_jacobian_norms  # noqa: PLC0415
+
+        for j in block_jacobian_norms(model, Tensor(x[:args.jacobian_batch]), iters=args.jacobian_iters):
+            rows["jacobian"].append({"model": name, "seed": seed, "name": j.name, "kind": j.kind, "branch": j.branch,
+                                     "residual": j.residual, "block": j.block, "iterations": max(j.iterations)})
+    rows["line"] = (f"{name} seed {seed}: loss {profile['loss']:.4f}, log10 ||dL/dW {conv['first']}|| / "
+                    f"||dL/dW {conv['last']}|| = {conv['log10_ratio']:.3f} ({time.perf_counter() - start:.1f} s)")
+    return rows
 
 
 def main(argv=None) -> int:

@@ -31,7 +31,7 @@ from .communicator import Communicator, LocalCommunicator
 from .data_parallel import (ConfigurationMismatch, DataParallel, GradientAllreduce, broadcast_state,
                             check_same_everywhere, code_fingerprint)
 from .sampler import DistributedSampler, part_bounds
-from .sweep import run_sweep
+from .sweep import balance, run_sweep
 from .world import MPI_INSTALL_HINT, launcher_world_size, threads_per_rank, wants_distributed
 
 _communicator: Communicator | None = None
@@ -142,6 +142,6 @@ def __getattr__(name):
 __all__ = [
     "SyncBatchNorm", "convert_sync_batchnorm", "sync_batch_norm", "init", "get_communicator", "get_rank", "share_cpus", "abort_on_error", "Communicator", "LocalCommunicator",
     "DataParallel", "GradientAllreduce", "DistributedSampler", "ConfigurationMismatch", "broadcast_state",
-    "check_same_everywhere", "code_fingerprint", "part_bounds", "run_sweep", "launcher_world_size",
+    "check_same_everywhere", "code_fingerprint", "part_bounds", "run_sweep", "balance", "launcher_world_size",
     "threads_per_rank", "wants_distributed", "MPI_INSTALL_HINT",
 ]

@@ -57,6 +57,25 @@ def run_sweep(jobs, run, comm: Communicator | None = None, on_result=None, shoul
     return results if comm.is_writer else None
 
 
+def balance(costs, size: int) -> list:
+    """The rank that owns each job: the costliest first, each onto the least-loaded rank so far.
+
+    Args:
+        costs: a positive cost per job (parameters, multiply-adds, ...).
+        size: the number of ranks.
+
+    Returns:
+        One rank per job (ties go to the lower rank, so every rank computes the same list).
+    """
+    loads = [0.0] * size
+    owners = [0] * len(costs)
+    for job in sorted(range(len(costs)), key=lambda j: (-costs[j], j)):
+        rank = min(range(size), key=lambda r: (loads[r], r))
+        owners[job] = rank
+        loads[rank] += costs[job]
+    return owners
+
+
 def _attempt(run, job, size: int):
     if size == 1:  # one process: the error propagates as it always did
         return "ok", run(job)

@@ -9,6 +9,10 @@
 #   1. install the working tree without dependencies (pip -e, else PYTHONPATH=$PWD)
 #   2. print GPU / driver / CuPy / PyTorch / NumPy versions
 #   3. python -m pytest -m gpu (all GPU tests, no -x)              -> OUT/pytest_gpu.txt
+#  3b. the NCCL data-parallel tests (tests/distributed/test_nccl_gpu.py: NCCL collectives, sync
+#      batch norm and the gradient allreduce on CuPy arrays, a --distributed training run on the
+#      GPU against the CPU) when mpi4py + mpiexec and CuPy's NCCL are there (mpi4py/mpich wheels
+#      are installed from MPI_WHEELS, default gpu_data/wheels, if present) -> OUT/gpu_check.log
 #   4. benchmarks/gpu_speed.py (minires vs PyTorch cuDNN, launches, CUDA graphs)
 #                                                                  -> OUT/gpu_speed.{json,md}
 #   5. ResNet-20 on CIFAR-10 through `minires train` for as many epochs as the remaining
@@ -21,7 +25,7 @@
 # then rebuilt from gpu_data/cifar10-jpeg.tar.gz (+ make_cifar10.py) or
 # ../shared/data/cifar10/ into /tmp; set CIFAR_DIR to override.
 #
-# Environment knobs: PYTHON (default python3), BUDGET_S (default 300), PYTEST_S (110),
+# Environment knobs: PYTHON (default python3), BUDGET_S (default 300), PYTEST_S (110), NCCL_S (120),
 # SPEED_S (120), SPEED_ARGS (gpu_speed.py arguments; default '--rounds 3 --steps 5 --warmup 2'),
 # TRAIN_EPOCHS (force a count),
 # TRAIN_GRAPH (auto: CUDA-graph training when this run's tests and benchmark showed it right and
@@ -128,6 +132,24 @@ rc=$?
 tail -40 "$OUT_DIR/pytest_gpu.txt"
 PYTEST_LINE="$(grep -E '(passed|failed|skipped|error|no tests ran).* in [0-9.]+s' "$OUT_DIR/pytest_gpu.txt" | tail -1)"
 record "pytest -m gpu: rc=$rc ($([ $rc = 124 ] && echo 'TIMED OUT, ')$PYTEST_LINE)"
+
+# --- 3b. NCCL data parallelism -------------------------------------------------------------------
+nccl_ready() { "$PY" -c "import mpi4py, cupy.cuda.nccl" 2>/dev/null; }
+WHEELS="${MPI_WHEELS:-gpu_data/wheels}"
+if ! nccl_ready && [ -d "$WHEELS" ]; then
+    timeout 90 "$PY" -m pip install -q --no-index --find-links "$WHEELS" mpi4py mpich >/tmp/minires_mpi_pip.log 2>&1 \
+        || tail -3 /tmp/minires_mpi_pip.log
+fi
+if nccl_ready; then
+    note "NCCL data-parallel tests (limit ${NCCL_S:-120}s)"
+    timeout -k 10 "${NCCL_S:-120}" "$PY" -m pytest -m gpu -v -rA --tb=short -p no:cacheprovider \
+        tests/distributed/test_nccl_gpu.py >/tmp/minires_nccl.txt 2>&1
+    rc=$?
+    tail -25 /tmp/minires_nccl.txt
+    record "NCCL data parallel (tests/distributed/test_nccl_gpu.py): rc=$rc ($(grep -E '(passed|failed|skipped|error).* in [0-9.]+s' /tmp/minires_nccl.txt | tail -1))"
+else
+    record "NCCL data parallel: skipped (needs mpi4py and mpiexec: pip install -e '.[mpi]' or wheels in $WHEELS; and CuPy with NCCL)"
+fi
 
 # --- 4. speed benchmark -----------------------------------------------------------------------
 LIMIT=$(( $(remaining) - 60 ))

@@ -140,8 +140,9 @@ def __getattr__(name):
 
 
 __all__ = [
-    "SyncBatchNorm", "convert_sync_batchnorm", "sync_batch_norm", "init", "get_communicator", "get_rank", "share_cpus", "abort_on_error", "Communicator", "LocalCommunicator",
-    "DataParallel", "GradientAllreduce", "DistributedSampler", "ConfigurationMismatch", "broadcast_state",
-    "check_same_everywhere", "code_fingerprint", "part_bounds", "run_sweep", "balance", "launcher_world_size",
-    "threads_per_rank", "wants_distributed", "MPI_INSTALL_HINT",
+    "SyncBatchNorm", "convert_sync_batchnorm", "sync_batch_norm", "init", "get_communicator", "get_rank",
+    "share_cpus", "abort_on_error", "Communicator", "LocalCommunicator", "DataParallel", "GradientAllreduce",
+    "DistributedSampler", "ConfigurationMismatch", "broadcast_state", "check_same_everywhere", "code_fingerprint",
+    "part_bounds", "run_sweep", "balance", "launcher_world_size", "threads_per_rank", "wants_distributed",
+    "MPI_INSTALL_HINT",
 ]

@@ -165,8 +165,10 @@ def code_fingerprint() -> str:
 class DataParallel:
     """The points where a training loop meets the other ranks, for any world size.
 
-    With one rank every method is the identity (no copies, no communication), so a
-    single process runs exactly the code it ran before data parallelism existed.
+    For a lone process (a :class:`LocalCommunicator`) every method is the identity (no
+    copies, no communication), so it runs exactly the code it ran before data parallelism
+    existed. An MPI or NCCL world, even of one rank (``--distributed`` alone), takes the
+    data-parallel path (:attr:`active`).
 
     Args:
         comm: the communicator (default: one process).
@@ -190,6 +192,11 @@ class DataParallel:
         self._reduce = None
 
     @property
+    def active(self) -> bool:
+        """Whether the ranks communicate (any MPI/NCCL world), as opposed to a lone process."""
+        return self.comm.backend != "local"
+
+    @property
     def size(self) -> int:
         """The number of ranks."""
         return self.comm.size
@@ -204,13 +211,41 @@ class DataParallel:
         """Whether this rank prints and writes files (rank 0)."""
         return self.comm.rank == 0
 
+    def describe(self, batch: int) -> str:
+        """``'; 2 ranks (mpi), 64 images each per step, batch norm per rank'`` (``''`` alone)."""
+        if not self.active:
+            return ""
+        low, high = batch // self.size, -(-batch // self.size)
+        share = f"{low}" if low == high else f"{low}-{high}"
+        return (f"; {self.size} rank{'s' if self.size > 1 else ''} ({self.comm.backend}), {share} images each per "
+                f"step, batch norm {'over the global batch (--sync-bn)' if self.sync_bn else 'per rank'}")
+
+    def check_ranks_agree(self, settings: dict, version: str) -> None:
+        """Raise :class:`ConfigurationMismatch` on every rank unless all run the same settings and code.
+
+        Code: the minires ``version``, a digest of its source files and the NumPy version.
+        """
+        check_same_everywhere(self.comm, settings, "settings")
+        check_same_everywhere(self.comm, {"minires version": version, "source": code_fingerprint(),
+                                          "numpy": np.__version__}, "code")
+
+    def resume_note(self, saved_size: int) -> str | None:
+        """What resuming a run of ``saved_size`` ranks at this world size means (``None`` when the same)."""
+        if saved_size == self.size:
+            return None
+        return (f"resuming a run of {saved_size} rank(s) with {self.size}: the data order and augmentation are the "
+                "same, " + ("and --sync-bn keeps batch-norm statistics global, so results equal an uninterrupted run "
+                            "up to rounding" if self.sync_bn else
+                            "but without --sync-bn each rank normalises its part of the batch, so results differ "
+                            "from an uninterrupted run"))
+
     def prepare(self, model):
         """Make ``model`` a replica: sync batch norm (with ``sync_bn``), rank 0's parameters and buffers.
 
         Returns:
             The model to train (the same object unless it is itself a batch-norm layer).
         """
-        if self.size == 1:
+        if not self.active:
             return model
         if self.sync_bn:
             from .sync_batchnorm import convert_sync_batchnorm  # noqa: PLC0415
@@ -222,7 +257,7 @@ class DataParallel:
 
     def loss_weight(self, part: int, batch: int) -> float:
         """The factor of this rank's mean loss in the global mean loss: ``part / batch``."""
-        return 1.0 if self.size == 1 else part / batch
+        return part / batch if self.active else 1.0
 
     def reduce_step(self, loss_sum, correct, stop: bool):
         """After backward: sum gradients, losses, hits and stop requests over the ranks.
@@ -236,28 +271,30 @@ class DataParallel:
             ``(loss_sum, correct, stop)`` over all ranks (device scalars on a GPU, numbers on
             the CPU); ``stop`` is true on every rank when any rank asked.
         """
-        if self.size == 1:
+        if not self.active:
             return loss_sum, correct, stop
         total = self._reduce((loss_sum, correct, 1.0 if stop else 0.0))
-        if get_array_module(total) is np:
-            return float(total[0]), int(round(float(total[1]))), bool(total[2] > 0)
-        return total[0], total[1], bool(total[2] > 0)  # the stop flag is read every step (one sync)
+        stop = bool(total[2] > 0)  # (read on the host every step: on a GPU, one synchronisation)
+        xp = get_array_module(total)
+        if xp is np:
+            return float(total[0]), int(round(float(total[1]))), stop
+        return total[0].astype(np.float64), xp.rint(total[1]).astype(np.int64), stop  # device scalars
 
     def sync_buffers(self, model) -> None:
         """Without sync BN: give every rank rank 0's running statistics (before evaluation)."""
-        if self.size == 1 or self.sync_bn:
+        if not self.active or self.sync_bn:
             return
         broadcast_tensors(list(model.buffers()), self.comm, 0)
 
     def merge_rows(self, rows: list) -> list:
         """Every rank's ``(index, ...)`` rows, on every rank, sorted by index."""
-        if self.size == 1:
+        if not self.active:
             return rows
         return sorted((row for part in self.comm.allgather_object(rows) for row in part), key=lambda r: r[0])
 
     def from_writer(self, fn):
         """``fn()`` run on rank 0 only, its result (or exception) delivered to every rank."""
-        if self.size == 1:
+        if not self.active:
             return fn()
         outcome = None
         if self.is_writer:

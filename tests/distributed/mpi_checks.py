@@ -38,11 +38,26 @@ def collectives(device):
     assert comm.allgather_object(r * r) == [i * i for i in range(n)]
     gathered = comm.gather_object(f"rank {r}", root=0)
     assert gathered == ([f"rank {i}" for i in range(n)] if r == 0 else None)
+    check_gradient_allreduce(comm, xp)
     if device == "cuda":
         assert comm.device == f"cuda:{comm.local_rank}"
         check_sync_bn_on_gpu(comm)
     comm.barrier()
     return "collectives"
+
+
+def check_gradient_allreduce(comm, xp):
+    """The flat-buffer gradient sum (and its extras) on this communicator's arrays."""
+    import minires as mr  # noqa: PLC0415
+
+    params = [mr.nn.Parameter(xp.zeros(shape, np.float32)) for shape in ((3, 2), (4,))]
+    for i, p in enumerate(params):
+        p.grad = xp.full(p.data.shape, float(comm.rank + i), np.float32)
+    extras = distributed.GradientAllreduce(params, comm, num_extras=2)((1.0, float(comm.rank)))
+    n = comm.size
+    assert float(params[0].grad.sum()) == 6 * n * (n - 1) / 2
+    assert float(params[1].grad.sum()) == 4 * (n * (n - 1) / 2 + n)
+    assert [float(v) for v in extras] == [n, n * (n - 1) / 2]
 
 
 def check_sync_bn_on_gpu(comm):

@@ -207,3 +207,32 @@ def test_lone_process_never_imports_mpi4py():
             "assert c.size == 1 and c.backend == 'local' and 'mpi4py' not in sys.modules, c")
     env = {k: v for k, v in __import__("os").environ.items() if k not in distributed.world.SIZE_VARIABLES}
     subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=120)
+
+
+def test_ranks_sharing_a_node_get_its_cores_and_one_blas_thread_each():
+    import subprocess
+
+    code = ("import os; from minires import distributed; from minires.kernels import parallel; "
+            "os.sched_setaffinity(0, range(os.cpu_count()))\n"
+            "t = distributed.share_cpus(os.cpu_count() * 2)\n"
+            "assert t == 1 == parallel.get_num_threads(), t\n"
+            "info = parallel.openblas_info()\n"
+            "assert info['threads'] in (None, 1), info\n"
+            "print('ok')")
+    env = {k: v for k, v in __import__("os").environ.items() if k != "MINIRES_NUM_THREADS"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, timeout=120, capture_output=True, text=True)
+    assert out.returncode == 0 and "ok" in out.stdout, out.stderr
+    assert distributed.threads_per_rank(1) >= 1
+
+
+def test_describe_and_resume_notes():
+    def work(comm):
+        plain, synced = DataParallel(comm), DataParallel(comm, sync_bn=True)
+        return (plain.describe(16), synced.describe(128), plain.resume_note(2), synced.resume_note(2),
+                plain.resume_note(comm.size))
+
+    plain, synced, differ, same, none = run_ranks(3, work)[0]
+    assert plain == "; 3 ranks (threads), 5-6 images each per step, batch norm per rank"
+    assert synced.endswith("42-43 images each per step, batch norm over the global batch (--sync-bn)")
+    assert "results differ from an uninterrupted run" in differ and "up to rounding" in same and none is None
+    assert DataParallel().describe(128) == ""

@@ -16,6 +16,8 @@ from minires.io import load_state_dict
 
 from . import mpirun
 
+pytestmark = pytest.mark.mpi
+
 TRAIN = ["train", "--data", "embedded", "--train-subset", "96", "--test-subset", "48", "--epochs", "2",
          "--batch-size", "16", "--eval-batch-size", "16", "--lr", "0.1", "--schedule", "linear", "--warmup-frac",
          "0.2", "--momentum", "0.9", "--nesterov", "--weight-decay", "5e-4", "--cutout", "8", "--seed", "4",
@@ -64,11 +66,12 @@ def test_sharded_evaluation_is_exactly_one_process(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("ranks", [2, 3])
+@pytest.mark.parametrize("ranks", [1, 2, 3])
 def test_sync_bn_float64_equals_one_process_on_the_global_batch(tmp_path, one_process_float64, ranks):
-    output = _train(ranks, FLOAT64_SYNC, tmp_path / "run")
+    # (one rank: --distributed makes a one-process MPI world, which takes the data-parallel path)
+    output = _train(ranks, FLOAT64_SYNC + ["--distributed"] * (ranks == 1), tmp_path / "run")
     assert output.count("epoch train loss") == 1 and output.count("done in") == 1, output  # rank 0 alone prints
-    assert f"{ranks} ranks (mpi)" in output
+    assert f"{ranks} rank{'s' if ranks > 1 else ''} (mpi)" in output
     _assert_close(load_state_dict(one_process_float64 / "model.npz"), load_state_dict(tmp_path / "run" / "model.npz"))
     mine, theirs = _metrics(tmp_path / "run"), _metrics(one_process_float64)
     assert [m["test_acc"] for m in mine] == [m["test_acc"] for m in theirs]
@@ -127,6 +130,20 @@ def test_without_sync_bn_each_rank_normalises_its_part(tmp_path, ranks):
     _assert_close(_reference_per_part(ranks), load_state_dict(tmp_path / "run" / "model.npz"))
 
 
+@pytest.mark.slow
+def test_a_one_rank_world_changes_no_bit(tmp_path):
+    """``--distributed`` alone: sampler, loss weight, gradient allreduce, sharded evaluation of one rank."""
+    env = mpirun.environment(MINIRES_TEST_MODEL="tiny")
+    for ranks, extra, out in ((0, [], "plain"), (1, ["--distributed"], "world")):
+        rc, output, _ = mpirun.run(ranks, [*TRAIN, *extra, "--out", str(tmp_path / out)], 300, env)
+        assert rc == 0, output
+    assert "1 rank (mpi)" in output
+    a, b = load_state_dict(tmp_path / "plain" / "model.npz"), load_state_dict(tmp_path / "world" / "model.npz")
+    for key in a:
+        assert a[key].tobytes() == b[key].tobytes(), key
+    assert _metrics(tmp_path / "plain") == _metrics(tmp_path / "world")
+
+
 def _kill_one_rank_after_progress(ranks, args, out, env, rng, victim=1):
     """Start a run, SIGKILL rank ``victim`` after a checkpoint; check every rank ended within seconds."""
     piddir = out.parent / f"pids-{out.name}"
@@ -162,6 +179,34 @@ def test_sigkill_of_one_rank_then_resume_is_bit_identical(tmp_path):
     print("killed after the checkpoint at (epoch, step)", position)
     rc, output, _ = mpirun.run(2, [*args, "--out", str(tmp_path / "run"), "--resume"], 300, mpirun.environment(**env))
     assert rc == 0 and "resuming" in output, output
+    a, b = load_state_dict(tmp_path / "ref" / "model.npz"), load_state_dict(tmp_path / "run" / "model.npz")
+    for key in a:
+        assert a[key].tobytes() == b[key].tobytes(), key
+    assert _metrics(tmp_path / "ref") == _metrics(tmp_path / "run")
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_every_rank_after_the_same_step_then_resume_is_exact(tmp_path):
+    env = {"MINIRES_TEST_MODEL": "tiny"}
+    args = [*TRAIN, "--epochs", "6", "--checkpoint-every", "1000"]
+    rc, output, _ = mpirun.run(2, [*args, "--out", str(tmp_path / "ref")], 300, mpirun.environment(**env))
+    assert rc == 0, output
+    run = mpirun.launch(2, [*args, "--out", str(tmp_path / "run")], mpirun.environment(**env))
+    try:
+        deadline = time.time() + 240
+        while run.proc.poll() is None and not (tmp_path / "run" / "checkpoint.npz").exists():  # an epoch ended
+            assert time.time() < deadline, "no checkpoint"
+            time.sleep(0.01)
+        run.proc.send_signal(signal.SIGINT)  # the launcher passes Ctrl-C on to every rank
+        rc, output, _ = run.wait(120)
+    finally:
+        run.end()
+    assert rc == 130 and "interrupted at epoch" in output, output
+    meta = json.loads(np.load(tmp_path / "run" / "checkpoint.npz")["__meta__"].tobytes())
+    print("stopped at (epoch, step)", (meta["epoch"], meta["step"]))
+    rc, output, _ = mpirun.run(2, [*args, "--out", str(tmp_path / "run"), "--resume"], 300,
+                               mpirun.environment(**env))
+    assert rc == 0, output
     a, b = load_state_dict(tmp_path / "ref" / "model.npz"), load_state_dict(tmp_path / "run" / "model.npz")
     for key in a:
         assert a[key].tobytes() == b[key].tobytes(), key

@@ -7,6 +7,8 @@ import pytest
 
 from . import mpirun
 
+pytestmark = pytest.mark.mpi
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TIMING = {"seconds", "minires_s", "torch_s"}
 

@@ -87,15 +87,15 @@ def get_rank() -> int:
 def share_cpus(local_size: int) -> int:
     """Give this rank its share of the node's CPUs as kernel threads (see :func:`threads_per_rank`).
 
-    ``MINIRES_NUM_THREADS``, when set, is kept as the count. With one thread per rank,
-    OpenBLAS is held to one thread as well, so ``local_size`` ranks run ``local_size``
-    threads in all. Returns the thread count.
+    A thread count chosen explicitly (``MINIRES_NUM_THREADS`` or ``minires.config``; any
+    other than the default CPU count) is kept. With one thread per rank, OpenBLAS is held
+    to one thread as well, so ``local_size`` ranks run ``local_size`` threads in all.
+    Returns the thread count.
     """
-    import os  # noqa: PLC0415
-
+    from .. import config  # noqa: PLC0415
     from ..kernels import parallel  # noqa: PLC0415
 
-    if not os.environ.get("MINIRES_NUM_THREADS", "").strip():
+    if parallel.get_num_threads() == config.SETTINGS["num_threads"].default():
         parallel.set_num_threads(threads_per_rank(local_size))
     threads = parallel.get_num_threads()
     if threads == 1 and local_size > 1:

@@ -78,7 +78,7 @@ def test_sync_bn_float64_equals_one_process_on_the_global_batch(tmp_path, one_pr
     for a, b in zip(mine, theirs):
         for key in ("train_loss", "test_loss", "train_acc"):
             assert a[key] == pytest.approx(b[key], rel=1e-10), key
-    assert sorted(os.listdir(tmp_path / "run")) == ["checkpoint.npz", "config.json", "metrics.jsonl", "model.npz"]
+    assert sorted(os.listdir(tmp_path / "run")) == sorted(os.listdir(one_process_float64))  # rank 0's files alone
 
 
 def _reference_per_part(ranks, seed=4, epochs=2, batch=16):
@@ -148,14 +148,15 @@ def _kill_one_rank_after_progress(ranks, args, out, env, rng, victim=1):
     """Start a run, SIGKILL rank ``victim`` after a checkpoint; check every rank ended within seconds."""
     piddir = out.parent / f"pids-{out.name}"
     piddir.mkdir()
-    run = mpirun.launch(ranks, [*args, "--out", str(out)], mpirun.environment(MINIRES_TEST_PIDDIR=piddir, **env))
+    run = mpirun.launch(ranks, [*args, "--out", str(out)],
+                        mpirun.environment(MINIRES_TEST_PIDDIR=piddir, MINIRES_TEST_STEP_SLEEP=0.05, **env))
     try:
         ckpt = out / "checkpoint.npz"
         deadline = time.time() + 240
         while run.proc.poll() is None and not ckpt.exists():
             assert time.time() < deadline, "no checkpoint"
             time.sleep(0.01)
-        time.sleep(rng.uniform(0.0, 0.5))
+        time.sleep(rng.uniform(0.0, 0.4))  # (after the first checkpoint 11 steps of at least 0.05 s are left)
         assert run.proc.poll() is None, "the run ended before the kill"
         run.remember_tree()
         os.kill(int((piddir / f"rank{victim}.pid").read_text()), signal.SIGKILL)

@@ -24,13 +24,13 @@ def _hold_before_step(step: int, path: str) -> None:
     original = trainer.Trainer._train_step
     calls = [0]
 
-    def train_step(self, x, y):
+    def train_step(self, *args):
         calls[0] += 1
         if calls[0] == step:
             deadline = time.monotonic() + 120
             while not os.path.exists(path) and time.monotonic() < deadline:
                 time.sleep(0.01)
-        return original(self, x, y)
+        return original(self, *args)
 
     trainer.Trainer._train_step = train_step
 

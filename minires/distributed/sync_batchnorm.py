@@ -29,6 +29,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..autograd import Function, Tensor
+from ..autograd.function import sum_tangents
 from ..backend import get_array_module
 from ..nn.batchnorm import _BatchNorm
 
@@ -68,23 +69,33 @@ def combine_moments(stats):
     return total, mean, var
 
 
+def _global_moments(x, comm):
+    """``(count M, mean, biased var, centred)`` over every rank's ``x`` (one allgather); see :func:`_local_moments`."""
+    xp = get_array_module(x)
+    count, mean_r, sum_sq_r, centred = _local_moments(x, _channel_axes(x.ndim), xp)
+    total, mean, var = combine_moments(comm.allgather(xp.concatenate([xp.full(1, float(count)), mean_r, sum_sq_r])))
+    if total <= 1:
+        raise ValueError(f"SyncBatchNorm: expected more than 1 value per channel over all ranks when training, "
+                         f"got {int(total)} (input of shape {x.shape} on this rank)")
+    return total, mean, var, centred
+
+
+def _inv_std(var, eps: float, dtype):
+    xp = get_array_module(var)
+    return (1.0 / xp.sqrt(var.astype(dtype) + dtype.type(eps))).astype(dtype)
+
+
 class SyncBatchNormFunction(Function):
     def forward(self, x, weight, bias, *, comm, running_mean, running_var, momentum, eps):
         xp = get_array_module(x)
-        axes = _channel_axes(x.ndim)
         shape = (1, x.shape[1]) + (1,) * (x.ndim - 2)
-        count, mean_r, sum_sq_r, centred = _local_moments(x, axes, xp)
-        local = xp.concatenate([xp.full(1, float(count)), mean_r, sum_sq_r])
-        total, mean, var = combine_moments(comm.allgather(local))
-        if total <= 1:
-            raise ValueError(f"SyncBatchNorm: expected more than 1 value per channel over all ranks when training, "
-                             f"got {int(total)} (input of shape {x.shape} on this rank)")
+        total, mean, var, centred = _global_moments(x, comm)
         if running_mean is not None:
             running_mean[...] = momentum * mean.astype(running_mean.dtype) + (1 - momentum) * running_mean
         if running_var is not None:
             unbiased = var * (total / (total - 1))
             running_var[...] = momentum * unbiased.astype(running_var.dtype) + (1 - momentum) * running_var
-        inv_std = (1.0 / xp.sqrt(var.astype(x.dtype) + x.dtype.type(eps))).astype(x.dtype)
+        inv_std = _inv_std(var, eps, x.dtype)
         if centred is None:
             x_hat = xp.empty_like(x)
         else:
@@ -121,6 +132,28 @@ class SyncBatchNormFunction(Function):
         grad_weight = sum_gx.astype(grad.dtype) if needs[1] else None
         grad_bias = sum_g.astype(grad.dtype) if needs[2] else None
         return grad_x, grad_weight, grad_bias
+
+    def jvp(self, tangents, inputs, output, *, comm, running_mean, running_var, momentum, eps):
+        # d(w x_hat + b) = w d x_hat + x_hat dw + db; the global statistics move with every rank's x:
+        # d x_hat = inv_std (dx - G(dx) - x_hat G(x_hat dx)), G the mean over all ranks (one allreduce)
+        (tx, tw, tb), (x, w, _) = tangents, inputs
+        xp = get_array_module(x)
+        axes, shape = _channel_axes(x.ndim), (1, x.shape[1]) + (1,) * (x.ndim - 2)
+        total, mean, var, _ = _global_moments(x, comm)
+        inv_std = _inv_std(var, eps, x.dtype).reshape(shape)
+        x_hat = (x - mean.astype(x.dtype).reshape(shape)) * inv_std
+        d_hat = None
+        if tx is not None:
+            sums = comm.allreduce(xp.concatenate([tx.sum(axis=axes, dtype=np.float64),
+                                                  (x_hat * tx).sum(axis=axes, dtype=np.float64)]))
+            channels = x.shape[1]
+            mean_t = (sums[:channels] / total).astype(x.dtype).reshape(shape)
+            mean_xt = (sums[channels:] / total).astype(x.dtype).reshape(shape)
+            d_hat = inv_std * (tx - mean_t - x_hat * mean_xt)
+            if w is not None:
+                d_hat = w.reshape(shape) * d_hat
+        return sum_tangents(output.shape, d_hat, None if tw is None else tw.reshape(shape) * x_hat,
+                            None if tb is None else tb.reshape(shape))
 
 
 def sync_batch_norm(x: Tensor, running_mean, running_var, weight: Tensor | None, bias: Tensor | None,

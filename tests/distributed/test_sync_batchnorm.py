@@ -130,3 +130,23 @@ def test_convert_keeps_tensors_keys_and_values(rng):
     assert list(model.state_dict()) == keys_before
     assert all(a is b for a, b in zip(model.parameters(), params_before))
     np.testing.assert_allclose(model(x).data, expected, rtol=1e-11, atol=1e-11)
+
+
+@pytest.mark.parametrize("size", [1, 3])
+def test_forward_mode_equals_batchnorm_on_the_global_batch(rng, size):
+    from minires.distributed.sync_batchnorm import SyncBatchNormFunction
+    from minires.ops.norm import BatchNorm
+
+    x, tx = rng.standard_normal((7, 3, 2, 2)) + 2, rng.standard_normal((7, 3, 2, 2))
+    w, tw, b, tb = rng.standard_normal(3), rng.standard_normal(3), rng.standard_normal(3), rng.standard_normal(3)
+    options = {"running_mean": None, "running_var": None, "momentum": 0.1, "eps": 1e-5}
+    out = BatchNorm().forward(x, w, b, **options, training=True, relu=False)
+    expected = BatchNorm().jvp((tx, tw, tb), (x, w, b), out, **options, training=True, relu=False)
+
+    def part(comm):
+        start, stop = part_bounds(len(x), comm.rank, comm.size)
+        xs = x[start:stop]
+        out = SyncBatchNormFunction().forward(xs, w, b, comm=comm, **options)
+        return SyncBatchNormFunction().jvp((tx[start:stop], tw, tb), (xs, w, b), out, comm=comm, **options)
+
+    np.testing.assert_allclose(np.concatenate(run_ranks(size, part)), expected, rtol=1e-12, atol=1e-12)

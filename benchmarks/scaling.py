@@ -27,7 +27,7 @@ Writes ``OUT/scaling.json``, ``OUT/scaling.md`` and ``OUT/scaling.png`` (with ma
 
 Usage::
 
-    python benchmarks/scaling.py                   # full measurement (tens of minutes on 2 cores)
+    python benchmarks/scaling.py                   # full measurement (roughly 10-20 minutes on 2 cores)
     python benchmarks/scaling.py --quick           # smoke run: tiny batches, one round, small models
 """
 
@@ -114,13 +114,13 @@ def worker_torch_throughput(args) -> dict:
     """The same steps in PyTorch (``torch.set_num_threads(args.threads)``)."""
     import torch  # noqa: PLC0415
 
-    from speed import DEPTHS, torch_cifar_resnet  # noqa: PLC0415
+    from speed import torch_cifar_resnet  # noqa: PLC0415
 
     torch.set_num_threads(args.threads)
     images, labels = _cifar_batch(args.batch_size)
     x, y = torch.from_numpy(images), torch.from_numpy(labels)
     torch.manual_seed(0)
-    model = torch_cifar_resnet(DEPTHS[args.model]).train()
+    model = torch_cifar_resnet(args.model).train()
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
 
     def step():
@@ -279,16 +279,22 @@ def markdown(record: dict) -> str:
     lines = [f"# Data-parallel scaling ({record['date']})\n",
              f"Machine: {record['machine']['cpu']}, {record['machine']['cores']} cores. Command: `{record['command']}`\n"]
     thr = record["throughput"]
+    pure = record["allreduce"].get(record["args"]["model"], {}).get("allreduce_s")
     table = []
     for key, runs in thr.items():
         framework, layout = key.split(":")
+        step = statistics.median(r["step_s"] for r in runs)
+        ranks = framework == "minires" and not layout.startswith("1x")
         table.append({"framework": framework, "ranks x threads": layout,
-                      "images/s (median)": statistics.median(r["images_per_s"] for r in runs),
-                      "step s": statistics.median(r["step_s"] for r in runs),
-                      "allreduce share": (statistics.median(r["allreduce_s"] / r["step_s"] for r in runs)
-                                          if framework == "minires" and layout.startswith("2x") else None)})
+                      "images/s (median)": statistics.median(r["images_per_s"] for r in runs), "step s": step,
+                      "allreduce share": statistics.median(r["allreduce_s"] / r["step_s"] for r in runs)
+                      if ranks else None,
+                      "allreduce alone / step": pure / step if ranks and pure is not None else None})
     lines += [f"## Throughput: {record['args']['model']}, global batch {record['args']['batch_size']}, "
-              f"{record['args']['rounds']} rounds\n", markdown_table(table)]
+              f"{record['args']['rounds']} rounds\n",
+              "`allreduce share`: time inside the step's gradient allreduce, waiting for the slower rank "
+              "included; `allreduce alone / step`: the 2-rank allreduce of the table below over the step.\n",
+              markdown_table(table)]
     table = [{"model": name, "parameters": v["parameters"], "gradient MB": v["bytes"] / 1e6,
               "allreduce ms (2 ranks)": 1e3 * v["allreduce_s"], "MPI_Allreduce alone ms": 1e3 * v["mpi_allreduce_only_s"],
               "step s (1 node)": record["steps"][name]["step_s"],

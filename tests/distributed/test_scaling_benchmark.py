@@ -44,7 +44,7 @@ def test_ring_allreduce_cost_model(scaling):
 def test_report_and_plot(scaling, tmp_path):
     record = _record(scaling)
     text = scaling.markdown(record)
-    assert "| minires | 2x1 | 320 | 0.4 | 0.01 |" in text
+    assert "| minires | 2x1 | 320 | 0.4 | 0.01 | 0.00125 |" in text
     assert "| resnet20 | 10 |" in text and "64 nodes" in text
     pytest.importorskip("matplotlib")
     assert scaling.plot(record, str(tmp_path / "scaling.png")) and (tmp_path / "scaling.png").stat().st_size > 0

@@ -9,10 +9,12 @@ from tiny import tiny_model  # noqa: E402
 
 
 def resnet8(config=None, num_classes=10):
-    """A CIFAR ResNet with one basic block per stage: residual blocks and option-A shortcuts, 78k parameters."""
+    """A CIFAR ResNet with one basic block per stage: residual blocks with the configured shortcut (option A
+    by default; B puts a batch norm on the shortcut), 78k parameters."""
     from minires.models.resnet import cifar_resnet  # noqa: PLC0415
 
-    return cifar_resnet(8, num_classes=num_classes)
+    shortcut = getattr(config, "shortcut", None) or "A"
+    return cifar_resnet(8, num_classes=num_classes, shortcut=shortcut)
 
 
 BUILDERS = {"tiny": tiny_model, "resnet8": resnet8}

@@ -81,6 +81,30 @@ def test_sync_bn_float64_equals_one_process_on_the_global_batch(tmp_path, one_pr
     assert sorted(os.listdir(tmp_path / "run")) == sorted(os.listdir(one_process_float64))  # rank 0's files alone
 
 
+@pytest.mark.slow
+def test_gradient_tracking_under_sync_bn_records_the_global_parameter_gradients(tmp_path):
+    """Every rank takes part in the tracker's measurements (the option-B shortcut's sync BN runs again); rank 0
+    writes gradients.jsonl, whose parameter gradients are those of the whole batch."""
+    args = TRAIN + ["--dtype", "float64", "--sync-bn", "--shortcut", "B", "--track-gradients", "3", "--epochs", "1"]
+    _train(0, args, tmp_path / "one")
+    _train(2, args, tmp_path / "two")
+    one, two = (_jsonl(tmp_path / name / "gradients.jsonl") for name in ("one", "two"))
+    assert [r["step"] for r in one] == [r["step"] for r in two] == [0, 3]
+    for a, b in zip(one, two):
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-10)
+        assert [p["name"] for p in a["params"]] == [p["name"] for p in b["params"]]
+        for pa, pb in zip(a["params"], b["params"]):
+            for key in ("grad_norm", "weight_norm", "update_ratio"):
+                expected = pa[key] if pa[key] is None else pytest.approx(pa[key], rel=1e-8)  # (None: a 0/0 ratio)
+                assert pb[key] == expected, (pa["name"], key)
+        assert [blk["name"] for blk in a["blocks"]] == [blk["name"] for blk in b["blocks"]]
+
+
+def _jsonl(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f]
+
+
 def _reference_per_part(ranks, seed=4, epochs=2, batch=16):
     """One process running the trainer's updates with each rank's part normalised on its own.
 

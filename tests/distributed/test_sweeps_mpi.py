@@ -53,3 +53,6 @@ def test_degradation_benchmark_spread_over_ranks(tmp_path):
                       tmp_path, script=os.path.join(ROOT, "benchmarks", "degradation.py"))
     rows = _csv(one / "degradation.csv")
     assert len(rows) == 2 * 2 * 2 and rows == _csv(many / "degradation.csv")
+    for model in ("plain20", "resnet20"):  # each written by the rank that trained the model
+        gradients = [(folder / "degradation_runs" / model / "gradients.jsonl").read_text() for folder in (one, many)]
+        assert gradients[0] and gradients[0] == gradients[1], model

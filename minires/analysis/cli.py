@@ -133,21 +133,11 @@ def build_model(name: str, args, seed: int):
 
 def run_gradflow(args) -> int:
     """Run ``minires gradflow`` with parsed ``args``; returns the exit status."""
-    from .report import (ensure_dir, markdown_table, mean_over, plot_depth_profile,  # noqa: PLC0415
-                         plot_skip_branch, write_csv)
+    from .report import ensure_dir  # noqa: PLC0415
 
-    if args.batch_size < 2:
-        return _fail(f"--batch-size must be >= 2 (BN in train mode needs a batch), got {args.batch_size}")
-    if args.seeds < 1:
-        return _fail(f"--seeds must be >= 1, got {args.seeds}")
-    if args.checkpoint and len(args.model) != 1:
-        return _fail(f"--checkpoint needs exactly one --model, got {len(args.model)}: {' '.join(args.model)}")
-    if args.checkpoint and not os.path.exists(args.checkpoint):
-        return _fail(f"--checkpoint {args.checkpoint}: no such file")
-    known = set(_registry()[0]())
-    unknown = [m for m in args.model if m not in known]
-    if unknown:
-        return _fail(f"unknown model(s) {', '.join(unknown)}; choose from: {', '.join(sorted(known))}")
+    error = _argument_error(args)
+    if error is not None:
+        return _fail(error)
     try:
         batches = {seed: load_batch(args.data, args.batch_size, seed, args.num_classes)
                    for seed in range(args.seed, args.seed + args.seeds)}
@@ -160,31 +150,73 @@ def run_gradflow(args) -> int:
 
     comm = distributed.init()
     out = ensure_dir(args.out) if comm.is_writer else None
-    norm_rows, block_rows, summary_rows, jacobian_rows = [], [], [], []
-
-    def collect(job, rows):
-        norm_rows.extend(rows["norms"])
-        block_rows.extend(rows["blocks"])
-        summary_rows.append(rows["summary"])
-        jacobian_rows.extend(rows["jacobian"])
-        print(rows["line"], flush=True)
-
-    jobs = [(name, seed) for name in args.model for seed in batches]
     try:
-        distributed.run_sweep(jobs, lambda job: _profile_one(*job, batches[job[1]], args), comm, on_result=collect)
+        rows = _profile_all(args, batches, comm)
     except _RunFailed as exc:
         return _fail(str(exc))
     if not comm.is_writer:
         return 0
-    write_csv(os.path.join(out, "gradnorms.csv"), norm_rows, ["model", "seed", "name", "kind", "depth", "norm"])
+    written = _write_tables(out, rows, args)
+    if not args.no_plots:
+        written += _write_plots(out, rows, args)
+    print(f"wrote {', '.join(written)} to {out}")
+    return 0
+
+
+def _argument_error(args) -> str | None:
+    """What is wrong with the options (checked before any data is read), or None."""
+    if args.batch_size < 2:
+        return f"--batch-size must be >= 2 (BN in train mode needs a batch), got {args.batch_size}"
+    if args.seeds < 1:
+        return f"--seeds must be >= 1, got {args.seeds}"
+    if args.checkpoint and len(args.model) != 1:
+        return f"--checkpoint needs exactly one --model, got {len(args.model)}: {' '.join(args.model)}"
+    if args.checkpoint and not os.path.exists(args.checkpoint):
+        return f"--checkpoint {args.checkpoint}: no such file"
+    known = set(_registry()[0]())
+    unknown = [m for m in args.model if m not in known]
+    if unknown:
+        return f"unknown model(s) {', '.join(unknown)}; choose from: {', '.join(sorted(known))}"
+    return None
+
+
+def _profile_all(args, batches: dict, comm) -> dict:
+    """Every (model, seed) run, spread over the ranks: the rows of each table (complete on rank 0)."""
+    from .. import distributed  # noqa: PLC0415
+
+    rows = {"norms": [], "blocks": [], "summary": [], "jacobian": []}
+
+    def collect(job, result):
+        rows["norms"].extend(result["norms"])
+        rows["blocks"].extend(result["blocks"])
+        rows["summary"].append(result["summary"])
+        rows["jacobian"].extend(result["jacobian"])
+        print(result["line"], flush=True)
+
+    jobs = [(name, seed) for name in args.model for seed in batches]
+    distributed.run_sweep(jobs, lambda job: _profile_one(*job, batches[job[1]], args), comm, on_result=collect)
+    return rows
+
+
+def _setting(args) -> str:
+    """One line naming the batch, data, BN mode, weights and seeds (the tables' and plots' caption)."""
+    return (f"batch {args.batch_size}, data {args.data}, BN {args.bn_mode} mode, "
+            f"{'checkpoint ' + args.checkpoint if args.checkpoint else 'initialisation'}, "
+            f"seeds {args.seed}..{args.seed + args.seeds - 1}")
+
+
+def _write_tables(out: str, rows: dict, args) -> list:
+    """The CSV and Markdown files into ``out``; returns their names."""
+    from .report import markdown_table, mean_over, write_csv  # noqa: PLC0415
+
+    block_rows, summary_rows = rows["blocks"], rows["summary"]
+    write_csv(os.path.join(out, "gradnorms.csv"), rows["norms"], ["model", "seed", "name", "kind", "depth", "norm"])
     write_csv(os.path.join(out, "blocks.csv"), block_rows)
     write_csv(os.path.join(out, "summary.csv"), summary_rows)
     block_cols = ["model", "index", "name", "kind", "shortcut", "norm_grad_out", "norm_grad_in", "norm_skip",
                   "norm_branch", "ratio_branch_skip", "cosine_skip_branch", "blocked_fraction", "identity_error"]
     block_means = mean_over(block_rows, ["model", "index"], block_cols[5:])
-    setting = (f"batch {args.batch_size}, data {args.data}, BN {args.bn_mode} mode, "
-               f"{'checkpoint ' + args.checkpoint if args.checkpoint else 'initialisation'}, "
-               f"seeds {args.seed}..{args.seed + args.seeds - 1}")
+    setting = _setting(args)
     with open(os.path.join(out, "blocks.md"), "w") as f:
         f.write(f"# Skip and branch terms per block\n\n{setting}; mean over seeds. For a block "
                 "y = sigma(F(x) + S(x)) and g = dL/dy * sigma': skip = S^T g, branch = (dF/dx)^T g, "
@@ -204,18 +236,25 @@ def run_gradflow(args) -> int:
         f.write(markdown_table(summary_rows, ["model", "seed", "first_norm", "last_norm", "log10_ratio",
                                               "max_identity_error"]))
     written = ["gradnorms.csv", "blocks.csv", "blocks.md", "summary.csv", "summary.md"]
-    if jacobian_rows:
-        write_csv(os.path.join(out, "jacobian.csv"), jacobian_rows)
+    if rows["jacobian"]:
+        write_csv(os.path.join(out, "jacobian.csv"), rows["jacobian"])
         written.append("jacobian.csv")
-    if not args.no_plots:
-        for fn, fname, extra in ((plot_depth_profile, "gradnorm_depth.png", {"kind": "activation"}),
-                                 (plot_depth_profile, "gradnorm_params.png", {"kind": "param"}),
-                                 (plot_skip_branch, "skip_branch.png", {})):
-            src = block_rows if fn is plot_skip_branch else norm_rows
-            if fn(src, os.path.join(out, fname), title=f"{setting}"[:70], **extra):
-                written.append(fname)
-    print(f"wrote {', '.join(written)} to {out}")
-    return 0
+    return written
+
+
+def _write_plots(out: str, rows: dict, args) -> list:
+    """The PNG figures into ``out`` (those matplotlib could draw); returns their names."""
+    from .report import plot_depth_profile, plot_skip_branch  # noqa: PLC0415
+
+    written = []
+    title = f"{_setting(args)}"[:70]
+    for fn, fname, extra in ((plot_depth_profile, "gradnorm_depth.png", {"kind": "activation"}),
+                             (plot_depth_profile, "gradnorm_params.png", {"kind": "param"}),
+                             (plot_skip_branch, "skip_branch.png", {})):
+        src = rows["blocks"] if fn is plot_skip_branch else rows["norms"]
+        if fn(src, os.path.join(out, fname), title=title, **extra):
+            written.append(fname)
+    return written
 
 
 class _RunFailed(Exception):

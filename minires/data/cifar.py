@@ -123,6 +123,12 @@ class Dataset:
     def __len__(self) -> int:
         return len(self.labels)
 
+    def first(self, n: int) -> "Dataset":
+        """The first ``n`` examples, named ``'<name>, first <n>'`` (the whole split when ``n`` is 0 or ``>= len``)."""
+        if not n or n >= len(self):
+            return self
+        return Dataset(self.images[:n], self.labels[:n], self.classes, f"{self.name}, first {n}")
+
     @property
     def num_classes(self) -> int:
         """Number of classes."""

@@ -29,11 +29,16 @@ def evaluate_batches(model, loader, steps=None) -> list[tuple[int, float, int, i
             for step, x, y in loader.epoch(0, steps=steps):
                 logits = model(Tensor(x))
                 loss_sum = float(F.cross_entropy(logits, Tensor(y)).item()) * len(y)
-                xp = get_array_module(logits.data)
-                rows.append((step, loss_sum, int(xp.sum(xp.argmax(logits.data, axis=1) == y)), len(y)))
+                rows.append((step, loss_sum, int(count_hits(logits, y)), len(y)))
     finally:
         model.train(was_training)
     return rows
+
+
+def count_hits(logits, y):
+    """How many rows of ``logits`` have their largest value at the label in ``y`` (an array scalar)."""
+    xp = get_array_module(logits.data)
+    return xp.sum(xp.argmax(logits.data, axis=1) == y)
 
 
 def sum_batches(rows) -> tuple[float, int, int]:

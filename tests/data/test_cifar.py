@@ -175,3 +175,15 @@ def test_unknown_dataset_name(tmp_path):
         read_cifar(tmp_path, "mnist")
     with pytest.raises(FileNotFoundError, match="no cifar10 data inside"):
         read_cifar(tmp_path)
+
+
+def test_first_keeps_the_first_examples_and_says_so_in_the_name():
+    from minires.data import Dataset
+
+    images = np.arange(5 * 3 * 2 * 2, dtype=np.uint8).reshape(5, 3, 2, 2)
+    data = Dataset(images, np.arange(5, dtype=np.int64), ("a", "b", "c", "d", "e"), "toy")
+    head = data.first(2)
+    assert len(head) == 2 and head.name == "toy, first 2" and head.classes == data.classes
+    np.testing.assert_array_equal(head.images, images[:2])
+    np.testing.assert_array_equal(head.labels, [0, 1])
+    assert data.first(0) is data and data.first(5) is data and data.first(9) is data

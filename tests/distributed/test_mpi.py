@@ -117,14 +117,13 @@ def _reference_per_part(ranks, seed=4, epochs=2, batch=16):
     from minires.data import Loader, channel_stats, load_dataset
     from minires.distributed import DistributedSampler
     from minires.train import TrainConfig, build_optimizer
-    from minires.train.trainer import _subset
 
     from .models import resnet8
 
     config = TrainConfig(model="resnet20", data="embedded", epochs=epochs, batch_size=batch, lr=0.1,
                          schedule="linear", warmup_frac=0.2, momentum=0.9, nesterov=True, weight_decay=5e-4,
                          cutout=8, seed=seed, train_subset=96)
-    train = _subset(load_dataset("embedded")[0], 96)
+    train = load_dataset("embedded")[0].first(96)
     mean, std = channel_stats(train.images)
     loaders = [Loader(train, batch, mean, std, train=True, seed=seed, cutout=8, sampler=DistributedSampler(r, ranks),
                       dtype=np.float64, prefetch=False) for r in range(ranks)]

@@ -1,0 +1,6 @@
+"""The subcommands of ``minires`` that outgrew :mod:`minires.cli`: ``train`` and ``eval``.
+
+:mod:`minires.cli` is the front (the parser, :data:`~minires.cli.COMMANDS`, the error
+handling); each module here holds one subcommand's flags, the assembly of its settings
+and its run. :mod:`.args` holds the argument types and the user-error class they share.
+"""

@@ -46,7 +46,7 @@ import minires as mr  # noqa: E402
 import minires.functional as F  # noqa: E402
 from minires import distributed  # noqa: E402
 from minires.analysis import GradientTracker, tracked_step  # noqa: E402
-from minires.analysis.cli import _registry  # noqa: E402
+from minires.models import create  # noqa: E402
 from minires.analysis.report import markdown_table, pyplot  # noqa: E402
 from minires.backend import as_numpy, synchronize  # noqa: E402
 from minires.data import Loader, channel_stats, load_dataset  # noqa: E402
@@ -99,7 +99,6 @@ class ModelRun:
     """One model's training state, advanced an epoch at a time (so the models can take turns)."""
 
     def __init__(self, name, train_set, test_set, args, writer):
-        create = _registry()[1]
         mr.manual_seed(args.seed)
         self.name, self.args, self.writer = name, args, writer
         self.model = create(name)
@@ -350,7 +349,6 @@ def owner_ranks(models, size):
     """The rank that trains each model: the bigger models spread first (by parameter count)."""
     if size == 1:
         return [0] * len(models)
-    create = _registry()[1]
     return distributed.balance([sum(p.data.size for p in create(name).parameters()) for name in models], size)
 
 

@@ -42,7 +42,8 @@ sys.path.insert(0, os.path.dirname(HERE))
 import minires as mr  # noqa: E402
 from minires.backend import as_numpy, to_device  # noqa: E402
 from minires import analysis, distributed  # noqa: E402
-from minires.analysis.cli import _registry, load_batch  # noqa: E402
+from minires.analysis.inputs import load_batch  # noqa: E402
+from minires.models import create  # noqa: E402
 from minires.analysis.report import markdown_table, pyplot  # noqa: E402
 
 PYTORCH_REFERENCE = {  # mean log10 over 3 seeds, quoted by the issue (same definition)
@@ -105,7 +106,6 @@ def has_torch() -> bool:
 # ----------------------------------------------------------------------------------------
 
 def one_run(part, name, shortcut, scale, seed, batch, args, use_torch):
-    create = _registry()[1]
     x, y = load_batch(args.data, batch, seed)
     mr.manual_seed(seed)
     kwargs = {"shortcut": shortcut} if shortcut else {}
@@ -323,7 +323,6 @@ def _plot_scale(rows, path):
 
 
 def path_lengths(args):
-    create = _registry()[1]
     x, y = load_batch(args.data, args.path_batch, 0)
     mr.manual_seed(0)
     model = create(args.path_model)
@@ -368,7 +367,6 @@ def path_lengths(args):
 
 def skip_paths(args):
     """The skip-only path (k = 0) against lambda: the gradient it carries falls or grows as lambda^n."""
-    create = _registry()[1]
     x, y = load_batch(args.data, args.path_batch, 0)
     rows = []
     for depth in args.scale_depths:

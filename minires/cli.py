@@ -5,7 +5,7 @@ subparser and sets ``func`` to the function that runs it; :data:`COMMANDS` lists
 in the order ``minires --help`` shows them. Adding a subcommand is adding one such
 function and one entry in :data:`COMMANDS`; a subcommand too large for this front lives
 in its own module (``train`` and ``eval`` in :mod:`minires.commands`, ``gradflow`` in
-:mod:`minires.analysis.cli`) and its function here delegates to it.
+:mod:`minires.commands.gradflow`) and its function here delegates to it.
 
 Errors a user can cause (unknown model, missing data, bad values, a checkpoint that does
 not match) print one clear ``minires: error: ...`` line and exit non-zero, without a
@@ -157,9 +157,9 @@ def run_plot(args) -> int:
 def add_gradflow_parser(subparsers) -> argparse.ArgumentParser:
     """``minires gradflow``: gradient norms through depth, the per-block skip/branch split, plots.
 
-    The options and the run live in :mod:`minires.analysis.cli` (which sets ``func``).
+    The options and the run live in :mod:`minires.commands.gradflow` (which sets ``func``).
     """
-    from .analysis.cli import add_gradflow_parser as add  # noqa: PLC0415
+    from .commands.gradflow import add_gradflow_parser as add  # noqa: PLC0415
 
     return add(subparsers)
 

@@ -155,10 +155,10 @@ import numpy as np
 import matplotlib.pyplot as plt
 import minires as mr
 from minires import analysis
-from minires.analysis.cli import load_batch, _registry
+from minires.analysis.inputs import load_batch
+from minires.models import create
 
 plt.rcParams["figure.dpi"] = 72
-create = _registry()[1]
 x_np, y_np = load_batch("embedded", 16, seed=0)
 x, y = mr.tensor(x_np), mr.tensor(y_np)
 
@@ -245,7 +245,7 @@ import matplotlib.pyplot as plt
 import minires as mr
 import minires.functional as F
 from minires import analysis
-from minires.analysis.cli import _registry
+from minires.models import create
 from minires.data import Dataset, Loader, channel_stats, load_dataset
 from minires.optim import SGD
 
@@ -258,7 +258,7 @@ mean, std = channel_stats(train_set.images)
 train_loader = Loader(train_set, BATCH, mean, std, train=True, seed=0, drop_last=True)
 test_loader = Loader(test_set, 100, mean, std, train=False)
 mr.manual_seed(0)
-model = _registry()[1]("resnet20").train()
+model = create("resnet20").train()
 opt = SGD(model.parameters(), lr=LR, momentum=0.9, weight_decay=5e-4, nesterov=True)
 total = EPOCHS * len(train_loader)
 print(f"{len(train_set)} training images, {len(train_loader)} steps per epoch, {total} steps")"""),

@@ -1,11 +1,11 @@
-"""``minires gradflow`` (through minires.analysis.cli) writes its CSV, Markdown and PNG files."""
+"""``minires gradflow`` (through minires.commands.gradflow) writes its CSV, Markdown and PNG files."""
 
 import csv
 
 import numpy as np
 import pytest
 
-from minires.analysis import cli
+from minires.commands import gradflow as cli
 
 
 def _rows(path):
@@ -69,11 +69,11 @@ def test_minires_cli_has_the_gradflow_subcommand(tmp_path):
 
 def test_gradflow_analyses_a_checkpoint(tmp_path):
     import minires as mr
-    from minires.analysis.cli import _registry
+    from minires.models import create
     from minires.io import save_state_dict
 
     mr.manual_seed(123)
-    model = _registry()[1]("resnet20")
+    model = create("resnet20")
     for p in model.parameters():  # weights no initialisation seed would give
         p.data[...] = p.data * 0.5
     path = tmp_path / "model.npz"

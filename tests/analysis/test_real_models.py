@@ -5,9 +5,8 @@ import pytest
 
 import minires as mr
 from minires import analysis
-from minires.analysis.cli import _registry
+from minires.models import create
 
-create = _registry()[1]
 
 
 def _batch(n=4, seed=0):

@@ -8,7 +8,8 @@ import pytest
 
 import minires as mr
 from minires import analysis
-from minires.analysis.cli import _registry, load_batch
+from minires.analysis.inputs import load_batch
+from minires.models import create
 
 torch = pytest.importorskip("torch")
 
@@ -30,7 +31,7 @@ def test_mirror_gives_the_same_outputs_and_ratio(name, shortcut, scale):
     bench = _benchmark()
     x, y = load_batch("gaussian", 4, seed=0)
     mr.manual_seed(0)
-    model = _registry()[1](name, shortcut=shortcut, shortcut_scale=scale).double().train()
+    model = create(name, shortcut=shortcut, shortcut_scale=scale).double().train()
     x = x.astype(np.float64)
     mine = analysis.conv_gradient_ratio(model, mr.tensor(x), mr.tensor(y))
     theirs, _ = bench.torch_log10_ratio(model, name, shortcut, scale, x, y, mine["first"], mine["last"])

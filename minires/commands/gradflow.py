@@ -1,7 +1,7 @@
 """``minires gradflow``: gradient norms through depth, skip/branch tables and plots.
 
 Hooked into ``minires/cli.py`` with :func:`add_gradflow_parser` and :func:`run_gradflow`;
-also runnable alone as ``python -m minires.analysis.cli``.
+also runnable alone as ``python -m minires.commands.gradflow``.
 
 Writes to ``--out``:
 
@@ -30,6 +30,8 @@ import sys
 import time
 
 import numpy as np
+
+from ..analysis.inputs import load_batch
 
 DEFAULT_MODELS = ["plain20", "resnet20"]
 
@@ -76,40 +78,10 @@ def _fail(message: str) -> int:
     return 2
 
 
-def load_batch(data: str, batch_size: int, seed: int, num_classes: int = 10):
-    """``(images float32 (N, 3, 32, 32), labels int64 (N,))`` for one seed.
-
-    Args:
-        data: ``'gaussian'``, ``'embedded'`` or a CIFAR-10 path.
-        batch_size: ``N``.
-        seed: picks the images (and draws the Gaussian ones).
-        num_classes: label range of the Gaussian batch.
-    """
-    rng = np.random.default_rng(seed)
-    if data == "gaussian":
-        x = rng.standard_normal((batch_size, 3, 32, 32)).astype(np.float32)
-        return x, rng.integers(0, num_classes, batch_size).astype(np.int64)
-    from ..data import channel_stats, load_dataset, normalize  # noqa: PLC0415
-
-    train, _ = load_dataset(data)
-    if batch_size > len(train):
-        raise ValueError(f"--batch-size {batch_size} exceeds the {len(train)} training images of {train.name}")
-    index = np.sort(rng.choice(len(train), batch_size, replace=False))
-    mean, std = channel_stats(train.images)
-    return normalize(train.images[index], mean, std), train.labels[index].astype(np.int64)
-
-
-def _registry():
-    try:
-        from ..models import available, create  # noqa: PLC0415
-    except ImportError:  # an older tree without the package-level exports
-        from ..models.registry import available, create  # noqa: PLC0415
-    return available, create
-
-
 def build_model(name: str, args, seed: int):
     """Create ``name`` with minires.models (seeded), load ``--checkpoint``, set the BN mode."""
     import minires as mr  # noqa: PLC0415
+    from .. import models  # noqa: PLC0415
 
     kwargs = {"num_classes": args.num_classes}
     if args.shortcut is not None:
@@ -117,7 +89,7 @@ def build_model(name: str, args, seed: int):
     if args.shortcut_scale is not None:
         kwargs["shortcut_scale"] = args.shortcut_scale
     mr.manual_seed(seed)
-    model = _registry()[1](name, **kwargs)
+    model = models.create(name, **kwargs)
     if args.checkpoint:
         from ..io import load_state_dict  # noqa: PLC0415
         from ..train.weights import load_weights_strict  # noqa: PLC0415
@@ -133,7 +105,7 @@ def build_model(name: str, args, seed: int):
 
 def run_gradflow(args) -> int:
     """Run ``minires gradflow`` with parsed ``args``; returns the exit status."""
-    from .report import ensure_dir  # noqa: PLC0415
+    from ..analysis.report import ensure_dir  # noqa: PLC0415
 
     error = _argument_error(args)
     if error is not None:
@@ -173,7 +145,9 @@ def _argument_error(args) -> str | None:
         return f"--checkpoint needs exactly one --model, got {len(args.model)}: {' '.join(args.model)}"
     if args.checkpoint and not os.path.exists(args.checkpoint):
         return f"--checkpoint {args.checkpoint}: no such file"
-    known = set(_registry()[0]())
+    from .. import models  # noqa: PLC0415
+
+    known = set(models.available())
     unknown = [m for m in args.model if m not in known]
     if unknown:
         return f"unknown model(s) {', '.join(unknown)}; choose from: {', '.join(sorted(known))}"
@@ -207,7 +181,7 @@ def _setting(args) -> str:
 
 def _write_tables(out: str, rows: dict, args) -> list:
     """The CSV and Markdown files into ``out``; returns their names."""
-    from .report import markdown_table, mean_over, write_csv  # noqa: PLC0415
+    from ..analysis.report import markdown_table, mean_over, write_csv  # noqa: PLC0415
 
     block_rows, summary_rows = rows["blocks"], rows["summary"]
     write_csv(os.path.join(out, "gradnorms.csv"), rows["norms"], ["model", "seed", "name", "kind", "depth", "norm"])
@@ -244,7 +218,7 @@ def _write_tables(out: str, rows: dict, args) -> list:
 
 def _write_plots(out: str, rows: dict, args) -> list:
     """The PNG figures into ``out`` (those matplotlib could draw); returns their names."""
-    from .report import plot_depth_profile, plot_skip_branch  # noqa: PLC0415
+    from ..analysis.report import plot_depth_profile, plot_skip_branch  # noqa: PLC0415
 
     written = []
     title = f"{_setting(args)}"[:70]
@@ -265,7 +239,7 @@ def _profile_one(name: str, seed: int, batch, args) -> dict:
     """One model and seed: the rows of every output table and the progress line."""
     from ..autograd import Tensor  # noqa: PLC0415
     from ..backend import to_device  # noqa: PLC0415
-    from .gradnorms import gradient_profile  # noqa: PLC0415
+    from ..analysis.gradnorms import gradient_profile  # noqa: PLC0415
 
     start = time.perf_counter()
     try:
@@ -286,7 +260,7 @@ def _profile_one(name: str, seed: int, batch, args) -> dict:
                         "seconds": time.perf_counter() - start},
             "jacobian": []}
     if args.jacobian_iters:
-        from .jacobian import block_jacobian_norms  # noqa: PLC0415
+        from ..analysis.jacobian import block_jacobian_norms  # noqa: PLC0415
 
         for j in block_jacobian_norms(model, Tensor(x[:args.jacobian_batch]), iters=args.jacobian_iters):
             rows["jacobian"].append({"model": name, "seed": seed, "name": j.name, "kind": j.kind, "branch": j.branch,
@@ -297,7 +271,7 @@ def _profile_one(name: str, seed: int, batch, args) -> dict:
 
 
 def main(argv=None) -> int:
-    """Standalone entry point: ``python -m minires.analysis.cli [gradflow options]``."""
+    """Standalone entry point: ``python -m minires.commands.gradflow [gradflow options]``."""
     parser = argparse.ArgumentParser(prog="minires")
     sub = parser.add_subparsers(dest="command", required=True)
     add_gradflow_parser(sub)

@@ -6,7 +6,10 @@ Importing this module does not import ``mpi4py`` (which initialises MPI); constr
 
 from __future__ import annotations
 
+import os
 import sys
+import threading
+import time
 
 import numpy as np
 
@@ -46,6 +49,8 @@ class MPICommunicator(Communicator):
         node = self.comm.Split_type(MPI.COMM_TYPE_SHARED, key=self.rank)
         self.local_rank, self.local_size = node.Get_rank(), node.Get_size()
         node.Free()
+        if self.size > 1:
+            watch_launcher(self.rank, self.size)
 
     def _buffer(self, array, what: str):
         if not isinstance(array, np.ndarray):
@@ -87,4 +92,38 @@ class MPICommunicator(Communicator):
     def abort(self, code: int = 1) -> None:
         sys.stdout.flush()
         sys.stderr.flush()
+        # the launcher forwards each rank's output through pipes and stops reading them when it tears
+        # the job down: a moment's grace lets this rank's last lines (why it failed) reach the user
+        time.sleep(ABORT_GRACE_S)
         self.comm.Abort(int(code))
+
+
+#: seconds a failing rank waits between printing its error and aborting the job
+ABORT_GRACE_S = 0.5
+#: seconds between two checks that the launcher is still there
+WATCH_INTERVAL_S = 1.0
+
+
+def watch_launcher(rank: int, size: int) -> threading.Thread:
+    """End this rank when the process that started it (the launcher's proxy) is gone.
+
+    Collectives wait for every rank; if the launcher dies (killed, or tearing down a job
+    whose abort did not reach every rank), a surviving rank would otherwise spin in its
+    next collective forever. A daemon thread notices the parent change (the rank is
+    re-parented) within :data:`WATCH_INTERVAL_S` and exits the process with status 1.
+    mpi4py releases the GIL inside blocking MPI calls, so the thread runs while the rank
+    waits.
+    """
+    parent = os.getppid()
+
+    def watch():
+        while True:
+            time.sleep(WATCH_INTERVAL_S)
+            if os.getppid() != parent:
+                print(f"minires: rank {rank} of {size}: the MPI launcher (pid {parent}) is gone; exiting",
+                      file=sys.stderr, flush=True)
+                os._exit(1)
+
+    thread = threading.Thread(target=watch, name="minires-launcher-watch", daemon=True)
+    thread.start()
+    return thread

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 
 import pytest
 
@@ -58,6 +59,24 @@ def _descendants(pid: int) -> list:
     return found
 
 
+TAG_VARIABLE = "MINIRES_TEST_LAUNCH"
+
+
+def _tagged(tag: str) -> list:
+    """Pids whose environment holds ``tag`` (``NAME=VALUE``)."""
+    needle = tag.encode() + b"\0"
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) != os.getpid():
+            try:
+                with open(f"/proc/{entry}/environ", "rb") as f:
+                    if needle in f.read() + b"\0":
+                        found.append(int(entry))
+            except OSError:
+                continue
+    return found
+
+
 def _runs(pid: int, needles) -> bool:
     """Whether process ``pid`` still runs one of our commands (guards against a reused pid)."""
     try:
@@ -72,6 +91,9 @@ class Launch:
     """A running ``mpiexec`` (or plain python) command whose process tree is ended on exit."""
 
     def __init__(self, command, env):
+        # a tag in the environment marks every process of this launch, even one that lost its parent
+        self.tag = f"{TAG_VARIABLE}={uuid.uuid4().hex}"
+        env = dict(env, **dict([self.tag.split("=", 1)]))
         self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
         self.needles = (next(c for c in command if c.endswith(".py")), "hydra_pmi_proxy", "mpiexec")
         self.started = time.time()
@@ -80,6 +102,10 @@ class Launch:
     def remember_tree(self) -> None:
         """Note the current descendants (ranks run in their own sessions, out of our process group)."""
         self.known.update(_descendants(self.proc.pid))
+
+    def tagged(self) -> list:
+        """The living processes started by this launch (found by the tag in their environment)."""
+        return _tagged(self.tag)
 
     def wait(self, timeout: float) -> tuple:
         """``(exit status, output, seconds)``; ends everything and fails the test on a timeout."""
@@ -102,7 +128,7 @@ class Launch:
                 self.proc.wait(5)
             except subprocess.TimeoutExpired:
                 pass
-        for pid in self.known | {self.proc.pid}:
+        for pid in self.known | {self.proc.pid} | set(self.tagged()):
             if _runs(pid, self.needles):
                 try:
                     os.kill(pid, signal.SIGKILL)

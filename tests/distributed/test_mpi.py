@@ -260,6 +260,46 @@ def test_a_rank_that_raises_ends_every_rank(tmp_path):
     assert seconds < 60
 
 
+def _is_rank(pid: int) -> bool:
+    """Whether ``pid`` is a living (not zombie) Python rank running mpi_checks.py."""
+    import sys
+
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read().decode(errors="replace").split("\0")
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z" and argv[0] == sys.executable and mpirun.CHECKS in argv
+
+
+@pytest.mark.slow
+def test_ranks_end_when_the_launcher_is_killed():
+    import signal
+
+    launch = mpirun.launch(2, ["stranded"], script=mpirun.CHECKS)
+    try:
+        deadline = time.time() + 60
+        ranks = []
+        while len(ranks) < 2 and time.time() < deadline:  # both ranks started and waiting
+            time.sleep(0.2)
+            ranks = [p for p in launch.tagged() if _is_rank(p)]
+        assert len(ranks) == 2, launch.tagged()
+        time.sleep(1.5)
+        for pid in launch.tagged():  # the launcher and its proxy die at once, without telling the ranks
+            if not _is_rank(pid):
+                os.kill(pid, signal.SIGKILL)
+        stranded_for = time.time()
+        while any(_is_rank(p) for p in ranks) and time.time() - stranded_for < 30:
+            time.sleep(0.2)
+        left = [p for p in ranks if _is_rank(p)]
+        assert not left, f"ranks {left} still run {time.time() - stranded_for:.0f} s after the launcher died"
+        assert time.time() - stranded_for < 10
+    finally:
+        launch.end()
+
+
 def _mpmd(left, right, out, env):
     """``mpiexec -n 1 driver LEFT : -n 1 driver RIGHT``: two ranks started with different arguments."""
     import sys

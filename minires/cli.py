@@ -188,6 +188,11 @@ def main(argv=None) -> int:
 
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
+        settings.read_environment()  # a bad MINIRES_* value is refused before anything is written
+    except ValueError as exc:
+        print(f"minires: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    try:
         comm = distributed.init(force="--distributed" in argv)  # first, so a failing rank can end the others
     except ImportError as exc:
         print(f"minires: error: {exc}", file=sys.stderr)

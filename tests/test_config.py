@@ -139,3 +139,14 @@ def test_no_minires_variable_is_read_outside_config():
             if "os.environ" in text and "MINIRES_" in text or "getenv(\"MINIRES" in text:
                 readers.append(str(path.relative_to(REPO)))
     assert readers == []
+
+
+def test_the_command_line_refuses_a_bad_variable_before_writing_anything(tmp_path, capsys, monkeypatch):
+    from minires.cli import main
+
+    monkeypatch.setenv("MINIRES_NUM_THREADS", "abc")
+    out = tmp_path / "run"
+    assert main(["train", "--data", "embedded", "--epochs", "1", "--train-subset", "64", "--test-subset", "32",
+                 "--no-progress", "--no-plot", "--out", str(out)]) == 2
+    assert "minires: error: MINIRES_NUM_THREADS='abc' is not valid: expected a positive int" in capsys.readouterr().err
+    assert not out.exists()

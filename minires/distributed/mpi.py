@@ -14,7 +14,7 @@ import time
 import numpy as np
 
 from .communicator import Communicator, _check_root
-from .world import MPI_INSTALL_HINT
+from .world import MPI_INSTALL_HINT, launcher_rank, launcher_world_size
 
 
 def import_mpi():
@@ -41,6 +41,9 @@ class MPICommunicator(Communicator):
     backend = "mpi"
 
     def __init__(self, comm=None):
+        announced = launcher_world_size()
+        if announced > 1:  # watch from before MPI's start-up, which also waits on the launcher
+            watch_launcher(launcher_rank(), announced)
         MPI = import_mpi()
         self._MPI = MPI
         self.comm = MPI.COMM_WORLD if comm is None else comm
@@ -49,7 +52,7 @@ class MPICommunicator(Communicator):
         node = self.comm.Split_type(MPI.COMM_TYPE_SHARED, key=self.rank)
         self.local_rank, self.local_size = node.Get_rank(), node.Get_size()
         node.Free()
-        if self.size > 1:
+        if self.size > 1 and announced <= 1:
             watch_launcher(self.rank, self.size)
 
     def _buffer(self, array, what: str):
@@ -120,8 +123,11 @@ def watch_launcher(rank: int, size: int) -> threading.Thread:
         while True:
             time.sleep(WATCH_INTERVAL_S)
             if os.getppid() != parent:
-                print(f"minires: rank {rank} of {size}: the MPI launcher (pid {parent}) is gone; exiting",
-                      file=sys.stderr, flush=True)
+                try:
+                    print(f"minires: rank {rank} of {size}: the MPI launcher (pid {parent}) is gone; exiting",
+                          file=sys.stderr, flush=True)
+                except (OSError, ValueError):  # stderr was a pipe to the launcher, gone with it
+                    pass
                 os._exit(1)
 
     thread = threading.Thread(target=watch, name="minires-launcher-watch", daemon=True)

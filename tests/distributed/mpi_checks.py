@@ -2,7 +2,7 @@
 
     mpiexec -n N python mpi_checks.py collectives [cpu|cuda]
     mpiexec -n N python mpi_checks.py evaluation OUT
-    mpiexec -n N python mpi_checks.py stranded      (waits forever: for the launcher-death test)
+    mpiexec -n N python mpi_checks.py stranded DIR  (waits forever: for the launcher-death test)
 
 Each rank asserts; rank 0 prints ``OK <check>`` at the end. An assertion on any rank
 aborts the world (non-zero exit).
@@ -105,12 +105,16 @@ def evaluation(out):
     return "evaluation"
 
 
-def stranded():
-    """Rank 0 waits in a collective that rank 1 never joins; rank 1 sleeps. Neither ends by itself."""
+def stranded(folder):
+    """Rank 0 waits in a collective that rank 1 never joins; rank 1 sleeps. Neither ends by itself.
+
+    Each rank creates ``folder/rank-N`` once MPI is up, so the test knows when both wait.
+    """
     import time  # noqa: PLC0415
 
     comm = distributed.init(force=True)
-    print(f"WAITING rank {comm.rank} pid {os.getpid()}", flush=True)
+    with open(os.path.join(folder, f"rank-{comm.rank}"), "w") as f:
+        f.write(str(os.getpid()))
     if comm.rank == 0:
         comm.barrier()
     while True:
@@ -120,7 +124,7 @@ def stranded():
 if __name__ == "__main__":
     check = sys.argv[1]
     if check == "stranded":
-        stranded()
+        stranded(sys.argv[2])
     device = sys.argv[2] if check == "collectives" and len(sys.argv) > 2 else "cpu"
     with distributed.abort_on_error(distributed.init(force=True)):  # a failed assertion ends every rank
         done = collectives(device) if check == "collectives" else evaluation(sys.argv[2])

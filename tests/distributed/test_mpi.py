@@ -275,18 +275,17 @@ def _is_rank(pid: int) -> bool:
 
 
 @pytest.mark.slow
-def test_ranks_end_when_the_launcher_is_killed():
+def test_ranks_end_when_the_launcher_is_killed(tmp_path):
     import signal
 
-    launch = mpirun.launch(2, ["stranded"], script=mpirun.CHECKS)
+    launch = mpirun.launch(2, ["stranded", str(tmp_path)], script=mpirun.CHECKS)
     try:
-        deadline = time.time() + 60
-        ranks = []
-        while len(ranks) < 2 and time.time() < deadline:  # both ranks started and waiting
-            time.sleep(0.2)
-            ranks = [p for p in launch.tagged() if _is_rank(p)]
+        deadline = time.time() + 120
+        while not all((tmp_path / f"rank-{r}").exists() for r in (0, 1)) and time.time() < deadline:
+            time.sleep(0.2)  # both ranks up and waiting
+        ranks = [p for p in launch.tagged() if _is_rank(p)]
         assert len(ranks) == 2, launch.tagged()
-        time.sleep(1.5)
+        time.sleep(0.5)
         for pid in launch.tagged():  # the launcher and its proxy die at once, without telling the ranks
             if not _is_rank(pid):
                 os.kill(pid, signal.SIGKILL)

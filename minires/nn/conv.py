@@ -77,10 +77,7 @@ class Conv2d(Module):
         self.padding_mode = padding_mode
         self.weight = make_parameter((self.out_channels, self.in_channels // self.groups) + self.kernel_size,
                                      dtype, device)
-        if bias:
-            self.bias = make_parameter((self.out_channels,), dtype, device)
-        else:
-            self.register_parameter("bias", None)
+        self.register_parameter("bias", make_parameter((self.out_channels,), dtype, device) if bias else None)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:

@@ -16,6 +16,7 @@ the module's tensors are routed through identity nodes:
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 
 from .. import backend
@@ -101,9 +102,7 @@ class _Gather(Function):
         else:
             pieces, offset = [], 0
             for shape in self.shapes:
-                size = 1
-                for s in shape:
-                    size *= s
+                size = math.prod(shape)
                 pieces.append(grad[offset:offset + size].reshape(shape))
                 offset += size
         return tuple(self.gate.on_gradients(self.role, pieces))
@@ -118,10 +117,7 @@ class _Scatter(Function):
         self.flat_shape, self.dtype = flat.shape, flat.dtype
         if single:
             return flat
-        size = 1
-        for s in shape:
-            size *= s
-        return flat[offset:offset + size].reshape(shape)
+        return flat[offset:offset + math.prod(shape)].reshape(shape)
 
     def backward(self, grad):
         # identity: put the piece's gradient at its place in the flat gradient

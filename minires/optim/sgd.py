@@ -25,6 +25,7 @@ import numpy as np
 from .. import backend
 from ..autograd import Tensor
 from ..kernels.optim import sgd_multi_tensor
+from ..nn.parameter import zero_grads_
 
 _REQUIRED = object()
 
@@ -88,7 +89,7 @@ def _fusable(p) -> bool:
             and grad.shape == data.shape)
 
 
-def _check_hyper(name: str, value, allow_zero: bool = True) -> float:
+def _check_hyper(name: str, value) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
         raise TypeError(f"SGD: {name} must be a number, got {type(value).__name__}")
     value = float(value)
@@ -193,14 +194,7 @@ class SGD:
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Clear the gradients of all parameters (to ``None`` by default, as PyTorch >= 2.0)."""
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                if set_to_none:
-                    p.grad = None
-                else:
-                    p.grad = backend.get_array_module(p.grad).zeros_like(p.grad)
+        zero_grads_((p for group in self.param_groups for p in group["params"]), set_to_none)
 
     def step(self, closure=None):
         """Update every parameter that has a gradient; parameters without one are skipped.
@@ -216,9 +210,7 @@ class SGD:
         if closure is not None:
             loss = closure()
         for group in self.param_groups:
-            options = dict(lr=group["lr"], momentum=group["momentum"], dampening=group["dampening"],
-                           weight_decay=group["weight_decay"], nesterov=group["nesterov"],
-                           maximize=group["maximize"])
+            options = {key: group[key] for key in self.defaults}  # the keyword options of sgd_update_
             fused = []
             for p in group["params"]:
                 if p.grad is None:
@@ -246,22 +238,13 @@ class SGD:
             [{options..., 'params': [index, ...]}]}`` where parameters are numbered in
             group order. The arrays are the live buffers; copy them to snapshot.
         """
-        index_of, groups, next_index = {}, [], 0
+        index_of, groups = {}, []
         for group in self.param_groups:
             packed = {k: v for k, v in group.items() if k != "params"}
-            indices = []
-            for p in group["params"]:
-                if id(p) not in index_of:
-                    index_of[id(p)] = next_index
-                    next_index += 1
-                indices.append(index_of[id(p)])
-            packed["params"] = indices
+            packed["params"] = [index_of.setdefault(id(p), len(index_of)) for p in group["params"]]
             groups.append(packed)
-        state = {}
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p in self.state:
-                    state[index_of[id(p)]] = dict(self.state[p])
+        state = {index_of[id(p)]: dict(self.state[p])
+                 for group in self.param_groups for p in group["params"] if p in self.state}
         return {"state": state, "param_groups": groups}
 
     def load_state_dict(self, state_dict: dict) -> None:
@@ -282,10 +265,8 @@ class SGD:
             if len(saved["params"]) != len(group["params"]):
                 raise ValueError(f"loaded state dict contains a parameter group {i} with {len(saved['params'])} "
                                  f"parameters, the optimizer's group has {len(group['params'])}")
-        id_to_param = {}
-        for saved, group in zip(saved_groups, self.param_groups):
-            for index, p in zip(saved["params"], group["params"]):
-                id_to_param[int(index)] = p
+        id_to_param = {int(index): p for saved, group in zip(saved_groups, self.param_groups)
+                       for index, p in zip(saved["params"], group["params"])}
         new_state = {}
         for index, entry in state_dict["state"].items():
             index = int(index)

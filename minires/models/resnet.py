@@ -100,10 +100,8 @@ class ResNet(nn.Module):
         self.in_planes = stem_width or widths[0]
         preact = block.preactivation
 
-        if stem == "imagenet":
-            self.conv1 = nn.Conv2d(in_channels, self.in_planes, kernel_size=7, stride=2, padding=3, bias=False)
-        else:
-            self.conv1 = nn.Conv2d(in_channels, self.in_planes, kernel_size=3, stride=1, padding=1, bias=False)
+        kernel_size, stride, padding = (7, 2, 3) if stem == "imagenet" else (3, 1, 1)
+        self.conv1 = nn.Conv2d(in_channels, self.in_planes, kernel_size, stride, padding, bias=False)
         if not preact:  # pre-activation nets start each block with BN-ReLU, so the stem is a bare conv
             self.bn1 = nn.BatchNorm2d(self.in_planes)
         self.relu = nn.ReLU()

@@ -88,17 +88,12 @@ class Module(ModuleHooks):
     training: bool
 
     def __init__(self) -> None:
-        d = self.__dict__
-        d["training"] = True
-        d["_parameters"] = OrderedDict()
-        d["_buffers"] = OrderedDict()
-        d["_non_persistent_buffers"] = set()
-        d["_modules"] = OrderedDict()
-        d["_forward_pre_hooks"] = OrderedDict()
-        d["_forward_hooks"] = OrderedDict()
-        d["_forward_hooks_with_kwargs"] = set()
-        d["_backward_hooks"] = OrderedDict()
-        d["_backward_pre_hooks"] = OrderedDict()
+        # straight into __dict__: __setattr__ needs these registries to exist
+        self.__dict__.update(training=True, _parameters=OrderedDict(), _buffers=OrderedDict(),
+                             _non_persistent_buffers=set(), _modules=OrderedDict(),
+                             _forward_pre_hooks=OrderedDict(), _forward_hooks=OrderedDict(),
+                             _forward_hooks_with_kwargs=set(), _backward_hooks=OrderedDict(),
+                             _backward_pre_hooks=OrderedDict())
 
     def forward(self, *args, **kwargs):
         """The computation; every subclass overrides it."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import numbers
 import operator
 from collections import OrderedDict
@@ -135,16 +136,15 @@ class Tensor:
         """
         if not self.requires_grad:
             raise RuntimeError("backward() on a tensor that does not require grad")
+        xp = backend.get_array_module(self.data)
         if grad is None:
             if self.data.size != 1:
                 raise RuntimeError(
                     f"grad can be implicit only for one-element tensors, this one has shape {self.shape}"
                 )
-            xp = backend.get_array_module(self.data)
             grad = xp.ones_like(self.data)
         else:
             grad = grad.data if isinstance(grad, Tensor) else grad
-            xp = backend.get_array_module(self.data)
             if backend.array_device(grad) != self.device:
                 raise ValueError(f"backward: grad is on {backend.array_device(grad)}, tensor on {self.device}")
             grad = xp.asarray(grad, dtype=self.dtype)
@@ -415,12 +415,9 @@ def _factory(fill, shape, dtype, device, requires_grad):
     device = backend.parse_device(device)
     dtype = resolve_dtype(dtype) or np.dtype(np.float32)
     xp = backend.xp_for(device)
-    if device != "cpu":
-        with backend.cupy_module().cuda.Device(int(device.split(":")[1])):
-            array = fill(xp, shape, dtype)
-    else:
-        array = fill(xp, shape, dtype)
-    return Tensor(array, requires_grad=requires_grad)
+    on_gpu = device != "cpu"
+    with backend.cupy_module().cuda.Device(int(device.split(":")[1])) if on_gpu else contextlib.nullcontext():
+        return Tensor(fill(xp, shape, dtype), requires_grad=requires_grad)
 
 
 def zeros(*shape, dtype=None, device=None, requires_grad=False) -> Tensor:

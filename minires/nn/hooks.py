@@ -19,6 +19,8 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 
+import numpy as np
+
 from .. import backend
 from ..autograd import Function, Tensor
 from ..autograd.grad_mode import is_grad_enabled
@@ -100,11 +102,8 @@ class _Gather(Function):
         if len(self.shapes) == 1:
             pieces = [grad]
         else:
-            pieces, offset = [], 0
-            for shape in self.shapes:
-                size = math.prod(shape)
-                pieces.append(grad[offset:offset + size].reshape(shape))
-                offset += size
+            bounds = np.cumsum([math.prod(shape) for shape in self.shapes])[:-1]
+            pieces = [p.reshape(s) for p, s in zip(get_array_module(grad).split(grad, bounds), self.shapes)]
         return tuple(self.gate.on_gradients(self.role, pieces))
 
     jvp = Function.linear_jvp

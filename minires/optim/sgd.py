@@ -45,7 +45,6 @@ def sgd_update_(param, grad, momentum_buffer, *, lr: float, momentum: float, dam
         The momentum buffer (a new array on the first step, ``None`` without momentum).
     """
     # the effective gradient d_p; ``fresh`` says it is a temporary we may overwrite
-    fresh = False
     if weight_decay != 0:
         d_p = param * weight_decay
         if maximize:

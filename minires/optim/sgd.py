@@ -180,11 +180,8 @@ class SGD:
         if unknown:
             raise ValueError(f"unknown options in param group: {sorted(unknown)}; "
                              f"expected some of {sorted(self.defaults)}")
-        group = {"params": params}
-        for key, default in self.defaults.items():
-            group[key] = param_group.get(key, default)
-        if "initial_lr" in param_group:
-            group["initial_lr"] = param_group["initial_lr"]
+        # the defaults, overridden by the group's own options (and its initial_lr, if any)
+        group = {"params": params, **self.defaults, **{k: v for k, v in param_group.items() if k != "params"}}
         self._validate(group, f"param group {len(self.param_groups)}")
         existing = {id(p) for g in self.param_groups for p in g["params"]}
         if existing & {id(p) for p in params}:

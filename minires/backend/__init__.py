@@ -108,9 +108,7 @@ def get_array_module(*arrays):
 
 def array_device(x) -> str:
     """Device string of an array: ``'cpu'`` or ``'cuda:N'``."""
-    if is_cupy_array(x):
-        return f"cuda:{x.device.id}"
-    return "cpu"
+    return f"cuda:{x.device.id}" if is_cupy_array(x) else "cpu"
 
 
 def xp_for(device: str):
@@ -120,9 +118,7 @@ def xp_for(device: str):
 
 def as_numpy(x) -> np.ndarray:
     """Copy a CuPy array to the host; pass NumPy arrays (and scalars) through."""
-    if is_cupy_array(x):
-        return x.get()
-    return np.asarray(x)
+    return x.get() if is_cupy_array(x) else np.asarray(x)
 
 
 def as_cupy(x, device: str = "cuda:0"):

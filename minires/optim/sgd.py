@@ -320,9 +320,5 @@ def param_groups_weight_decay(model, weight_decay: float, skip=()) -> list[dict]
         if not p.requires_grad:
             continue
         (no_decay if p.ndim <= 1 or name in skip else decay).append(p)
-    groups = []
-    if decay:
-        groups.append({"params": decay, "weight_decay": weight_decay})
-    if no_decay:
-        groups.append({"params": no_decay, "weight_decay": 0.0})
-    return groups
+    return [{"params": params, "weight_decay": decay_of_group}
+            for params, decay_of_group in ((decay, weight_decay), (no_decay, 0.0)) if params]

@@ -211,12 +211,7 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, allow_unused: bo
     from .tensor import Tensor  # noqa: PLC0415
 
     outputs, inputs = _as_list(outputs), _as_list(inputs)
-    if grad_outputs is None:
-        grad_outputs = [None] * len(outputs)
-    elif isinstance(grad_outputs, (list, tuple)):
-        grad_outputs = list(grad_outputs)
-    else:
-        grad_outputs = [grad_outputs]
+    grad_outputs = [None] * len(outputs) if grad_outputs is None else _as_list(grad_outputs)
     if len(grad_outputs) != len(outputs):
         raise ValueError(f"grad: expected one grad_output per output, got {len(grad_outputs)} "
                          f"for {len(outputs)}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import numbers
 import operator
 from collections import OrderedDict
@@ -19,6 +20,25 @@ def _ops():
     from ..ops import arith, reduce, shape  # noqa: PLC0415
 
     return arith, shape, reduce
+
+
+def _binary(op_name: str, true_divide: bool = False):
+    """The method pair ``a <op> b`` and its reflection ``b <op> a`` of an op in ``ops.arith``."""
+    def method(self, other):
+        return getattr(_ops()[0], op_name)(self, self._operand(other, true_divide))
+
+    def reflected(self, other):
+        return getattr(_ops()[0], op_name)(self._operand(other, true_divide), self)
+
+    return method, reflected
+
+
+def _comparison(compare):
+    """An elementwise comparison giving a boolean tensor outside the graph."""
+    def method(self, other):
+        return Tensor(compare(self.data, other.data if isinstance(other, Tensor) else other))
+
+    return method
 
 
 class Tensor:
@@ -116,16 +136,15 @@ class Tensor:
         """
         if not self.requires_grad:
             raise RuntimeError("backward() on a tensor that does not require grad")
+        xp = backend.get_array_module(self.data)
         if grad is None:
             if self.data.size != 1:
                 raise RuntimeError(
                     f"grad can be implicit only for one-element tensors, this one has shape {self.shape}"
                 )
-            xp = backend.get_array_module(self.data)
             grad = xp.ones_like(self.data)
         else:
             grad = grad.data if isinstance(grad, Tensor) else grad
-            xp = backend.get_array_module(self.data)
             if backend.array_device(grad) != self.device:
                 raise ValueError(f"backward: grad is on {backend.array_device(grad)}, tensor on {self.device}")
             grad = xp.asarray(grad, dtype=self.dtype)
@@ -229,41 +248,13 @@ class Tensor:
             return Tensor(other)
         raise TypeError(f"unsupported operand type {type(other).__name__} for Tensor arithmetic")
 
-    def __add__(self, other):
-        return _ops()[0].add(self, self._operand(other))
-
-    def __radd__(self, other):
-        return _ops()[0].add(self._operand(other), self)
-
-    def __sub__(self, other):
-        return _ops()[0].sub(self, self._operand(other))
-
-    def __rsub__(self, other):
-        return _ops()[0].sub(self._operand(other), self)
-
-    def __mul__(self, other):
-        return _ops()[0].mul(self, self._operand(other))
-
-    def __rmul__(self, other):
-        return _ops()[0].mul(self._operand(other), self)
-
-    def __truediv__(self, other):
-        return _ops()[0].div(self, self._operand(other, true_divide=True))
-
-    def __rtruediv__(self, other):
-        return _ops()[0].div(self._operand(other, true_divide=True), self)
-
-    def __floordiv__(self, other):
-        return _ops()[0].floor_divide(self, self._operand(other))
-
-    def __rfloordiv__(self, other):
-        return _ops()[0].floor_divide(self._operand(other), self)
-
-    def __mod__(self, other):
-        return _ops()[0].remainder(self, self._operand(other))
-
-    def __rmod__(self, other):
-        return _ops()[0].remainder(self._operand(other), self)
+    __add__, __radd__ = _binary("add")
+    __sub__, __rsub__ = _binary("sub")
+    __mul__, __rmul__ = _binary("mul")
+    __truediv__, __rtruediv__ = _binary("div", true_divide=True)
+    __floordiv__, __rfloordiv__ = _binary("floor_divide")
+    __mod__, __rmod__ = _binary("remainder")
+    __matmul__, __rmatmul__ = _binary("matmul")
 
     def floor_divide(self, other):
         """``self // other``, rounded toward negative infinity (PyTorch's ``floor_divide``)."""
@@ -272,12 +263,6 @@ class Tensor:
     def remainder(self, other):
         """``self % other``, with the sign of ``other`` (PyTorch's ``remainder``)."""
         return self % other
-
-    def __matmul__(self, other):
-        return _ops()[0].matmul(self, self._operand(other))
-
-    def __rmatmul__(self, other):
-        return _ops()[0].matmul(self._operand(other), self)
 
     def __pow__(self, exponent):
         return _ops()[0].pow(self, exponent)
@@ -304,28 +289,12 @@ class Tensor:
         return _ops()[0].abs(self)
 
     # comparisons give boolean tensors outside the graph
-    def _compare(self, other, op):
-        other = other.data if isinstance(other, Tensor) else other
-        return Tensor(op(self.data, other))
-
-    def __eq__(self, other):  # noqa: D105
-        return self._compare(other, operator.eq)
-
-    def __ne__(self, other):
-        return self._compare(other, operator.ne)
-
-    def __lt__(self, other):
-        return self._compare(other, operator.lt)
-
-    def __le__(self, other):
-        return self._compare(other, operator.le)
-
-    def __gt__(self, other):
-        return self._compare(other, operator.gt)
-
-    def __ge__(self, other):
-        return self._compare(other, operator.ge)
-
+    __eq__ = _comparison(operator.eq)
+    __ne__ = _comparison(operator.ne)
+    __lt__ = _comparison(operator.lt)
+    __le__ = _comparison(operator.le)
+    __gt__ = _comparison(operator.gt)
+    __ge__ = _comparison(operator.ge)
     __hash__ = object.__hash__
 
     def __bool__(self):
@@ -446,12 +415,9 @@ def _factory(fill, shape, dtype, device, requires_grad):
     device = backend.parse_device(device)
     dtype = resolve_dtype(dtype) or np.dtype(np.float32)
     xp = backend.xp_for(device)
-    if device != "cpu":
-        with backend.cupy_module().cuda.Device(int(device.split(":")[1])):
-            array = fill(xp, shape, dtype)
-    else:
-        array = fill(xp, shape, dtype)
-    return Tensor(array, requires_grad=requires_grad)
+    on_gpu = device != "cpu"
+    with backend.cupy_module().cuda.Device(int(device.split(":")[1])) if on_gpu else contextlib.nullcontext():
+        return Tensor(fill(xp, shape, dtype), requires_grad=requires_grad)
 
 
 def zeros(*shape, dtype=None, device=None, requires_grad=False) -> Tensor:

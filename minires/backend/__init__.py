@@ -108,9 +108,7 @@ def get_array_module(*arrays):
 
 def array_device(x) -> str:
     """Device string of an array: ``'cpu'`` or ``'cuda:N'``."""
-    if is_cupy_array(x):
-        return f"cuda:{x.device.id}"
-    return "cpu"
+    return f"cuda:{x.device.id}" if is_cupy_array(x) else "cpu"
 
 
 def xp_for(device: str):
@@ -120,9 +118,7 @@ def xp_for(device: str):
 
 def as_numpy(x) -> np.ndarray:
     """Copy a CuPy array to the host; pass NumPy arrays (and scalars) through."""
-    if is_cupy_array(x):
-        return x.get()
-    return np.asarray(x)
+    return x.get() if is_cupy_array(x) else np.asarray(x)
 
 
 def as_cupy(x, device: str = "cuda:0"):
@@ -151,32 +147,30 @@ def synchronize(device: str | None = None) -> None:
         _cupy.cuda.get_current_stream().synchronize()
 
 
+def _cupy_for_kernel(name: str):
+    if not name:
+        raise ValueError("kernels must be named")
+    return cupy_module()
+
+
 @functools.lru_cache(maxsize=None)
 def elementwise_kernel(name: str, in_params: str, out_params: str, operation: str, preamble: str = ""):
     """A memoised, named ``cupy.ElementwiseKernel`` (compiled once per signature)."""
-    if not name:
-        raise ValueError("kernels must be named")
-    cp = cupy_module()
-    return cp.ElementwiseKernel(in_params, out_params, operation, name, preamble=preamble)
+    return _cupy_for_kernel(name).ElementwiseKernel(in_params, out_params, operation, name, preamble=preamble)
 
 
 @functools.lru_cache(maxsize=None)
 def reduction_kernel(name: str, in_params: str, out_params: str, map_expr: str, reduce_expr: str,
                      post_map_expr: str, identity: str):
     """A memoised, named ``cupy.ReductionKernel``."""
-    if not name:
-        raise ValueError("kernels must be named")
-    cp = cupy_module()
-    return cp.ReductionKernel(in_params, out_params, map_expr, reduce_expr, post_map_expr, identity, name)
+    return _cupy_for_kernel(name).ReductionKernel(in_params, out_params, map_expr, reduce_expr, post_map_expr,
+                                                  identity, name)
 
 
 @functools.lru_cache(maxsize=None)
 def raw_kernel(name: str, source: str, options: tuple = ()):
     """A memoised ``cupy.RawKernel`` looked up by its function ``name`` in ``source``."""
-    if not name:
-        raise ValueError("kernels must be named")
-    cp = cupy_module()
-    return cp.RawKernel(source, name, options=options)
+    return _cupy_for_kernel(name).RawKernel(source, name, options=options)
 
 
 # --- random numbers -------------------------------------------------------------------

@@ -119,9 +119,7 @@ class DenseNet(nn.Module):
             layers["pool0"] = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
         else:  # DenseNet-BC on CIFAR: one 3x3 convolution, BN-ReLU happens inside the first layer
             layers["conv0"] = nn.Conv2d(in_channels, num_init_features, kernel_size=3, padding=1, bias=False)
-        self.features = nn.Sequential()
-        for name, module in layers.items():
-            self.features.add_module(name, module)
+        self.features = nn.Sequential(layers)
         self.stem_names = list(layers)
         channels = num_init_features
         self.stage_names = []

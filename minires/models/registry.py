@@ -12,39 +12,16 @@ from minires import nn
 
 from . import densenet, resnet
 
-#: every model name and its builder; ImageNet models first, then CIFAR ones
-MODELS = {
-    "resnet18": resnet.resnet18,
-    "resnet34": resnet.resnet34,
-    "resnet50": resnet.resnet50,
-    "resnet101": resnet.resnet101,
-    "resnet152": resnet.resnet152,
-    "wide_resnet50_2": resnet.wide_resnet50_2,
-    "resnext50_32x4d": resnet.resnext50_32x4d,
-    "se_resnet50": resnet.se_resnet50,
-    "densenet121": densenet.densenet121,
-    "resnet20": resnet.resnet20,
-    "resnet32": resnet.resnet32,
-    "resnet44": resnet.resnet44,
-    "resnet56": resnet.resnet56,
-    "resnet110": resnet.resnet110,
-    "resnet1202": resnet.resnet1202,
-    "plain20": resnet.plain20,
-    "plain32": resnet.plain32,
-    "plain44": resnet.plain44,
-    "plain56": resnet.plain56,
-    "plain110": resnet.plain110,
-    "preact_resnet20": resnet.preact_resnet20,
-    "preact_resnet56": resnet.preact_resnet56,
-    "preact_resnet110": resnet.preact_resnet110,
-    "preact_resnet164": resnet.preact_resnet164,
-    "preact_resnet1001": resnet.preact_resnet1001,
-    "se_resnet20": resnet.se_resnet20,
-    "se_resnet56": resnet.se_resnet56,
-    "se_resnet110": resnet.se_resnet110,
-    "resnext29_8x64d": resnet.resnext29_8x64d,
-    "densenet_bc_100_12": densenet.densenet_bc_100_12,
-}
+#: every model name and its builder (the builder's own name); ImageNet models first, then CIFAR ones
+MODELS = {builder.__name__: builder for builder in (
+    resnet.resnet18, resnet.resnet34, resnet.resnet50, resnet.resnet101, resnet.resnet152,
+    resnet.wide_resnet50_2, resnet.resnext50_32x4d, resnet.se_resnet50, densenet.densenet121,
+    resnet.resnet20, resnet.resnet32, resnet.resnet44, resnet.resnet56, resnet.resnet110, resnet.resnet1202,
+    resnet.plain20, resnet.plain32, resnet.plain44, resnet.plain56, resnet.plain110,
+    resnet.preact_resnet20, resnet.preact_resnet56, resnet.preact_resnet110, resnet.preact_resnet164,
+    resnet.preact_resnet1001, resnet.se_resnet20, resnet.se_resnet56, resnet.se_resnet110,
+    resnet.resnext29_8x64d, densenet.densenet_bc_100_12,
+)}
 
 #: which input each family expects (channels, height, width)
 IMAGENET_MODELS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "wide_resnet50_2",

@@ -100,10 +100,8 @@ class ResNet(nn.Module):
         self.in_planes = stem_width or widths[0]
         preact = block.preactivation
 
-        if stem == "imagenet":
-            self.conv1 = nn.Conv2d(in_channels, self.in_planes, kernel_size=7, stride=2, padding=3, bias=False)
-        else:
-            self.conv1 = nn.Conv2d(in_channels, self.in_planes, kernel_size=3, stride=1, padding=1, bias=False)
+        kernel_size, stride, padding = (7, 2, 3) if stem == "imagenet" else (3, 1, 1)
+        self.conv1 = nn.Conv2d(in_channels, self.in_planes, kernel_size, stride, padding, bias=False)
         if not preact:  # pre-activation nets start each block with BN-ReLU, so the stem is a bare conv
             self.bn1 = nn.BatchNorm2d(self.in_planes)
         self.relu = nn.ReLU()
@@ -256,13 +254,14 @@ def cifar_resnet(depth: int, block: type[ResidualBlock] = BasicBlock, num_classe
     return model
 
 
-def _cifar_builder(depth, block, default_shortcut="A", se_reduction=None, kind="ResNet"):
+def _cifar_builder(name, depth, block, default_shortcut="A", se_reduction=None, kind="ResNet"):
     def build(num_classes: int = 10, shortcut: str = default_shortcut, shortcut_scale: float = 1.0, **kwargs):
         if se_reduction is not None:
             kwargs.setdefault("se_reduction", se_reduction)
         return cifar_resnet(depth, block, num_classes=num_classes, shortcut=shortcut,
                             shortcut_scale=shortcut_scale, **kwargs)
 
+    build.__name__ = build.__qualname__ = name
     build.__doc__ = (f"CIFAR {kind}-{depth}: {block.__name__}, {(depth - 2) // (9 if block.expansion == 4 else 6)} "
                      f"blocks per stage, shortcut {default_shortcut!r} by default.\n\n"
                      "    Args:\n        num_classes: classifier outputs (10).\n"
@@ -271,31 +270,25 @@ def _cifar_builder(depth, block, default_shortcut="A", se_reduction=None, kind="
     return build
 
 
-def _named(builder, name):
-    builder.__name__ = builder.__qualname__ = name
-    return builder
-
-
-resnet20 = _named(_cifar_builder(20, BasicBlock), "resnet20")
-resnet32 = _named(_cifar_builder(32, BasicBlock), "resnet32")
-resnet44 = _named(_cifar_builder(44, BasicBlock), "resnet44")
-resnet56 = _named(_cifar_builder(56, BasicBlock), "resnet56")
-resnet110 = _named(_cifar_builder(110, BasicBlock), "resnet110")
-resnet1202 = _named(_cifar_builder(1202, BasicBlock), "resnet1202")
-plain20 = _named(_cifar_builder(20, PlainBasicBlock, kind="plain net"), "plain20")
-plain32 = _named(_cifar_builder(32, PlainBasicBlock, kind="plain net"), "plain32")
-plain44 = _named(_cifar_builder(44, PlainBasicBlock, kind="plain net"), "plain44")
-plain56 = _named(_cifar_builder(56, PlainBasicBlock, kind="plain net"), "plain56")
-plain110 = _named(_cifar_builder(110, PlainBasicBlock, kind="plain net"), "plain110")
-preact_resnet20 = _named(_cifar_builder(20, PreActBasicBlock, "B", kind="pre-activation ResNet"), "preact_resnet20")
-preact_resnet56 = _named(_cifar_builder(56, PreActBasicBlock, "B", kind="pre-activation ResNet"), "preact_resnet56")
-preact_resnet110 = _named(_cifar_builder(110, PreActBasicBlock, "B", kind="pre-activation ResNet"), "preact_resnet110")
-preact_resnet164 = _named(_cifar_builder(164, PreActBottleneck, "B", kind="pre-activation ResNet"), "preact_resnet164")
-preact_resnet1001 = _named(_cifar_builder(1001, PreActBottleneck, "B", kind="pre-activation ResNet"),
-                           "preact_resnet1001")
-se_resnet20 = _named(_cifar_builder(20, BasicBlock, se_reduction=16, kind="SE-ResNet"), "se_resnet20")
-se_resnet56 = _named(_cifar_builder(56, BasicBlock, se_reduction=16, kind="SE-ResNet"), "se_resnet56")
-se_resnet110 = _named(_cifar_builder(110, BasicBlock, se_reduction=16, kind="SE-ResNet"), "se_resnet110")
+resnet20 = _cifar_builder("resnet20", 20, BasicBlock)
+resnet32 = _cifar_builder("resnet32", 32, BasicBlock)
+resnet44 = _cifar_builder("resnet44", 44, BasicBlock)
+resnet56 = _cifar_builder("resnet56", 56, BasicBlock)
+resnet110 = _cifar_builder("resnet110", 110, BasicBlock)
+resnet1202 = _cifar_builder("resnet1202", 1202, BasicBlock)
+plain20 = _cifar_builder("plain20", 20, PlainBasicBlock, kind="plain net")
+plain32 = _cifar_builder("plain32", 32, PlainBasicBlock, kind="plain net")
+plain44 = _cifar_builder("plain44", 44, PlainBasicBlock, kind="plain net")
+plain56 = _cifar_builder("plain56", 56, PlainBasicBlock, kind="plain net")
+plain110 = _cifar_builder("plain110", 110, PlainBasicBlock, kind="plain net")
+preact_resnet20 = _cifar_builder("preact_resnet20", 20, PreActBasicBlock, "B", kind="pre-activation ResNet")
+preact_resnet56 = _cifar_builder("preact_resnet56", 56, PreActBasicBlock, "B", kind="pre-activation ResNet")
+preact_resnet110 = _cifar_builder("preact_resnet110", 110, PreActBasicBlock, "B", kind="pre-activation ResNet")
+preact_resnet164 = _cifar_builder("preact_resnet164", 164, PreActBottleneck, "B", kind="pre-activation ResNet")
+preact_resnet1001 = _cifar_builder("preact_resnet1001", 1001, PreActBottleneck, "B", kind="pre-activation ResNet")
+se_resnet20 = _cifar_builder("se_resnet20", 20, BasicBlock, se_reduction=16, kind="SE-ResNet")
+se_resnet56 = _cifar_builder("se_resnet56", 56, BasicBlock, se_reduction=16, kind="SE-ResNet")
+se_resnet110 = _cifar_builder("se_resnet110", 110, BasicBlock, se_reduction=16, kind="SE-ResNet")
 
 
 def resnext29_8x64d(num_classes: int = 10, shortcut: str = "B", shortcut_scale: float = 1.0, **kwargs) -> ResNet:

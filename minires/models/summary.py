@@ -36,11 +36,8 @@ def model_depth(model: nn.Module) -> int:
 
     This is the paper's depth: 50 for ResNet-50, 20 for ResNet-20, 121 for DenseNet-121.
     """
-    depth = 0
-    for name, module in model.named_modules():
-        if isinstance(module, (nn.Conv2d, nn.Linear)) and not set(name.split(".")) & set(SHORTCUT_PARTS):
-            depth += 1
-    return depth
+    return sum(1 for name, module in model.named_modules()
+               if isinstance(module, (nn.Conv2d, nn.Linear)) and not set(name.split(".")) & set(SHORTCUT_PARTS))
 
 
 def count_macs(model: nn.Module, image_size=None, device: str = "cpu") -> int:

@@ -32,25 +32,14 @@ class _BatchNorm(Module):
         self.momentum = momentum
         self.affine = affine
         self.track_running_stats = track_running_stats
-        if affine:
-            self.weight = make_parameter((self.num_features,), dtype, device)
-            if bias:
-                self.bias = make_parameter((self.num_features,), dtype, device)
-            else:
-                self.register_parameter("bias", None)
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
-        if track_running_stats:
-            self.register_buffer("running_mean", make_parameter((self.num_features,), dtype, device).detach())
-            self.register_buffer("running_var", make_parameter((self.num_features,), dtype, device).detach())
-            device = backend.parse_device(device)
-            self.register_buffer("num_batches_tracked",
-                                 Tensor(backend.to_device(np.array(0, dtype=np.int64), device)))
-        else:
-            self.register_buffer("running_mean", None)
-            self.register_buffer("running_var", None)
-            self.register_buffer("num_batches_tracked", None)
+        self.register_parameter("weight", make_parameter((self.num_features,), dtype, device) if affine else None)
+        self.register_parameter("bias", make_parameter((self.num_features,), dtype, device)
+                                if affine and bias else None)
+        for name in ("running_mean", "running_var"):
+            self.register_buffer(name, make_parameter((self.num_features,), dtype, device).detach()
+                                 if track_running_stats else None)
+        self.register_buffer("num_batches_tracked", Tensor(backend.to_device(
+            np.array(0, dtype=np.int64), backend.parse_device(device))) if track_running_stats else None)
         self.reset_parameters()
 
     def reset_running_stats(self) -> None:
@@ -94,6 +83,11 @@ class _BatchNorm(Module):
         fn = F.batch_norm_relu if relu else F.batch_norm
         return fn(x, *stats, self.weight, self.bias, **options)
 
+    def forward(self, x: Tensor) -> Tensor:
+        """Normalise ``x`` per channel (axis 1); the output has ``x``'s shape."""
+        self._check_input(x)
+        return self._normalize(x)
+
     def forward_fused(self, x: Tensor, addend: Tensor | None = None) -> Tensor:
         """``relu(self(x))``, or ``relu(self(x) + addend)``, as one fused op.
 
@@ -130,11 +124,6 @@ class BatchNorm2d(_BatchNorm):
 
     _expected_ndim = (4,)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """``(N, C, H, W) -> (N, C, H, W)``."""
-        self._check_input(x)
-        return self._normalize(x)
-
 
 class BatchNorm1d(_BatchNorm):
     """Batch normalisation of ``(N, C)`` or ``(N, C, L)`` inputs per channel (``torch.nn.BatchNorm1d``).
@@ -143,8 +132,3 @@ class BatchNorm1d(_BatchNorm):
     """
 
     _expected_ndim = (2, 3)
-
-    def forward(self, x: Tensor) -> Tensor:
-        """``(N, C) -> (N, C)`` or ``(N, C, L) -> (N, C, L)``."""
-        self._check_input(x)
-        return self._normalize(x)

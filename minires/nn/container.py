@@ -16,14 +16,29 @@ def _index(index, length: int, name: str) -> int:
     return index % length
 
 
-
 def _renumber(container: Module, items: list) -> None:
     """Store ``items`` as ``container``'s children named 0..len-1, as PyTorch does after a delete."""
     container._modules.clear()
     for i, module in enumerate(items):
         container._modules[str(i)] = module
 
-class Sequential(Module):
+
+class _ModuleSequence(Module):
+    """What ``Sequential`` and ``ModuleList`` share: ordered children, ``len``, iteration, ``append``."""
+
+    def __len__(self) -> int:
+        return len(self._modules)
+
+    def __iter__(self) -> Iterator[Module]:
+        return iter(self._modules.values())
+
+    def append(self, module: Module):
+        """Add ``module`` at the end; returns self."""
+        self.add_module(str(len(self)), module)
+        return self
+
+
+class Sequential(_ModuleSequence):
     """Run modules one after another: ``Sequential(a, b)(x) == b(a(x))``.
 
     Children are named ``'0'``, ``'1'``, ... (or by the keys of an ``OrderedDict``), so
@@ -46,12 +61,6 @@ class Sequential(Module):
             for i, module in enumerate(modules):
                 self.add_module(str(i), module)
 
-    def __len__(self) -> int:
-        return len(self._modules)
-
-    def __iter__(self) -> Iterator[Module]:
-        return iter(self._modules.values())
-
     def __getitem__(self, index):
         if isinstance(index, slice):
             return type(self)(OrderedDict(list(self._modules.items())[index]))
@@ -71,11 +80,6 @@ class Sequential(Module):
             del self._modules[keys[_index(index, len(keys), "Sequential")]]
         _renumber(self, list(self._modules.values()))
 
-    def append(self, module: Module) -> "Sequential":
-        """Add ``module`` at the end; returns self."""
-        self.add_module(str(len(self)), module)
-        return self
-
     def extend(self, modules: Iterable[Module]) -> "Sequential":
         """Append every module of ``modules``; returns self."""
         for module in modules:
@@ -92,9 +96,7 @@ class Sequential(Module):
         index = index % (n + 1) if index < 0 else index
         items = list(self._modules.values())
         items.insert(index, module)
-        self._modules.clear()
-        for i, m in enumerate(items):
-            self._modules[str(i)] = m
+        _renumber(self, items)
         return self
 
     def forward(self, x):
@@ -104,7 +106,7 @@ class Sequential(Module):
         return x
 
 
-class ModuleList(Module):
+class ModuleList(_ModuleSequence):
     """A list of modules registered as children ``'0'``, ``'1'``, ... (no ``forward``).
 
     Args:
@@ -115,12 +117,6 @@ class ModuleList(Module):
         super().__init__()
         if modules is not None:
             self.extend(modules)
-
-    def __len__(self) -> int:
-        return len(self._modules)
-
-    def __iter__(self) -> Iterator[Module]:
-        return iter(self._modules.values())
 
     def __getitem__(self, index):
         if isinstance(index, slice):
@@ -134,11 +130,6 @@ class ModuleList(Module):
         items = list(self._modules.values())
         del items[index if isinstance(index, slice) else _index(index, len(items), "ModuleList")]
         _renumber(self, items)
-
-    def append(self, module: Module) -> "ModuleList":
-        """Add ``module`` at the end; returns self."""
-        self.add_module(str(len(self)), module)
-        return self
 
     def extend(self, modules: Iterable[Module]) -> "ModuleList":
         """Append every module of ``modules``; returns self."""

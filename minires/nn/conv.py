@@ -48,39 +48,32 @@ class Conv2d(Module):
         for name, value in (("in_channels", in_channels), ("out_channels", out_channels), ("groups", groups)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
                 raise ValueError(f"Conv2d: {name} must be a positive int, got {value!r}")
-        if in_channels % groups:
-            raise ValueError(f"Conv2d: in_channels must be divisible by groups, got {in_channels} and {groups}")
-        if out_channels % groups:
-            raise ValueError(f"Conv2d: out_channels must be divisible by groups, got {out_channels} and {groups}")
+        for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
+            if value % groups:
+                raise ValueError(f"Conv2d: {name} must be divisible by groups, got {value} and {groups}")
         self.kernel_size = int_pair(kernel_size, "Conv2d: kernel_size", minimum=1)
         self.stride = int_pair(stride, "Conv2d: stride", minimum=1)
         if int_pair(dilation, "Conv2d: dilation") != (1, 1):
             raise ValueError(f"Conv2d: only dilation=1 is supported, got {dilation!r}")
         if padding_mode != "zeros":
             raise ValueError(f"Conv2d: only padding_mode='zeros' is supported, got {padding_mode!r}")
-        if isinstance(padding, str):  # kept as given (and printed so), as PyTorch does
-            if padding == "valid":
-                numeric_padding = (0, 0)
-            elif padding == "same":
-                if self.stride != (1, 1) or any(k % 2 == 0 for k in self.kernel_size):
-                    raise ValueError("Conv2d: padding='same' needs stride 1 and odd kernel sizes, got "
-                                     f"stride={self.stride}, kernel_size={self.kernel_size}")
-                numeric_padding = (self.kernel_size[0] // 2, self.kernel_size[1] // 2)
-            else:
-                raise ValueError(f"Conv2d: padding must be an int, a pair, 'valid' or 'same', got {padding!r}")
-            self.padding = padding
+        # a string is kept as given (and printed so), as PyTorch does
+        self.padding = padding if isinstance(padding, str) else int_pair(padding, "Conv2d: padding", minimum=0)
+        if self.padding == "same":
+            if self.stride != (1, 1) or any(k % 2 == 0 for k in self.kernel_size):
+                raise ValueError("Conv2d: padding='same' needs stride 1 and odd kernel sizes, got "
+                                 f"stride={self.stride}, kernel_size={self.kernel_size}")
+            self._numeric_padding = (self.kernel_size[0] // 2, self.kernel_size[1] // 2)
+        elif isinstance(padding, str) and padding != "valid":
+            raise ValueError(f"Conv2d: padding must be an int, a pair, 'valid' or 'same', got {padding!r}")
         else:
-            numeric_padding = self.padding = int_pair(padding, "Conv2d: padding", minimum=0)
-        self._numeric_padding = numeric_padding
+            self._numeric_padding = (0, 0) if self.padding == "valid" else self.padding
         self.in_channels, self.out_channels, self.groups = int(in_channels), int(out_channels), int(groups)
         self.dilation = (1, 1)
         self.padding_mode = padding_mode
         self.weight = make_parameter((self.out_channels, self.in_channels // self.groups) + self.kernel_size,
                                      dtype, device)
-        if bias:
-            self.bias = make_parameter((self.out_channels,), dtype, device)
-        else:
-            self.register_parameter("bias", None)
+        self.register_parameter("bias", make_parameter((self.out_channels,), dtype, device) if bias else None)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:

@@ -16,7 +16,10 @@ the module's tensors are routed through identity nodes:
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
+
+import numpy as np
 
 from .. import backend
 from ..autograd import Function, Tensor
@@ -99,13 +102,8 @@ class _Gather(Function):
         if len(self.shapes) == 1:
             pieces = [grad]
         else:
-            pieces, offset = [], 0
-            for shape in self.shapes:
-                size = 1
-                for s in shape:
-                    size *= s
-                pieces.append(grad[offset:offset + size].reshape(shape))
-                offset += size
+            bounds = np.cumsum([math.prod(shape) for shape in self.shapes])[:-1]
+            pieces = [p.reshape(s) for p, s in zip(get_array_module(grad).split(grad, bounds), self.shapes)]
         return tuple(self.gate.on_gradients(self.role, pieces))
 
     jvp = Function.linear_jvp
@@ -118,10 +116,7 @@ class _Scatter(Function):
         self.flat_shape, self.dtype = flat.shape, flat.dtype
         if single:
             return flat
-        size = 1
-        for s in shape:
-            size *= s
-        return flat[offset:offset + size].reshape(shape)
+        return flat[offset:offset + math.prod(shape)].reshape(shape)
 
     def backward(self, grad):
         # identity: put the piece's gradient at its place in the flat gradient

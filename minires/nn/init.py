@@ -84,6 +84,12 @@ def _calculate_correct_fan(tensor, mode: str) -> int:
     return fan_in if mode == "fan_in" else fan_out
 
 
+def _kaiming_std(tensor, a, mode: str, nonlinearity: str) -> float:
+    """``gain / sqrt(fan)``; 0.0 for an empty weight (fan 0), which the initialisers leave as it is."""
+    fan = _calculate_correct_fan(tensor, mode)
+    return calculate_gain(nonlinearity, a) / math.sqrt(fan) if fan else 0.0
+
+
 _skipping = threading.local()
 
 
@@ -206,12 +212,8 @@ def kaiming_uniform_(tensor, a: float = 0, mode: str = "fan_in", nonlinearity: s
         nonlinearity: ``'relu'``, ``'leaky_relu'``, ...
     """
     _check_tensor(tensor, "kaiming_uniform_")
-    fan = _calculate_correct_fan(tensor, mode)
-    if fan == 0:
-        return tensor
-    std = calculate_gain(nonlinearity, a) / math.sqrt(fan)
-    bound = math.sqrt(3.0) * std
-    return _fill_random(tensor, lambda rng: rng.uniform(-bound, bound, size=tensor.shape))
+    bound = math.sqrt(3.0) * _kaiming_std(tensor, a, mode, nonlinearity)
+    return _fill_random(tensor, lambda rng: rng.uniform(-bound, bound, size=tensor.shape)) if bound else tensor
 
 
 def kaiming_normal_(tensor, a: float = 0, mode: str = "fan_in", nonlinearity: str = "leaky_relu"):
@@ -221,11 +223,8 @@ def kaiming_normal_(tensor, a: float = 0, mode: str = "fan_in", nonlinearity: st
     nonlinearity='relu')``. Arguments as in :func:`kaiming_uniform_`.
     """
     _check_tensor(tensor, "kaiming_normal_")
-    fan = _calculate_correct_fan(tensor, mode)
-    if fan == 0:
-        return tensor
-    std = calculate_gain(nonlinearity, a) / math.sqrt(fan)
-    return _fill_random(tensor, lambda rng: rng.normal(0.0, std, size=tensor.shape))
+    std = _kaiming_std(tensor, a, mode, nonlinearity)
+    return _fill_random(tensor, lambda rng: rng.normal(0.0, std, size=tensor.shape)) if std else tensor
 
 
 def default_layer_init_(weight, bias=None) -> None:

@@ -32,10 +32,7 @@ class Linear(Module):
                 raise ValueError(f"Linear: {name} must be a non-negative int, got {value!r}")
         self.in_features, self.out_features = int(in_features), int(out_features)
         self.weight = make_parameter((self.out_features, self.in_features), dtype, device)
-        if bias:
-            self.bias = make_parameter((self.out_features,), dtype, device)
-        else:
-            self.register_parameter("bias", None)
+        self.register_parameter("bias", make_parameter((self.out_features,), dtype, device) if bias else None)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:

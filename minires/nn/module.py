@@ -18,7 +18,7 @@ import numpy as np
 from .. import backend
 from ..autograd import Tensor
 from .hooks import BackwardHookGate, ModuleHooks, RemovableHandle  # noqa: F401 (importable from here)
-from .parameter import Parameter
+from .parameter import Parameter, zero_grads_
 from .state_dict import IncompatibleKeys, StateDictError, load_state_dict
 
 
@@ -88,17 +88,12 @@ class Module(ModuleHooks):
     training: bool
 
     def __init__(self) -> None:
-        d = self.__dict__
-        d["training"] = True
-        d["_parameters"] = OrderedDict()
-        d["_buffers"] = OrderedDict()
-        d["_non_persistent_buffers"] = set()
-        d["_modules"] = OrderedDict()
-        d["_forward_pre_hooks"] = OrderedDict()
-        d["_forward_hooks"] = OrderedDict()
-        d["_forward_hooks_with_kwargs"] = set()
-        d["_backward_hooks"] = OrderedDict()
-        d["_backward_pre_hooks"] = OrderedDict()
+        # straight into __dict__: __setattr__ needs these registries to exist
+        self.__dict__.update(training=True, _parameters=OrderedDict(), _buffers=OrderedDict(),
+                             _non_persistent_buffers=set(), _modules=OrderedDict(),
+                             _forward_pre_hooks=OrderedDict(), _forward_hooks=OrderedDict(),
+                             _forward_hooks_with_kwargs=set(), _backward_hooks=OrderedDict(),
+                             _backward_pre_hooks=OrderedDict())
 
     def forward(self, *args, **kwargs):
         """The computation; every subclass overrides it."""
@@ -252,8 +247,7 @@ class Module(ModuleHooks):
 
     def parameters(self, recurse: bool = True) -> Iterator[Parameter]:
         """Yield the parameters of this module and (``recurse``) of all its descendants."""
-        for _, param in self.named_parameters(recurse=recurse):
-            yield param
+        return (param for _, param in self.named_parameters(recurse=recurse))
 
     def named_buffers(self, prefix: str = "", recurse: bool = True,
                       remove_duplicate: bool = True) -> Iterator[tuple[str, Tensor]]:
@@ -262,8 +256,7 @@ class Module(ModuleHooks):
 
     def buffers(self, recurse: bool = True) -> Iterator[Tensor]:
         """Yield the buffers of this module and (``recurse``) of all its descendants."""
-        for _, buf in self.named_buffers(recurse=recurse):
-            yield buf
+        return (buf for _, buf in self.named_buffers(recurse=recurse))
 
     def named_children(self) -> Iterator[tuple[str, "Module"]]:
         """Yield ``(name, child)`` for the direct children, each module once."""
@@ -275,8 +268,7 @@ class Module(ModuleHooks):
 
     def children(self) -> Iterator["Module"]:
         """Yield the direct children."""
-        for _, module in self.named_children():
-            yield module
+        return (module for _, module in self.named_children())
 
     def named_modules(self, memo: set | None = None, prefix: str = "",
                       remove_duplicate: bool = True) -> Iterator[tuple[str, "Module"]]:
@@ -296,8 +288,7 @@ class Module(ModuleHooks):
 
     def modules(self) -> Iterator["Module"]:
         """Yield self and all descendants, pre-order."""
-        for _, module in self.named_modules():
-            yield module
+        return (module for _, module in self.named_modules())
 
     # --- state dict ------------------------------------------------------------------
     def state_dict(self, destination=None, prefix: str = "", keep_vars: bool = False) -> OrderedDict:
@@ -368,13 +359,7 @@ class Module(ModuleHooks):
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Clear the gradients of all parameters (``None``, or zeros with ``set_to_none=False``)."""
-        for p in self.parameters():
-            if p.grad is None:
-                continue
-            if set_to_none:
-                p.grad = None
-            else:
-                p.grad = backend.get_array_module(p.grad).zeros_like(p.grad)
+        zero_grads_(self.parameters(), set_to_none)
 
     def apply(self, fn) -> "Module":
         """Call ``fn(module)`` on every descendant (children first) and then on self."""

@@ -50,6 +50,13 @@ def _rebuild_parameter(data, requires_grad):
     return Parameter(data, requires_grad)
 
 
+def zero_grads_(params, set_to_none: bool = True) -> None:
+    """Clear the gradients of ``params`` (``None``, or zeros with ``set_to_none=False``)."""
+    for p in params:
+        if p.grad is not None:
+            p.grad = None if set_to_none else backend.get_array_module(p.grad).zeros_like(p.grad)
+
+
 def make_parameter(shape, dtype, device) -> Parameter:
     """An uninitialised (zero) float parameter of ``shape`` on ``device``."""
     dtype = np.dtype(np.float32 if dtype is None else dtype)

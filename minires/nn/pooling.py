@@ -18,7 +18,25 @@ def _check_4d(layer: str, x) -> None:
         raise ValueError(f"{layer}: expected a 4-D (N, C, H, W) input, got shape {x.shape}")
 
 
-class MaxPool2d(Module):
+class _Pool2d(Module):
+    """A pooling window's settings and the call of its functional form ``_pool``."""
+
+    def __init__(self, kernel_size, stride, padding, **unsupported):
+        super().__init__()
+        self.kernel_size = kernel_size
+        self.stride = stride if stride is not None else kernel_size
+        self.padding = padding
+        for name, (value, _) in unsupported.items():
+            setattr(self, name, value)
+        _check_unsupported(type(self).__name__, **unsupported)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``(N, C, H, W) -> (N, C, OH, OW)``."""
+        _check_4d(type(self).__name__, x)
+        return self._pool(x, self.kernel_size, self.stride, self.padding)
+
+
+class MaxPool2d(_Pool2d):
     """Maximum over ``kernel_size`` windows of an ``(N, C, H, W)`` input (``torch.nn.MaxPool2d``).
 
     ``OH = (H + 2 PH - KH) // SH + 1``; padded positions never win (they count as -inf).
@@ -32,29 +50,19 @@ class MaxPool2d(Module):
         ceil_mode: only False is supported.
     """
 
+    _pool = staticmethod(F.max_pool2d)
+
     def __init__(self, kernel_size, stride=None, padding=0, dilation=1, return_indices: bool = False,
                  ceil_mode: bool = False):
-        super().__init__()
-        _check_unsupported("MaxPool2d", dilation=(dilation, 1), return_indices=(return_indices, False),
-                           ceil_mode=(ceil_mode, False))
-        self.kernel_size = kernel_size
-        self.stride = stride if stride is not None else kernel_size
-        self.padding = padding
-        self.dilation = dilation
-        self.return_indices = return_indices
-        self.ceil_mode = ceil_mode
-
-    def forward(self, x: Tensor) -> Tensor:
-        """``(N, C, H, W) -> (N, C, OH, OW)``."""
-        _check_4d("MaxPool2d", x)
-        return F.max_pool2d(x, self.kernel_size, self.stride, self.padding)
+        super().__init__(kernel_size, stride, padding, dilation=(dilation, 1),
+                         return_indices=(return_indices, False), ceil_mode=(ceil_mode, False))
 
     def extra_repr(self) -> str:
         return (f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
                 f"dilation={self.dilation}, ceil_mode={self.ceil_mode}")
 
 
-class AvgPool2d(Module):
+class AvgPool2d(_Pool2d):
     """Mean over ``kernel_size`` windows of an ``(N, C, H, W)`` input (``torch.nn.AvgPool2d``).
 
     Padded zeros count in the mean (PyTorch's default ``count_include_pad=True``).
@@ -68,22 +76,12 @@ class AvgPool2d(Module):
         divisor_override: only None is supported.
     """
 
+    _pool = staticmethod(F.avg_pool2d)
+
     def __init__(self, kernel_size, stride=None, padding=0, ceil_mode: bool = False,
                  count_include_pad: bool = True, divisor_override=None):
-        super().__init__()
-        _check_unsupported("AvgPool2d", ceil_mode=(ceil_mode, False), count_include_pad=(count_include_pad, True),
-                           divisor_override=(divisor_override, None))
-        self.kernel_size = kernel_size
-        self.stride = stride if stride is not None else kernel_size
-        self.padding = padding
-        self.ceil_mode = ceil_mode
-        self.count_include_pad = count_include_pad
-        self.divisor_override = divisor_override
-
-    def forward(self, x: Tensor) -> Tensor:
-        """``(N, C, H, W) -> (N, C, OH, OW)``."""
-        _check_4d("AvgPool2d", x)
-        return F.avg_pool2d(x, self.kernel_size, self.stride, self.padding)
+        super().__init__(kernel_size, stride, padding, ceil_mode=(ceil_mode, False),
+                         count_include_pad=(count_include_pad, True), divisor_override=(divisor_override, None))
 
     def extra_repr(self) -> str:
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"

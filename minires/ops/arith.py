@@ -253,13 +253,15 @@ def div(a: Tensor, b: Tensor) -> Tensor:
 
 
 def _check_division(name, a, b):
-    """Refuse what PyTorch refuses once ``a`` and ``b`` share their dtype: bools, integer zero divisors."""
+    """:func:`_check_pair`, then refuse what PyTorch refuses: bool operands, integer zero divisors."""
+    a, b = _check_pair(name, a, b)
     if a.dtype == np.bool_ and b.dtype == np.bool_:
         raise TypeError(f"{name}: not supported for bool operands (PyTorch has no bool kernel either); "
                         "convert with .to('int64')")
     if b.dtype.kind in "iu" and bool((b.data == 0).any()):
         raise IntegerDivisionByZeroError(f"{name}: integer division by zero (the {b.dtype} divisor has a "
                                          "zero); use a floating dtype for inf/NaN results")
+    return a, b
 
 
 def floor_divide(a: Tensor, b: Tensor) -> Tensor:
@@ -275,8 +277,7 @@ def floor_divide(a: Tensor, b: Tensor) -> Tensor:
         IntegerDivisionByZeroError: an integer divisor holds a zero (a ``ZeroDivisionError``
             and a ``RuntimeError``).
     """
-    a, b = _check_pair("floor_divide", a, b)
-    _check_division("floor_divide", a, b)
+    a, b = _check_division("floor_divide", a, b)
     return FloorDivide.apply(a, b)
 
 
@@ -291,8 +292,7 @@ def remainder(a: Tensor, b: Tensor) -> Tensor:
         IntegerDivisionByZeroError: an integer divisor holds a zero (a ``ZeroDivisionError``
             and a ``RuntimeError``).
     """
-    a, b = _check_pair("remainder", a, b)
-    _check_division("remainder", a, b)
+    a, b = _check_division("remainder", a, b)
     return Remainder.apply(a, b)
 
 

@@ -8,7 +8,7 @@ import numpy as np
 
 from .. import backend
 from ..autograd import Function, Tensor, builds_graph, no_grad
-from ..autograd.function import sum_tangents
+from ..autograd.function import check_float_tensor, sum_tangents
 from ..kernels import fused
 from ..kernels import norm as kernels
 from ..kernels.conv import conv_geometry, select_conv_algorithm
@@ -80,10 +80,7 @@ def _channel_vector(name: str, value, x: Tensor, arrays_allowed: bool):
 
 
 def _batch_norm(name, x, running_mean, running_var, weight, bias, training, momentum, eps, relu, addend=None):
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{name}: expected a Tensor input, got {type(x).__name__}")
-    if x.dtype.kind != "f":
-        raise TypeError(f"{name}: expected a floating-point input, got dtype {x.dtype}")
+    check_float_tensor(name, x)
     if x.ndim < 2:
         raise ValueError(f"{name}: expected input of shape (N, C) or (N, C, *spatial), got shape {x.shape}")
     if x.shape[1] == 0:

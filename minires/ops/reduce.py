@@ -33,15 +33,10 @@ def _keepdims(keepdims, name: str) -> bool:
 
 
 def _expand(grad, in_shape, axes, keepdims):
-    """Reshape a reduced gradient so it broadcasts against the input."""
-    if axes is None:
-        return grad.reshape((1,) * len(in_shape))
-    if not keepdims:
-        shape = list(in_shape)
-        for ax in axes:
-            shape[ax] = 1
-        grad = grad.reshape(shape)
-    return grad
+    """Reshape a reduced gradient so it broadcasts against the input (size 1 on the reduced axes)."""
+    if keepdims:
+        return grad
+    return grad.reshape([1 if axes is None or i in axes else n for i, n in enumerate(in_shape)])
 
 
 class Sum(Function):

@@ -25,6 +25,7 @@ import numpy as np
 from .. import backend
 from ..autograd import Tensor
 from ..kernels.optim import sgd_multi_tensor
+from ..nn.parameter import zero_grads_
 
 _REQUIRED = object()
 
@@ -44,7 +45,6 @@ def sgd_update_(param, grad, momentum_buffer, *, lr: float, momentum: float, dam
         The momentum buffer (a new array on the first step, ``None`` without momentum).
     """
     # the effective gradient d_p; ``fresh`` says it is a temporary we may overwrite
-    fresh = False
     if weight_decay != 0:
         d_p = param * weight_decay
         if maximize:
@@ -88,7 +88,7 @@ def _fusable(p) -> bool:
             and grad.shape == data.shape)
 
 
-def _check_hyper(name: str, value, allow_zero: bool = True) -> float:
+def _check_hyper(name: str, value) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
         raise TypeError(f"SGD: {name} must be a number, got {type(value).__name__}")
     value = float(value)
@@ -180,11 +180,8 @@ class SGD:
         if unknown:
             raise ValueError(f"unknown options in param group: {sorted(unknown)}; "
                              f"expected some of {sorted(self.defaults)}")
-        group = {"params": params}
-        for key, default in self.defaults.items():
-            group[key] = param_group.get(key, default)
-        if "initial_lr" in param_group:
-            group["initial_lr"] = param_group["initial_lr"]
+        # the defaults, overridden by the group's own options (and its initial_lr, if any)
+        group = {"params": params, **self.defaults, **{k: v for k, v in param_group.items() if k != "params"}}
         self._validate(group, f"param group {len(self.param_groups)}")
         existing = {id(p) for g in self.param_groups for p in g["params"]}
         if existing & {id(p) for p in params}:
@@ -193,14 +190,7 @@ class SGD:
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Clear the gradients of all parameters (to ``None`` by default, as PyTorch >= 2.0)."""
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                if set_to_none:
-                    p.grad = None
-                else:
-                    p.grad = backend.get_array_module(p.grad).zeros_like(p.grad)
+        zero_grads_((p for group in self.param_groups for p in group["params"]), set_to_none)
 
     def step(self, closure=None):
         """Update every parameter that has a gradient; parameters without one are skipped.
@@ -216,9 +206,7 @@ class SGD:
         if closure is not None:
             loss = closure()
         for group in self.param_groups:
-            options = dict(lr=group["lr"], momentum=group["momentum"], dampening=group["dampening"],
-                           weight_decay=group["weight_decay"], nesterov=group["nesterov"],
-                           maximize=group["maximize"])
+            options = {key: group[key] for key in self.defaults}  # the keyword options of sgd_update_
             fused = []
             for p in group["params"]:
                 if p.grad is None:
@@ -246,22 +234,13 @@ class SGD:
             [{options..., 'params': [index, ...]}]}`` where parameters are numbered in
             group order. The arrays are the live buffers; copy them to snapshot.
         """
-        index_of, groups, next_index = {}, [], 0
+        index_of, groups = {}, []
         for group in self.param_groups:
             packed = {k: v for k, v in group.items() if k != "params"}
-            indices = []
-            for p in group["params"]:
-                if id(p) not in index_of:
-                    index_of[id(p)] = next_index
-                    next_index += 1
-                indices.append(index_of[id(p)])
-            packed["params"] = indices
+            packed["params"] = [index_of.setdefault(id(p), len(index_of)) for p in group["params"]]
             groups.append(packed)
-        state = {}
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p in self.state:
-                    state[index_of[id(p)]] = dict(self.state[p])
+        state = {index_of[id(p)]: dict(self.state[p])
+                 for group in self.param_groups for p in group["params"] if p in self.state}
         return {"state": state, "param_groups": groups}
 
     def load_state_dict(self, state_dict: dict) -> None:
@@ -282,10 +261,8 @@ class SGD:
             if len(saved["params"]) != len(group["params"]):
                 raise ValueError(f"loaded state dict contains a parameter group {i} with {len(saved['params'])} "
                                  f"parameters, the optimizer's group has {len(group['params'])}")
-        id_to_param = {}
-        for saved, group in zip(saved_groups, self.param_groups):
-            for index, p in zip(saved["params"], group["params"]):
-                id_to_param[int(index)] = p
+        id_to_param = {int(index): p for saved, group in zip(saved_groups, self.param_groups)
+                       for index, p in zip(saved["params"], group["params"])}
         new_state = {}
         for index, entry in state_dict["state"].items():
             index = int(index)
@@ -343,9 +320,5 @@ def param_groups_weight_decay(model, weight_decay: float, skip=()) -> list[dict]
         if not p.requires_grad:
             continue
         (no_decay if p.ndim <= 1 or name in skip else decay).append(p)
-    groups = []
-    if decay:
-        groups.append({"params": decay, "weight_decay": weight_decay})
-    if no_decay:
-        groups.append({"params": no_decay, "weight_decay": 0.0})
-    return groups
+    return [{"params": params, "weight_decay": decay_of_group}
+            for params, decay_of_group in ((decay, weight_decay), (no_decay, 0.0)) if params]

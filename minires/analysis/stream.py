@@ -257,8 +257,10 @@ def _cosine(a, b) -> float:
     return float((a.astype(xp.float64) * b.astype(xp.float64)).sum()) / (na * nb)
 
 
-def _max_abs(a) -> float:
-    return float(abs(a).max()) if a.size else 0.0
+def _relative_error(total, reference) -> float:
+    """``max|total - reference| / max|reference|`` (the absolute error where ``reference`` is all 0)."""
+    scale, err = (float(abs(a).max()) if a.size else 0.0 for a in (reference, total - reference))
+    return err / scale if scale > 0 else err
 
 
 def block_terms(run: TracedRun, call: _Call):
@@ -320,9 +322,7 @@ def records_from_run(run: TracedRun, keep_tensors: bool = False) -> list:
         rec.cosine = _cosine(skip, branch) if call.s is not None else float("nan")
         if call.parts.activation is not None:
             rec.blocked_fraction = float((call.pre.data <= 0).mean())
-        scale = _max_abs(grad_in)
-        err = _max_abs(skip + branch - grad_in)
-        rec.identity_error = err / scale if scale > 0 else err
+        rec.identity_error = _relative_error(skip + branch, grad_in)
         if keep_tensors:
             rec.x, rec.grad_in, rec.grad_out = as_numpy(call.x.data), as_numpy(grad_in), as_numpy(grad_out)
             rec.grad_pre, rec.skip_term, rec.branch_term = as_numpy(g), as_numpy(skip), as_numpy(branch)
@@ -405,13 +405,11 @@ def preact_decomposition(model, x, target, loss=None, keep_tensors: bool = True)
             branches = [calls[i].f for i in range(l, end)]
             residual = vjp(branches, [direct] * len(branches), call.x, guard=guard)
             grad_in = run.grad_of(call.x)
-            scale = _max_abs(grad_in)
-            err = _max_abs(direct + residual - grad_in)
             term = PreactTerm(name=call.name, end=end_name,
                               direct_term=as_numpy(direct) if keep_tensors else None,
                               residual_term=as_numpy(residual) if keep_tensors else None,
                               grad_in=as_numpy(grad_in) if keep_tensors else None,
-                              error=err / scale if scale > 0 else err, blocks=end - l)
+                              error=_relative_error(direct + residual, grad_in), blocks=end - l)
             term.norms = {"direct": flat_norm(direct), "residual": flat_norm(residual),
                           "grad_in": flat_norm(grad_in)}
             out.append(term)

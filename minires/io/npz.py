@@ -18,7 +18,7 @@ import numpy as np
 
 from .errors import CheckpointError, short_repr
 from .limits import DEFAULT_LIMITS, ByteBudget, ReadLimits
-from .zip_records import check_record, open_zip, read_exactly
+from .zip_records import open_record, open_zip, read_exactly
 
 MAX_DIMS = 64
 _MAX_HEADER = 10_000  # numpy's own safety limit on .npy headers
@@ -60,17 +60,9 @@ def _member_name(info, source):
     return info.filename[: -len(".npy")]
 
 
-def _open_member(archive, info, source, budget):
-    check_record(info, None, source, budget)
-    try:
-        return archive.open(info)
-    except (zipfile.BadZipFile, EOFError, OSError) as exc:
-        raise CheckpointError(f"{source!r}: corrupt member {info.filename!r} ({exc})") from None
-
-
 def _read_member(archive, info, source, budget, data: bool):
     """``(shape, dtype)`` of one member, or its array when ``data`` is true."""
-    with _open_member(archive, info, source, budget) as member:
+    with open_record(archive, info, None, source, budget) as member:
         shape, fortran, dtype, header_bytes = _parse_npy_header(member, source, info.filename)
         _check_array_header(shape, dtype, source, info.filename)
         nbytes = math.prod(shape) * dtype.itemsize

@@ -20,7 +20,6 @@ import collections
 import io
 import os
 import struct
-import zipfile
 from typing import NamedTuple
 
 import numpy as np

@@ -6,8 +6,9 @@ import numpy as np
 
 from ..autograd import Tensor
 from ..backend import get_array_module
+from ..ops.loss import cross_entropy
 from ._graph import flat_norm
-from .stream import TracedRun, _buffers, _KeepParamGrads, default_loss
+from .stream import TracedRun, _KeepParamGrads, buffers_kept, records_from_run
 
 
 def _weight_names(model) -> list:
@@ -82,21 +83,16 @@ def conv_gradient_ratio(model, x, target, loss=None, first: str | None = None, l
     for name in (first, last):
         if name not in params:
             raise ValueError(f"conv_gradient_ratio: no parameter named {name!r}")
-    loss = default_loss if loss is None else loss
+    loss = cross_entropy if loss is None else loss
     data = x.data if isinstance(x, Tensor) else np.asarray(x)
     if target is not None and not isinstance(target, Tensor):
         target = Tensor(get_array_module(data).asarray(target))
-    saved_buffers = _buffers(model)
-    try:
-        with _KeepParamGrads(model):
-            value = loss(model(Tensor(data)), target)
-            value.backward()
-            g_first, g_last = params[first].grad, params[last].grad
-        n_first = flat_norm(g_first) if g_first is not None else 0.0
-        n_last = flat_norm(g_last) if g_last is not None else 0.0
-    finally:
-        for array, copy in saved_buffers:
-            array[...] = copy
+    with buffers_kept(model), _KeepParamGrads(model):
+        value = loss(model(Tensor(data)), target)
+        value.backward()
+        g_first, g_last = params[first].grad, params[last].grad
+    n_first = flat_norm(g_first) if g_first is not None else 0.0
+    n_last = flat_norm(g_last) if g_last is not None else 0.0
     return {**_ratio_summary(first, last, n_first, n_last), "loss": float(value.item())}
 
 
@@ -107,8 +103,6 @@ def gradient_profile(model, x, target, loss=None) -> dict:
         ``{'gradnorms': rows as in gradient_norms, 'blocks': BlockRecord list (norms only),
         'conv_ratio': dict as in conv_gradient_ratio, 'loss': float}``.
     """
-    from .stream import records_from_run  # noqa: PLC0415
-
     with TracedRun(model, x, target, loss) as run:
         rows = _norm_rows(model, run)
         blocks = records_from_run(run, keep_tensors=False)

@@ -17,7 +17,7 @@ import numpy as np
 from ..autograd import Tensor
 from ..backend import get_array_module
 from ._graph import OpTape, flat_norm, tangent_of, vjp
-from .stream import TracedRun, _buffers, _parameters
+from .stream import TracedRun, _parameters, buffers_kept
 
 
 class Linearization:
@@ -186,10 +186,9 @@ def block_jacobian_norms(model, x, iters: int = 20, tol: float = 1e-3, seed: int
     Returns:
         A list of :class:`BlockJacobian` in forward order.
     """
-    saved = _buffers(model)
     params = _parameters(model)
     results = []
-    try:
+    with buffers_kept(model):
         with TracedRun(model, x, None, loss=lambda out: out.sum(), backward=False) as run:
             inputs = [(c.name, c.parts, c.x.data) for c in run.calls]
         for name, parts, xin in inputs:
@@ -206,7 +205,4 @@ def block_jacobian_norms(model, x, iters: int = 20, tol: float = 1e-3, seed: int
             else:
                 sk, hk = (sr, hr) if parts.shortcut is not None else (sb, hb)
             results.append(BlockJacobian(name, parts.kind, sb, sr, sk, (len(hb), len(hr), len(hk))))
-    finally:
-        for array, copy in saved:
-            array[...] = copy
     return results

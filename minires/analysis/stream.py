@@ -21,6 +21,7 @@ computed by :func:`preact_decomposition`.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -96,24 +97,20 @@ class _Call:
     y: Tensor
 
 
-def default_loss(logits, target):
-    """Mean cross-entropy, the loss used when none is given."""
-    return cross_entropy(logits, target)
-
-
 def _parameters(model) -> list:
     return list(model.parameters()) if hasattr(model, "parameters") else []
 
 
-def _buffers(model) -> list:
-    if not hasattr(model, "buffers"):
-        return []
-    out = []
-    for b in model.buffers():
-        array = b.data if isinstance(b, Tensor) else b
-        if hasattr(array, "copy"):
-            out.append((array, array.copy()))
-    return out
+@contextlib.contextmanager
+def buffers_kept(model):
+    """On leaving the block, ``model``'s buffers (BN running statistics) hold what they held on entering it."""
+    buffers = [b.data if isinstance(b, Tensor) else b for b in model.buffers()] if hasattr(model, "buffers") else []
+    saved = [(array, array.copy()) for array in buffers if hasattr(array, "copy")]
+    try:
+        yield
+    finally:
+        for array, copy in saved:
+            array[...] = copy
 
 
 class TracedRun:
@@ -148,7 +145,7 @@ class TracedRun:
                 f"trace: found no residual or plain blocks in {type(model).__name__}; a block needs a "
                 "residual_branch method (see minires.analysis.blocks)"
             )
-        loss = default_loss if loss is None else loss
+        loss = cross_entropy if loss is None else loss
         if not callable(loss):
             raise TypeError(f"trace: expected loss to be callable(output, target), got {type(loss).__name__}")
         data = x.data if isinstance(x, Tensor) else np.asarray(x)
@@ -160,22 +157,20 @@ class TracedRun:
         self.input = Tensor(data, requires_grad=True)
         if target is not None and not isinstance(target, Tensor):
             target = Tensor(get_array_module(data).asarray(target))
-        saved_buffers = _buffers(model) if restore_state else []
         installed = []
-        try:
-            for name, module, parts in blocks:
-                installed.append((module, "forward" in vars(module), vars(module).get("forward")))
-                module.forward = self._traced_forward(name, parts)
-            self.output = model(self.input)
-            value = loss(self.output, target) if target is not None else loss(self.output)
-        finally:
-            for module, had, previous in installed:
-                if had:
-                    module.forward = previous
-                else:
-                    del module.forward
-            for array, copy in saved_buffers:
-                array[...] = copy
+        with buffers_kept(model) if restore_state else contextlib.nullcontext():
+            try:
+                for name, module, parts in blocks:
+                    installed.append((module, "forward" in vars(module), vars(module).get("forward")))
+                    module.forward = self._traced_forward(name, parts)
+                self.output = model(self.input)
+                value = loss(self.output, target) if target is not None else loss(self.output)
+            finally:
+                for module, had, previous in installed:
+                    if had:
+                        module.forward = previous
+                    else:
+                        del module.forward
         if not isinstance(value, Tensor) or value.data.size != 1:
             raise ValueError("trace: the loss must return a one-element Tensor")
         self.loss_tensor = value

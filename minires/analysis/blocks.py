@@ -158,12 +158,10 @@ def find_blocks(model) -> list:
     Blocks nested inside blocks are not searched (a block's own submodules are its parts).
     """
     blocks = []
-    block_prefixes = []
     for name, module in named_modules(model):
-        if any(name.startswith(p + ".") for p in block_prefixes):
+        if any(name.startswith(block + ".") for block, _, _ in blocks):
             continue
         parts = block_parts(module)
         if parts is not None:
             blocks.append((name, module, parts))
-            block_prefixes.append(name)
     return blocks

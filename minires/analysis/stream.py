@@ -76,14 +76,11 @@ class BlockRecord:
 
     def as_row(self) -> dict:
         """A flat dict of the scalar fields (one table row)."""
-        row = {"index": self.index, "name": self.name, "kind": self.kind, "shortcut": self.shortcut_kind}
-        for key in ("grad_out", "grad_in", "skip", "branch"):
-            row[f"norm_{key}"] = self.norms.get(key, float("nan"))
-        row["ratio_branch_skip"] = self.ratio
-        row["cosine_skip_branch"] = self.cosine
-        row["blocked_fraction"] = self.blocked_fraction if self.blocked_fraction is not None else float("nan")
-        row["identity_error"] = self.identity_error
-        return row
+        norms = {f"norm_{key}": self.norms.get(key, float("nan")) for key in ("grad_out", "grad_in", "skip", "branch")}
+        return {"index": self.index, "name": self.name, "kind": self.kind, "shortcut": self.shortcut_kind, **norms,
+                "ratio_branch_skip": self.ratio, "cosine_skip_branch": self.cosine,
+                "blocked_fraction": self.blocked_fraction if self.blocked_fraction is not None else float("nan"),
+                "identity_error": self.identity_error}
 
 
 @dataclass

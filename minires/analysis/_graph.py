@@ -179,5 +179,5 @@ def tangent_of(tape: OpTape, seeds: dict, output: Tensor):
 def flat_norm(array) -> float:
     """The Euclidean norm of an array of any shape, as a Python float (float64 accumulation)."""
     xp = get_array_module(array)
-    a = array.astype(np.float64, copy=False) if array.dtype != np.float64 else array
+    a = array.astype(np.float64, copy=False)
     return float(xp.sqrt((a * a).sum()))

@@ -8,7 +8,7 @@ from ..autograd import Tensor
 from ..backend import get_array_module
 from ..ops.loss import cross_entropy
 from ._graph import flat_norm
-from .stream import TracedRun, _KeepParamGrads, buffers_kept, records_from_run
+from .stream import TracedRun, buffers_kept, param_grads_kept, records_from_run
 
 
 def _weight_names(model) -> list:
@@ -87,7 +87,7 @@ def conv_gradient_ratio(model, x, target, loss=None, first: str | None = None, l
     data = x.data if isinstance(x, Tensor) else np.asarray(x)
     if target is not None and not isinstance(target, Tensor):
         target = Tensor(get_array_module(data).asarray(target))
-    with buffers_kept(model), _KeepParamGrads(model):
+    with buffers_kept(model), param_grads_kept(model):
         value = loss(model(Tensor(data)), target)
         value.backward()
         g_first, g_last = params[first].grad, params[last].grad

@@ -99,6 +99,22 @@ def _parameters(model) -> list:
 
 
 @contextlib.contextmanager
+def param_grads_kept(model):
+    """The parameters' ``.grad`` is ``None`` inside the block and as before after it (analysis is
+    read-only); yields the list that receives the gradients computed inside, in parameter order."""
+    params = _parameters(model)
+    saved, computed = [p.grad for p in params], []
+    for p in params:
+        p.grad = None
+    try:
+        yield computed
+    finally:
+        computed.extend(p.grad for p in params)
+        for p, g in zip(params, saved):
+            p.grad = g
+
+
+@contextlib.contextmanager
 def buffers_kept(model):
     """On leaving the block, ``model``'s buffers (BN running statistics) hold what they held on entering it."""
     buffers = [b.data if isinstance(b, Tensor) else b for b in model.buffers()] if hasattr(model, "buffers") else []
@@ -175,10 +191,10 @@ class TracedRun:
         self.parameters = _parameters(model)
         self.param_grads = {}
         if backward:
-            with _KeepParamGrads(model) as kept:
+            with param_grads_kept(model) as grads:
                 value.backward(retain_graph=True)
             if hasattr(model, "named_parameters"):
-                self.param_grads = {name: g for (name, _), g in zip(model.named_parameters(), kept.grads)}
+                self.param_grads = {name: g for (name, _), g in zip(model.named_parameters(), grads)}
 
     def _traced_forward(self, name, parts):
         def forward(x, *args, **kwargs):
@@ -219,25 +235,6 @@ class TracedRun:
 
     def __exit__(self, *exc):
         self.close()
-        return False
-
-
-class _KeepParamGrads:
-    """Backward of the trace must not change the parameters' ``.grad`` (analysis is read-only)."""
-
-    def __init__(self, model):
-        self.params = _parameters(model)
-
-    def __enter__(self):
-        self.saved = [p.grad for p in self.params]
-        for p in self.params:
-            p.grad = None
-        return self
-
-    def __exit__(self, *exc):
-        self.grads = [p.grad for p in self.params]
-        for p, g in zip(self.params, self.saved):
-            p.grad = g
         return False
 
 

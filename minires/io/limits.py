@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from .errors import ResourceLimitError
 
 MIB = 2**20
+#: the most dimensions a tensor in a weight file may have
+MAX_DIMS = 64
 
 
 @dataclass(frozen=True)
@@ -43,7 +45,7 @@ class ReadLimits:
     max_pickle_ops: int = 2_000_000
     max_memo: int = 1_000_000
     max_depth: int = 100
-    max_dims: int = 64
+    max_dims: int = MAX_DIMS
 
     def budget(self, path) -> "ByteBudget":
         """A :class:`ByteBudget` of ``max_bytes`` (or the default derived from ``path``'s size)."""

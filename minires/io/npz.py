@@ -17,10 +17,9 @@ import zipfile
 import numpy as np
 
 from .errors import CheckpointError, short_repr
-from .limits import DEFAULT_LIMITS, ByteBudget, ReadLimits
+from .limits import DEFAULT_LIMITS, MAX_DIMS, ByteBudget, ReadLimits
 from .zip_records import open_record, open_zip, read_exactly
 
-MAX_DIMS = 64
 _MAX_HEADER = 10_000  # numpy's own safety limit on .npy headers
 _MAGIC = b"\x93NUMPY"
 _VERSIONS = {1: ("<H", np.lib.format.read_array_header_1_0), 2: ("<I", np.lib.format.read_array_header_2_0)}

@@ -18,7 +18,7 @@ import struct
 import numpy as np
 
 from .errors import CheckpointError, short_repr
-from .limits import DEFAULT_LIMITS
+from .limits import DEFAULT_LIMITS, MAX_DIMS
 
 #: safetensors dtype tag -> NumPy dtype (little-endian); ``BF16`` is read as float32.
 DTYPES = {
@@ -30,7 +30,6 @@ DTYPES = {
 _TAGS = {dtype.newbyteorder("="): tag for tag, dtype in DTYPES.items() if tag != "BF16"}
 
 MAX_HEADER_BYTES = 100_000_000  # the format's own limit, guards against absurd allocations
-MAX_DIMS = 64
 
 
 def bfloat16_bits_to_float32(bits: np.ndarray) -> np.ndarray:

@@ -21,11 +21,9 @@ import pickle
 import numpy as np
 
 from .errors import CheckpointError, UnsafeCheckpointError, short_repr
-from .limits import ReadLimits
+from .limits import MAX_DIMS, ReadLimits
 from .pickle_guard import check_pickle
 
-#: the most dimensions a tensor in a checkpoint may have
-MAX_DIMS = 64
 _MAX_INDEX = 2**63 - 1
 
 # torch storage class name / dtype name -> NumPy dtype ("bfloat16" read as uint16 bits, widened later)

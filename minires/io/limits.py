@@ -81,6 +81,11 @@ class ByteBudget:
         self.used += nbytes
 
 
+def is_index(value) -> bool:
+    """Whether a size, count or offset read from a file is an int in ``[0, 2**63)`` (a ``bool`` is not)."""
+    return type(value) is int and 0 <= value < 2**63
+
+
 def over_limit(source: str, what: str, value: int, limit: int, field: str) -> ResourceLimitError:
     """The error for a count in a file (``value``) over the :class:`ReadLimits` field ``field``."""
     return ResourceLimitError(f"{source!r}: {what} is {value:,}, over the limit of {limit:,}; refusing. If the "

@@ -17,7 +17,7 @@ import zipfile
 import numpy as np
 
 from .errors import CheckpointError, short_repr
-from .limits import DEFAULT_LIMITS, MAX_DIMS, ByteBudget, ReadLimits
+from .limits import DEFAULT_LIMITS, MAX_DIMS, ByteBudget, ReadLimits, is_index
 from .zip_records import open_record, open_zip, read_exactly
 
 _MAX_HEADER = 10_000  # numpy's own safety limit on .npy headers
@@ -46,7 +46,7 @@ def _parse_npy_header(member, source: str, name: str) -> tuple[tuple, bool, np.d
 
 
 def _check_array_header(shape, dtype, source, name):
-    if len(shape) > MAX_DIMS or not all(type(n) is int and 0 <= n < 2**63 for n in shape):
+    if len(shape) > MAX_DIMS or not all(is_index(n) for n in shape):
         raise CheckpointError(f"{source!r}: member {name!r} has invalid shape {short_repr(shape)}")
     if dtype.hasobject or dtype.fields is not None or dtype.subdtype is not None or dtype.kind not in "biufc":
         raise CheckpointError(f"cannot read {source!r} as .npz without pickle: member {name!r} has dtype "

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from .. import backend, config
-from .dispatch import KernelFamily
+from .dispatch import KernelFamily, always
 from .im2col import col2im, conv_output_size, im2col
 from .memory import tune_malloc_once
 
@@ -231,7 +231,7 @@ class ConvAlgorithm:
     forward: Callable
     backward_input: Callable
     backward_weight: Callable
-    supports: Callable = lambda geometry, device: True
+    supports: Callable = always
 
 
 #: the convolution's algorithms; the process-wide choice is ``minires.config`` ``conv_algorithm``

@@ -23,27 +23,6 @@ from ..backend import get_array_module
 # reverse mode
 
 
-class GradGuard:
-    """Saves ``.grad`` (and the retain flag) of some tensors and puts them back on exit.
-
-    Args:
-        tensors: the tensors whose gradients must survive the extra backward passes
-            (a model's parameters, the recorded block tensors).
-    """
-
-    def __init__(self, tensors):
-        self.tensors = [t for t in tensors if isinstance(t, Tensor)]
-
-    def __enter__(self):
-        self.saved = [(t, t.grad) for t in self.tensors]
-        return self
-
-    def __exit__(self, *exc):
-        for t, g in self.saved:
-            t.grad = g
-        return False
-
-
 def vjp(outputs, grads, inputs, guard=()):
     """Vector-Jacobian products of recorded ``outputs`` with respect to inner tensors.
 
@@ -78,10 +57,14 @@ def vjp(outputs, grads, inputs, guard=()):
         if not t.requires_grad:
             raise ValueError("vjp: every input must require grad (be on the recorded path)")
     live = [(out, g) for out, g in zip(outputs, grads) if out.requires_grad]
-    # outputs' and guarded tensors' .grad: grad() fills that of retain_grad tensors on the way
-    with GradGuard(list(guard) + list(outputs) + inputs):
+    # outputs' and guarded tensors' .grad are put back: grad() fills that of retain_grad tensors on the way
+    kept = [(t, t.grad) for t in list(guard) + list(outputs) + inputs if isinstance(t, Tensor)]
+    try:
         arrived = grad([out for out, _ in live], inputs, [g for _, g in live],
                        retain_graph=True, allow_unused=True) if live else [None] * len(inputs)
+    finally:
+        for t, g in kept:
+            t.grad = g
     results = [get_array_module(t.data).zeros_like(t.data) if g is None else g.data
                for t, g in zip(inputs, arrived)]
     return results[0] if single else results
@@ -196,5 +179,5 @@ def tangent_of(tape: OpTape, seeds: dict, output: Tensor):
 def flat_norm(array) -> float:
     """The Euclidean norm of an array of any shape, as a Python float (float64 accumulation)."""
     xp = get_array_module(array)
-    a = array.astype(np.float64, copy=False) if array.dtype != np.float64 else array
+    a = array.astype(np.float64, copy=False)
     return float(xp.sqrt((a * a).sum()))

@@ -73,16 +73,11 @@ def _activation(module):
     for name in ACTIVATION_ATTRIBUTES:
         if hasattr(module, name):
             value = getattr(module, name)
-            if value is None or value is False:
-                return None, True
-            if value is True:
+            word = value.lower() if isinstance(value, str) else None
+            if value is True or word == "relu":
                 return relu, True
-            if isinstance(value, str):
-                if value.lower() in ("relu",):
-                    return relu, True
-                if value.lower() in ("none", "identity", ""):
-                    return None, True
-            if type(value).__name__ == "Identity":
+            if value is None or value is False or word in ("none", "identity", "") or \
+                    type(value).__name__ == "Identity":
                 return None, True
             if callable(value):
                 return value, True
@@ -99,12 +94,8 @@ def _shortcut_kind(module) -> str:
     for name in ("shortcut_type", "shortcut_option", "option"):
         value = getattr(module, name, None)
         if isinstance(value, str):
-            scale = getattr(module, "shortcut_scale", 1.0)
             return value if scale in (None, 1.0) else f"{value}, scale {scale:g}"
-    scale = getattr(module, "shortcut_scale", None)
-    if isinstance(scale, (int, float)) and scale != 1.0:
-        return f"scaled {scale:g}"
-    return "identity"
+    return f"scaled {scale:g}" if suffix else "identity"
 
 
 def block_parts(module) -> Optional[BlockParts]:
@@ -167,12 +158,10 @@ def find_blocks(model) -> list:
     Blocks nested inside blocks are not searched (a block's own submodules are its parts).
     """
     blocks = []
-    block_prefixes = []
     for name, module in named_modules(model):
-        if any(name.startswith(p + ".") for p in block_prefixes):
+        if any(name.startswith(block + ".") for block, _, _ in blocks):
             continue
         parts = block_parts(module)
         if parts is not None:
             blocks.append((name, module, parts))
-            block_prefixes.append(name)
     return blocks

@@ -6,13 +6,24 @@ import numpy as np
 
 from ..autograd import Tensor
 from ..backend import get_array_module
+from ..ops.loss import cross_entropy
 from ._graph import flat_norm
-from .stream import TracedRun, _buffers, _parameters, default_loss
+from .stream import TracedRun, buffers_kept, param_grads_kept, records_from_run
 
 
 def _weight_names(model) -> list:
     """Names of the conv (4-D) and linear (2-D) weights, in definition (= forward) order."""
     return [name for name, p in model.named_parameters() if name.endswith("weight") and p.data.ndim in (2, 4)]
+
+
+def _conv_names(model) -> list:
+    return [name for name, p in model.named_parameters() if p.data.ndim == 4]
+
+
+def _ratio_summary(first: str, last: str, n_first: float, n_last: float) -> dict:
+    ratio = n_first / n_last if n_last > 0 else float("inf")
+    return {"first": first, "last": last, "first_norm": n_first, "last_norm": n_last, "ratio": ratio,
+            "log10_ratio": float(np.log10(ratio)) if 0 < ratio < float("inf") else float("nan")}
 
 
 def gradient_norms(model, x, target, loss=None) -> list:
@@ -63,7 +74,7 @@ def conv_gradient_ratio(model, x, target, loss=None, first: str | None = None, l
     Returns:
         ``{'first': name, 'last': name, 'first_norm', 'last_norm', 'ratio', 'log10_ratio'}``.
     """
-    convs = [name for name, p in model.named_parameters() if p.data.ndim == 4]
+    convs = _conv_names(model)
     if not convs:
         raise ValueError(f"conv_gradient_ratio: {type(model).__name__} has no conv weights")
     first = first or convs[0]
@@ -72,30 +83,17 @@ def conv_gradient_ratio(model, x, target, loss=None, first: str | None = None, l
     for name in (first, last):
         if name not in params:
             raise ValueError(f"conv_gradient_ratio: no parameter named {name!r}")
-    loss = default_loss if loss is None else loss
+    loss = cross_entropy if loss is None else loss
     data = x.data if isinstance(x, Tensor) else np.asarray(x)
     if target is not None and not isinstance(target, Tensor):
         target = Tensor(get_array_module(data).asarray(target))
-    plist = _parameters(model)
-    saved_grads = [p.grad for p in plist]
-    saved_buffers = _buffers(model)
-    try:
-        for p in plist:
-            p.grad = None
+    with buffers_kept(model), param_grads_kept(model):
         value = loss(model(Tensor(data)), target)
         value.backward()
         g_first, g_last = params[first].grad, params[last].grad
-        n_first = flat_norm(g_first) if g_first is not None else 0.0
-        n_last = flat_norm(g_last) if g_last is not None else 0.0
-    finally:
-        for p, g in zip(plist, saved_grads):
-            p.grad = g
-        for array, copy in saved_buffers:
-            array[...] = copy
-    ratio = n_first / n_last if n_last > 0 else float("inf")
-    return {"first": first, "last": last, "first_norm": n_first, "last_norm": n_last, "ratio": ratio,
-            "log10_ratio": float(np.log10(ratio)) if 0 < ratio < float("inf") else float("nan"),
-            "loss": float(value.item())}
+    n_first = flat_norm(g_first) if g_first is not None else 0.0
+    n_last = flat_norm(g_last) if g_last is not None else 0.0
+    return {**_ratio_summary(first, last, n_first, n_last), "loss": float(value.item())}
 
 
 def gradient_profile(model, x, target, loss=None) -> dict:
@@ -105,16 +103,11 @@ def gradient_profile(model, x, target, loss=None) -> dict:
         ``{'gradnorms': rows as in gradient_norms, 'blocks': BlockRecord list (norms only),
         'conv_ratio': dict as in conv_gradient_ratio, 'loss': float}``.
     """
-    from .stream import records_from_run  # noqa: PLC0415
-
     with TracedRun(model, x, target, loss) as run:
         rows = _norm_rows(model, run)
         blocks = records_from_run(run, keep_tensors=False)
-        convs = [name for name, p in model.named_parameters() if p.data.ndim == 4]
-        n_first = flat_norm(run.param_grads[convs[0]])
-        n_last = flat_norm(run.param_grads[convs[-1]])
+        convs = _conv_names(model)
+        conv = _ratio_summary(convs[0], convs[-1], flat_norm(run.param_grads[convs[0]]),
+                              flat_norm(run.param_grads[convs[-1]]))
         loss_value = run.loss
-    ratio = n_first / n_last if n_last > 0 else float("inf")
-    conv = {"first": convs[0], "last": convs[-1], "first_norm": n_first, "last_norm": n_last, "ratio": ratio,
-            "log10_ratio": float(np.log10(ratio)) if 0 < ratio < float("inf") else float("nan")}
     return {"gradnorms": rows, "blocks": blocks, "conv_ratio": conv, "loss": loss_value}

@@ -17,7 +17,7 @@ import numpy as np
 from ..autograd import Tensor
 from ..backend import get_array_module
 from ._graph import OpTape, flat_norm, tangent_of, vjp
-from .stream import TracedRun, _buffers, _parameters
+from .stream import TracedRun, _parameters, buffers_kept
 
 
 class Linearization:
@@ -84,7 +84,7 @@ def jvp(fn, x, v, params=()):
         ``(fn(x), J v)`` as ``(Tensor, array)``.
     """
     lin = Linearization(fn, x, params)
-    return lin.output, lin.jvp(v.data if isinstance(v, Tensor) else v)
+    return lin.output, lin.jvp(v)
 
 
 def jacobian_matrix(lin: Linearization, mode: str = "forward"):
@@ -94,23 +94,19 @@ def jacobian_matrix(lin: Linearization, mode: str = "forward"):
         lin: a :class:`Linearization`.
         mode: ``'forward'`` (one JVP per input unit) or ``'reverse'`` (one VJP per output unit).
     """
+    if mode not in ("forward", "reverse"):
+        raise ValueError(f"jacobian_matrix: mode must be 'forward' or 'reverse', got {mode!r}")
     xp = get_array_module(lin.x.data)
-    n_in, n_out = int(np.prod(lin.in_shape)), int(np.prod(lin.out_shape))
-    if mode == "forward":
-        cols = []
-        for j in range(n_in):
-            e = xp.zeros(n_in, dtype=lin.x.dtype)
-            e[j] = 1
-            cols.append(lin.jvp(e.reshape(lin.in_shape)).reshape(-1))
-        return xp.stack(cols, axis=1)
-    if mode == "reverse":
-        rows = []
-        for i in range(n_out):
-            e = xp.zeros(n_out, dtype=lin.output.dtype)
-            e[i] = 1
-            rows.append(lin.vjp(e.reshape(lin.out_shape)).reshape(-1))
-        return xp.stack(rows, axis=0)
-    raise ValueError(f"jacobian_matrix: mode must be 'forward' or 'reverse', got {mode!r}")
+    forward = mode == "forward"
+    shape, dtype, product = (lin.in_shape, lin.x.dtype, lin.jvp) if forward else \
+        (lin.out_shape, lin.output.dtype, lin.vjp)
+    n = int(np.prod(shape))
+    vectors = []
+    for j in range(n):
+        e = xp.zeros(n, dtype=dtype)
+        e[j] = 1
+        vectors.append(product(e.reshape(shape)).reshape(-1))
+    return xp.stack(vectors, axis=1 if forward else 0)
 
 
 def spectral_norm(lin: Linearization, iters: int = 30, tol: float = 1e-4, seed: int = 0):
@@ -190,29 +186,23 @@ def block_jacobian_norms(model, x, iters: int = 20, tol: float = 1e-3, seed: int
     Returns:
         A list of :class:`BlockJacobian` in forward order.
     """
-    saved = _buffers(model)
     params = _parameters(model)
     results = []
-    try:
+    with buffers_kept(model):
         with TracedRun(model, x, None, loss=lambda out: out.sum(), backward=False) as run:
             inputs = [(c.name, c.parts, c.x.data) for c in run.calls]
         for name, parts, xin in inputs:
             if blocks is not None and name not in blocks:
                 continue
-            branch_lin = Linearization(parts.branch, xin, params)
-            sb, hb = spectral_norm(branch_lin, iters, tol, seed)
+            sb, hb = spectral_norm(Linearization(parts.branch, xin, params), iters, tol, seed)
             if parts.shortcut is not None:
-                sum_lin = Linearization(lambda t, p=parts: p.branch(t) + p.shortcut(t), xin, params)
-                sr, hr = spectral_norm(sum_lin, iters, tol, seed)
+                sr, hr = spectral_norm(Linearization(lambda t, p=parts: p.branch(t) + p.shortcut(t), xin, params),
+                                       iters, tol, seed)
             else:
                 sr, hr = float("nan"), []
             if parts.activation is not None:
-                block_lin = Linearization(parts.forward, xin, params)
-                sk, hk = spectral_norm(block_lin, iters, tol, seed)
+                sk, hk = spectral_norm(Linearization(parts.forward, xin, params), iters, tol, seed)
             else:
                 sk, hk = (sr, hr) if parts.shortcut is not None else (sb, hb)
             results.append(BlockJacobian(name, parts.kind, sb, sr, sk, (len(hb), len(hr), len(hk))))
-    finally:
-        for array, copy in saved:
-            array[...] = copy
     return results

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import math
 import os
-from collections import defaultdict
 
 
 def write_csv(path, rows: list, columns: list | None = None) -> str:
@@ -53,16 +52,11 @@ def markdown_table(rows: list, columns: list | None = None, headers: list | None
 
 def mean_over(rows: list, keys: list, values: list) -> list:
     """Average ``values`` columns over rows sharing ``keys`` (order of first appearance kept)."""
-    groups = defaultdict(list)
-    order = []
+    groups: dict = {}
     for row in rows:
-        key = tuple(row[k] for k in keys)
-        if key not in groups:
-            order.append(key)
-        groups[key].append(row)
+        groups.setdefault(tuple(row[k] for k in keys), []).append(row)
     out = []
-    for key in order:
-        group = groups[key]
+    for key, group in groups.items():
         merged = dict(zip(keys, key))
         for k in group[0]:
             if k not in merged and k not in values:

@@ -21,6 +21,7 @@ computed by :func:`preact_decomposition`.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -75,14 +76,11 @@ class BlockRecord:
 
     def as_row(self) -> dict:
         """A flat dict of the scalar fields (one table row)."""
-        row = {"index": self.index, "name": self.name, "kind": self.kind, "shortcut": self.shortcut_kind}
-        for key in ("grad_out", "grad_in", "skip", "branch"):
-            row[f"norm_{key}"] = self.norms.get(key, float("nan"))
-        row["ratio_branch_skip"] = self.ratio
-        row["cosine_skip_branch"] = self.cosine
-        row["blocked_fraction"] = self.blocked_fraction if self.blocked_fraction is not None else float("nan")
-        row["identity_error"] = self.identity_error
-        return row
+        norms = {f"norm_{key}": self.norms.get(key, float("nan")) for key in ("grad_out", "grad_in", "skip", "branch")}
+        return {"index": self.index, "name": self.name, "kind": self.kind, "shortcut": self.shortcut_kind, **norms,
+                "ratio_branch_skip": self.ratio, "cosine_skip_branch": self.cosine,
+                "blocked_fraction": self.blocked_fraction if self.blocked_fraction is not None else float("nan"),
+                "identity_error": self.identity_error}
 
 
 @dataclass
@@ -96,24 +94,36 @@ class _Call:
     y: Tensor
 
 
-def default_loss(logits, target):
-    """Mean cross-entropy, the loss used when none is given."""
-    return cross_entropy(logits, target)
-
-
 def _parameters(model) -> list:
     return list(model.parameters()) if hasattr(model, "parameters") else []
 
 
-def _buffers(model) -> list:
-    if not hasattr(model, "buffers"):
-        return []
-    out = []
-    for b in model.buffers():
-        array = b.data if isinstance(b, Tensor) else b
-        if hasattr(array, "copy"):
-            out.append((array, array.copy()))
-    return out
+@contextlib.contextmanager
+def param_grads_kept(model):
+    """The parameters' ``.grad`` is ``None`` inside the block and as before after it (analysis is
+    read-only); yields the list that receives the gradients computed inside, in parameter order."""
+    params = _parameters(model)
+    saved, computed = [p.grad for p in params], []
+    for p in params:
+        p.grad = None
+    try:
+        yield computed
+    finally:
+        computed.extend(p.grad for p in params)
+        for p, g in zip(params, saved):
+            p.grad = g
+
+
+@contextlib.contextmanager
+def buffers_kept(model):
+    """On leaving the block, ``model``'s buffers (BN running statistics) hold what they held on entering it."""
+    buffers = [b.data if isinstance(b, Tensor) else b for b in model.buffers()] if hasattr(model, "buffers") else []
+    saved = [(array, array.copy()) for array in buffers if hasattr(array, "copy")]
+    try:
+        yield
+    finally:
+        for array, copy in saved:
+            array[...] = copy
 
 
 class TracedRun:
@@ -148,7 +158,7 @@ class TracedRun:
                 f"trace: found no residual or plain blocks in {type(model).__name__}; a block needs a "
                 "residual_branch method (see minires.analysis.blocks)"
             )
-        loss = default_loss if loss is None else loss
+        loss = cross_entropy if loss is None else loss
         if not callable(loss):
             raise TypeError(f"trace: expected loss to be callable(output, target), got {type(loss).__name__}")
         data = x.data if isinstance(x, Tensor) else np.asarray(x)
@@ -160,22 +170,20 @@ class TracedRun:
         self.input = Tensor(data, requires_grad=True)
         if target is not None and not isinstance(target, Tensor):
             target = Tensor(get_array_module(data).asarray(target))
-        saved_buffers = _buffers(model) if restore_state else []
         installed = []
-        try:
-            for name, module, parts in blocks:
-                installed.append((module, "forward" in vars(module), vars(module).get("forward")))
-                module.forward = self._traced_forward(name, parts)
-            self.output = model(self.input)
-            value = loss(self.output, target) if target is not None else loss(self.output)
-        finally:
-            for module, had, previous in installed:
-                if had:
-                    module.forward = previous
-                else:
-                    del module.forward
-            for array, copy in saved_buffers:
-                array[...] = copy
+        with buffers_kept(model) if restore_state else contextlib.nullcontext():
+            try:
+                for name, module, parts in blocks:
+                    installed.append((module, "forward" in vars(module), vars(module).get("forward")))
+                    module.forward = self._traced_forward(name, parts)
+                self.output = model(self.input)
+                value = loss(self.output, target) if target is not None else loss(self.output)
+            finally:
+                for module, had, previous in installed:
+                    if had:
+                        module.forward = previous
+                    else:
+                        del module.forward
         if not isinstance(value, Tensor) or value.data.size != 1:
             raise ValueError("trace: the loss must return a one-element Tensor")
         self.loss_tensor = value
@@ -183,10 +191,10 @@ class TracedRun:
         self.parameters = _parameters(model)
         self.param_grads = {}
         if backward:
-            with _KeepParamGrads(model) as kept:
+            with param_grads_kept(model) as grads:
                 value.backward(retain_graph=True)
             if hasattr(model, "named_parameters"):
-                self.param_grads = {name: g for (name, _), g in zip(model.named_parameters(), kept.grads)}
+                self.param_grads = {name: g for (name, _), g in zip(model.named_parameters(), grads)}
 
     def _traced_forward(self, name, parts):
         def forward(x, *args, **kwargs):
@@ -230,25 +238,6 @@ class TracedRun:
         return False
 
 
-class _KeepParamGrads:
-    """Backward of the trace must not change the parameters' ``.grad`` (analysis is read-only)."""
-
-    def __init__(self, model):
-        self.params = _parameters(model)
-
-    def __enter__(self):
-        self.saved = [p.grad for p in self.params]
-        for p in self.params:
-            p.grad = None
-        return self
-
-    def __exit__(self, *exc):
-        self.grads = [p.grad for p in self.params]
-        for p, g in zip(self.params, self.saved):
-            p.grad = g
-        return False
-
-
 def _cosine(a, b) -> float:
     na, nb = flat_norm(a), flat_norm(b)
     if na == 0.0 or nb == 0.0:
@@ -257,8 +246,10 @@ def _cosine(a, b) -> float:
     return float((a.astype(xp.float64) * b.astype(xp.float64)).sum()) / (na * nb)
 
 
-def _max_abs(a) -> float:
-    return float(abs(a).max()) if a.size else 0.0
+def _relative_error(total, reference) -> float:
+    """``max|total - reference| / max|reference|`` (the absolute error where ``reference`` is all 0)."""
+    scale, err = (float(abs(a).max()) if a.size else 0.0 for a in (reference, total - reference))
+    return err / scale if scale > 0 else err
 
 
 def block_terms(run: TracedRun, call: _Call):
@@ -320,9 +311,7 @@ def records_from_run(run: TracedRun, keep_tensors: bool = False) -> list:
         rec.cosine = _cosine(skip, branch) if call.s is not None else float("nan")
         if call.parts.activation is not None:
             rec.blocked_fraction = float((call.pre.data <= 0).mean())
-        scale = _max_abs(grad_in)
-        err = _max_abs(skip + branch - grad_in)
-        rec.identity_error = err / scale if scale > 0 else err
+        rec.identity_error = _relative_error(skip + branch, grad_in)
         if keep_tensors:
             rec.x, rec.grad_in, rec.grad_out = as_numpy(call.x.data), as_numpy(grad_in), as_numpy(grad_out)
             rec.grad_pre, rec.skip_term, rec.branch_term = as_numpy(g), as_numpy(skip), as_numpy(branch)
@@ -405,13 +394,11 @@ def preact_decomposition(model, x, target, loss=None, keep_tensors: bool = True)
             branches = [calls[i].f for i in range(l, end)]
             residual = vjp(branches, [direct] * len(branches), call.x, guard=guard)
             grad_in = run.grad_of(call.x)
-            scale = _max_abs(grad_in)
-            err = _max_abs(direct + residual - grad_in)
             term = PreactTerm(name=call.name, end=end_name,
                               direct_term=as_numpy(direct) if keep_tensors else None,
                               residual_term=as_numpy(residual) if keep_tensors else None,
                               grad_in=as_numpy(grad_in) if keep_tensors else None,
-                              error=err / scale if scale > 0 else err, blocks=end - l)
+                              error=_relative_error(direct + residual, grad_in), blocks=end - l)
             term.norms = {"direct": flat_norm(direct), "residual": flat_norm(residual),
                           "grad_in": flat_norm(grad_in)}
             out.append(term)

@@ -69,6 +69,7 @@ from ..nn import ReLU
 from ..ops.activation import relu
 from ._graph import vjp
 from .blocks import find_blocks
+from .stream import buffers_kept
 
 
 @dataclass
@@ -241,16 +242,11 @@ def _block_entry(call: _BlockCall, post_relu: bool) -> dict:
 
 def _skip_term(call: _BlockCall, g):
     """``S^T g``: the shortcut run again on ``x`` alone, its VJP; BN running statistics put back."""
-    buffers = [b.data if isinstance(b, Tensor) else b for b in call.module.buffers()]
-    saved = [b.copy() for b in buffers]
-    try:
+    with buffers_kept(call.module):
         x = Tensor(call.x.data, requires_grad=True)
         with enable_grad():
             s = call.parts.shortcut(x)
         return g if s is x else vjp(s, g, x)
-    finally:
-        for b, copy in zip(buffers, saved):
-            b[...] = copy
 
 
 def _grad(t: Tensor):

@@ -167,8 +167,8 @@ def _to_numpy_state(state) -> dict[str, np.ndarray]:
     for name, value in state.items():
         if not isinstance(name, str):
             raise TypeError(f"state dict keys must be str, got {name!r} ({type(name).__name__})")
-        array = value.data if hasattr(value, "data") and not isinstance(value, np.ndarray) else value
-        out[name] = np.asarray(backend.as_numpy(array) if backend.is_cupy_array(array) else array)
+        out[name] = backend.as_numpy(value.data if hasattr(value, "data") and not isinstance(value, np.ndarray)
+                                     else value)
         if out[name].dtype == object:
             raise TypeError(f"entry {name!r} is not numeric (dtype object)")
     return out

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from .errors import ResourceLimitError
 
 MIB = 2**20
+#: the most dimensions a tensor in a weight file may have
+MAX_DIMS = 64
 
 
 @dataclass(frozen=True)
@@ -43,7 +45,7 @@ class ReadLimits:
     max_pickle_ops: int = 2_000_000
     max_memo: int = 1_000_000
     max_depth: int = 100
-    max_dims: int = 64
+    max_dims: int = MAX_DIMS
 
     def budget(self, path) -> "ByteBudget":
         """A :class:`ByteBudget` of ``max_bytes`` (or the default derived from ``path``'s size)."""
@@ -77,6 +79,11 @@ class ByteBudget:
                 f"{self.used + nbytes:,} bytes, over the limit of {self.limit:,} ({origin}); refusing before "
                 f"allocating. If the file is genuine, raise it: limits=ReadLimits(max_bytes=...)")
         self.used += nbytes
+
+
+def is_index(value) -> bool:
+    """Whether a size, count or offset read from a file is an int in ``[0, 2**63)`` (a ``bool`` is not)."""
+    return type(value) is int and 0 <= value < 2**63
 
 
 def over_limit(source: str, what: str, value: int, limit: int, field: str) -> ResourceLimitError:

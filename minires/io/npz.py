@@ -17,10 +17,9 @@ import zipfile
 import numpy as np
 
 from .errors import CheckpointError, short_repr
-from .limits import DEFAULT_LIMITS, ByteBudget, ReadLimits
-from .zip_records import check_record, open_zip, read_exactly
+from .limits import DEFAULT_LIMITS, MAX_DIMS, ByteBudget, ReadLimits, is_index
+from .zip_records import open_record, open_zip, read_exactly
 
-MAX_DIMS = 64
 _MAX_HEADER = 10_000  # numpy's own safety limit on .npy headers
 _MAGIC = b"\x93NUMPY"
 _VERSIONS = {1: ("<H", np.lib.format.read_array_header_1_0), 2: ("<I", np.lib.format.read_array_header_2_0)}
@@ -47,7 +46,7 @@ def _parse_npy_header(member, source: str, name: str) -> tuple[tuple, bool, np.d
 
 
 def _check_array_header(shape, dtype, source, name):
-    if len(shape) > MAX_DIMS or not all(type(n) is int and 0 <= n < 2**63 for n in shape):
+    if len(shape) > MAX_DIMS or not all(is_index(n) for n in shape):
         raise CheckpointError(f"{source!r}: member {name!r} has invalid shape {short_repr(shape)}")
     if dtype.hasobject or dtype.fields is not None or dtype.subdtype is not None or dtype.kind not in "biufc":
         raise CheckpointError(f"cannot read {source!r} as .npz without pickle: member {name!r} has dtype "
@@ -60,17 +59,9 @@ def _member_name(info, source):
     return info.filename[: -len(".npy")]
 
 
-def _open_member(archive, info, source, budget):
-    check_record(info, None, source, budget)
-    try:
-        return archive.open(info)
-    except (zipfile.BadZipFile, EOFError, OSError) as exc:
-        raise CheckpointError(f"{source!r}: corrupt member {info.filename!r} ({exc})") from None
-
-
 def _read_member(archive, info, source, budget, data: bool):
     """``(shape, dtype)`` of one member, or its array when ``data`` is true."""
-    with _open_member(archive, info, source, budget) as member:
+    with open_record(archive, info, None, source, budget) as member:
         shape, fortran, dtype, header_bytes = _parse_npy_header(member, source, info.filename)
         _check_array_header(shape, dtype, source, info.filename)
         nbytes = math.prod(shape) * dtype.itemsize

@@ -18,7 +18,7 @@ import struct
 import numpy as np
 
 from .errors import CheckpointError, short_repr
-from .limits import DEFAULT_LIMITS
+from .limits import DEFAULT_LIMITS, MAX_DIMS, is_index
 
 #: safetensors dtype tag -> NumPy dtype (little-endian); ``BF16`` is read as float32.
 DTYPES = {
@@ -30,7 +30,6 @@ DTYPES = {
 _TAGS = {dtype.newbyteorder("="): tag for tag, dtype in DTYPES.items() if tag != "BF16"}
 
 MAX_HEADER_BYTES = 100_000_000  # the format's own limit, guards against absurd allocations
-MAX_DIMS = 64
 
 
 def bfloat16_bits_to_float32(bits: np.ndarray) -> np.ndarray:
@@ -60,10 +59,6 @@ def _load_json(path: str, raw: bytes):
         raise CheckpointError(f"{path!r}: safetensors header is nested too deeply to be one") from None
 
 
-def _is_index(value) -> bool:
-    return type(value) is int and 0 <= value < 2**63
-
-
 def _check_entry(path: str, name: str, entry) -> tuple:
     """``(tag, shape, begin, end)`` of one header entry, every field checked."""
     if not isinstance(entry, dict) or not {"dtype", "shape", "data_offsets"} <= entry.keys():
@@ -73,10 +68,10 @@ def _check_entry(path: str, name: str, entry) -> tuple:
     if not isinstance(tag, str) or tag not in DTYPES:
         raise CheckpointError(f"{path!r}: tensor {short_repr(name)} has unsupported dtype {short_repr(tag)} "
                               f"(supported: {', '.join(DTYPES)})")
-    if not (isinstance(shape, list) and len(shape) <= MAX_DIMS and all(_is_index(s) for s in shape)):
+    if not (isinstance(shape, list) and len(shape) <= MAX_DIMS and all(is_index(s) for s in shape)):
         raise CheckpointError(f"{path!r}: tensor {short_repr(name)} has invalid shape {short_repr(shape)} "
                               f"(expected a list of at most {MAX_DIMS} integers in [0, 2**63))")
-    if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_index(o) for o in offsets)):
+    if not (isinstance(offsets, list) and len(offsets) == 2 and all(is_index(o) for o in offsets)):
         raise CheckpointError(f"{path!r}: tensor {short_repr(name)} has invalid data_offsets {short_repr(offsets)}")
     begin, end = offsets
     expected = math.prod(shape) * DTYPES[tag].itemsize

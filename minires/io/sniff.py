@@ -85,9 +85,7 @@ def require_format(path: str | os.PathLike, allowed=tuple(FORMATS)) -> str:
         raise FileNotFoundError(f"no such weight file: {source!r}")
     kind = sniff_format(source)
     if kind is None:
-        lowered = source.lower()
-        hints = [fmt for ext, fmt in EXTENSION_HINTS.items() if lowered.endswith(ext)]
-        kind = hints[0] if hints else None
+        kind = next((fmt for ext, fmt in EXTENSION_HINTS.items() if source.lower().endswith(ext)), None)
     if kind not in allowed:
         with open(source, "rb") as f:
             head = f.read(16)

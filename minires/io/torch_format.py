@@ -20,7 +20,6 @@ import collections
 import io
 import os
 import struct
-import zipfile
 from typing import NamedTuple
 
 import numpy as np
@@ -28,6 +27,7 @@ import numpy as np
 from .errors import CheckpointError, UnsafeCheckpointError, short_repr
 from .limits import DEFAULT_LIMITS, ReadLimits, over_limit
 from .safetensors import bfloat16_bits_to_float32
+from .sniff import require_format
 from .torch_pickle import BF16, LazyTensor, Storage, StorageType, dtype_name, itemsize, safe_unpickle
 from .zip_records import open_zip, read_record
 
@@ -327,8 +327,6 @@ def read_torch_checkpoint(path: str | os.PathLike, limits: ReadLimits | None = N
         ResourceLimitError: the file asks for more than ``limits`` allow.
         CheckpointError: the file is corrupt, truncated, or not a PyTorch checkpoint.
     """
-    from .sniff import require_format  # noqa: PLC0415
-
     source = os.fspath(path)
     kind = require_format(source, ("torch-zip", "torch-legacy"))
     limits = limits or DEFAULT_LIMITS

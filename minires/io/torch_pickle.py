@@ -21,12 +21,8 @@ import pickle
 import numpy as np
 
 from .errors import CheckpointError, UnsafeCheckpointError, short_repr
-from .limits import ReadLimits
+from .limits import MAX_DIMS, ReadLimits, is_index
 from .pickle_guard import check_pickle
-
-#: the most dimensions a tensor in a checkpoint may have
-MAX_DIMS = 64
-_MAX_INDEX = 2**63 - 1
 
 # torch storage class name / dtype name -> NumPy dtype ("bfloat16" read as uint16 bits, widened later)
 BF16 = "bfloat16"
@@ -105,7 +101,7 @@ class Storage(_Inert):
 def _index_tuple(value, what):
     if not isinstance(value, (tuple, list)) or len(value) > MAX_DIMS:
         raise Refusal(f"tensor {what} must be a tuple of at most {MAX_DIMS} integers, got {short_repr(value)}")
-    if not all(type(v) is int and 0 <= v <= _MAX_INDEX for v in value):
+    if not all(is_index(v) for v in value):
         raise Refusal(f"invalid tensor {what} {short_repr(value)}: negative, non-integer or past 2**63")
     return tuple(value)
 

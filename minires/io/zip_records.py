@@ -71,18 +71,24 @@ def read_exactly(member, nbytes: int, source: str, name: str) -> bytes:
     return data
 
 
-def read_record(archive: zipfile.ZipFile, info: zipfile.ZipInfo, expected: int | None, source: str,
-                budget: ByteBudget, max_size: int | None = None) -> bytes:
-    """The bytes of one record, after :func:`check_record` (same arguments).
+def open_record(archive: zipfile.ZipFile, info: zipfile.ZipInfo, expected: int | None, source: str,
+                budget: ByteBudget, max_size: int | None = None):
+    """One record opened for reading, after :func:`check_record` (same arguments).
 
     Raises:
-        CheckpointError: see :func:`check_record`; also a truncated record or a CRC mismatch.
+        CheckpointError: see :func:`check_record`; also a record that cannot be opened.
         ResourceLimitError: inflating the record would exceed ``budget``.
     """
     check_record(info, expected, source, budget, max_size)
     try:
-        member = archive.open(info)
+        return archive.open(info)
     except (zipfile.BadZipFile, EOFError, zlib.error, OSError) as exc:
         raise CheckpointError(f"{source!r}: corrupt record {info.filename!r} ({exc})") from None
-    with member:
+
+
+def read_record(archive: zipfile.ZipFile, info: zipfile.ZipInfo, expected: int | None, source: str,
+                budget: ByteBudget, max_size: int | None = None) -> bytes:
+    """The bytes of one record (:func:`open_record`, same arguments and errors; also a truncated
+    record or a CRC mismatch)."""
+    with open_record(archive, info, expected, source, budget, max_size) as member:
         return read_exactly(member, info.file_size, source, info.filename)

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from .. import backend, config
-from .dispatch import KernelFamily
+from .dispatch import KernelFamily, always
 from .im2col import col2im, conv_output_size, im2col
 from .memory import tune_malloc_once
 
@@ -231,7 +231,7 @@ class ConvAlgorithm:
     forward: Callable
     backward_input: Callable
     backward_weight: Callable
-    supports: Callable = lambda geometry, device: True
+    supports: Callable = always
 
 
 #: the convolution's algorithms; the process-wide choice is ``minires.config`` ``conv_algorithm``
@@ -335,8 +335,7 @@ def conv2d_backward_input(grad, w, x_shape, stride=1, padding=0, groups=1, *, al
         ``dx`` of shape ``x_shape``.
     """
     geo = conv_geometry(x_shape, w.shape, stride, padding, groups)
-    algo = _backward_algorithm(geo, grad, algorithm, workspace)
-    return algo.backward_input(grad, w, geo, workspace)
+    return _backward_algorithm(geo, grad, algorithm, workspace).backward_input(grad, w, geo, workspace)
 
 
 def conv2d_backward_weight(grad, x, w_shape, stride=1, padding=0, groups=1, *, algorithm: str | None = None,
@@ -356,8 +355,7 @@ def conv2d_backward_weight(grad, x, w_shape, stride=1, padding=0, groups=1, *, a
         ``dw`` of shape ``w_shape``.
     """
     geo = conv_geometry(x.shape, w_shape, stride, padding, groups)
-    algo = _backward_algorithm(geo, grad, algorithm, workspace)
-    return algo.backward_weight(grad, x, geo, workspace)
+    return _backward_algorithm(geo, grad, algorithm, workspace).backward_weight(grad, x, geo, workspace)
 
 
 def conv2d_backward_bias(grad):

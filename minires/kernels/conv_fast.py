@@ -160,10 +160,7 @@ def _unfold_rows_chunk(xh, start: int, n: int, geo: ConvGeometry, C: int, n_chun
             s0, s1, s2, s3 = src.strides
             r5[:, geo.PH:geo.PH + H, q0:q1 + 1] = as_strided(
                 src[:, :, q0 - geo.PW:], (n, H, q1 - q0 + 1, geo.KW, C), (s0, s1, s2, s2, s3), writeable=False)
-            border = [q for q in range(geo.OW) if q < q0 or q > q1]
-        else:
-            border = range(geo.OW)
-        for q in border:
+        for q in [q for q in range(geo.OW) if not q0 <= q <= q1]:   # the border (every column if q1 < q0)
             j_lo, j_hi = max(0, geo.PW - q), min(geo.KW - 1, W - 1 + geo.PW - q)   # taps inside the input
             if j_hi >= j_lo:
                 r5[:, geo.PH:geo.PH + H, q, j_lo:j_hi + 1, :] = src[:, :, q - geo.PW + j_lo:q - geo.PW + j_hi + 1, :]

@@ -98,10 +98,7 @@ class KernelFamily:
         """The implementation for ``problem`` (what ``supports`` receives) under ``algorithm``
         (``'auto'``, ``'reference'`` or a name; ``None``: the process-wide choice)."""
         name = self.check(self.choice() if algorithm is None else algorithm)
-        if name != "auto":
-            chosen = self.implementations[name]
-            return chosen if chosen.supports(*problem) else self.implementations["reference"]
-        for candidate in self.auto_order:
+        for candidate in self.auto_order if name == "auto" else (name,):
             if self.implementations[candidate].supports(*problem):
                 return self.implementations[candidate]
         return self.implementations["reference"]

@@ -98,9 +98,7 @@ def cross_entropy_rows(logits, target, label_smoothing: float = 0.0, ignore_inde
     losses = nll_rows(log_probs, target, ignore_index)
     if label_smoothing:
         xp = backend.get_array_module(logits)
-        valid = target != ignore_index
-        smooth = -log_probs.mean(axis=1)
-        smooth = xp.where(valid, smooth, logits.dtype.type(0))
+        smooth = xp.where(target != ignore_index, -log_probs.mean(axis=1), logits.dtype.type(0))
         losses = (1 - label_smoothing) * losses + label_smoothing * smooth
     return losses, log_probs
 

@@ -33,22 +33,40 @@ import numpy as np
 from .. import backend
 from .activation import keep_where_cpu
 from .dispatch import KernelFamily, KernelImplementation, twin
+from .im2col import conv_output_size as pool_output_size
 
 
-def pool_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
-    """Output length along one axis: ``(size + 2 padding - kernel) // stride + 1`` (may be <= 0)."""
-    return (size + 2 * padding - kernel) // stride + 1
+def _window(a, i: int, j: int, OH: int, OW: int, SH: int, SW: int):  # noqa: N803
+    """The view ``a[:, :, oh*SH + i, ow*SW + j]`` of every window's offset ``(i, j)``, shaped ``(N, C, OH, OW)``."""
+    return a[:, :, i:i + SH * (OH - 1) + 1:SH, j:j + SW * (OW - 1) + 1:SW]
 
 
-def _first_valid_offset(OH, OW, KH, KW, SH, SW, PH, PW):  # noqa: N803
-    """``(OH, OW)`` window offsets of the first in-bounds element of every window."""
+def _max_pool_start(out_shape, dtype, KH, KW, SH, SW, PH, PW):  # noqa: N803
+    """``(out, argmax)`` before the first window offset: ``-inf``, and the offset of every window's first
+    in-bounds element (in the smallest integer type that holds ``KH * KW``)."""
+    OH, OW = out_shape[2], out_shape[3]
     first_i = np.maximum(PH - np.arange(OH) * SH, 0)
     first_j = np.maximum(PW - np.arange(OW) * SW, 0)
-    return first_i[:, None] * KW + first_j[None, :]
+    out = np.full(out_shape, -np.inf, dtype=dtype)
+    argmax = np.empty(out_shape, dtype=np.int8 if KH * KW <= 127 else (np.int16 if KH * KW <= 32767 else np.int32))
+    argmax[...] = first_i[:, None] * KW + first_j[None, :]
+    return out, argmax
 
 
-def _argmax_dtype(KH, KW):  # noqa: N803
-    return np.int8 if KH * KW <= 127 else (np.int16 if KH * KW <= 32767 else np.int32)
+def _fold_windows(x_shape, grad, KH, KW, SH, SW, PH, PW, window_grad):  # noqa: N803
+    """The input gradient: ``window_grad(i, j)`` (shaped like ``grad``) added onto the pixels that every
+    window's offset ``(i, j)`` read, padding dropped."""
+    N, C, H, W = x_shape
+    OH, OW = grad.shape[2], grad.shape[3]
+    padded = np.zeros((N, C, H + 2 * PH, W + 2 * PW), dtype=grad.dtype)
+    for i in range(KH):
+        for j in range(KW):
+            # within one offset every output maps to a distinct pixel, so += is exact
+            window = _window(padded, i, j, OH, OW, SH, SW)
+            window += window_grad(i, j)
+    if PH or PW:
+        return np.ascontiguousarray(padded[:, :, PH:PH + H, PW:PW + W])
+    return padded
 
 
 # --- CPU ---------------------------------------------------------------------------------
@@ -67,14 +85,12 @@ def max_pool2d_forward_cpu(x, KH, KW, SH, SW, PH, PW):  # noqa: N803
         padded[:, :, PH:PH + H, PW:PW + W] = x
     else:
         padded = x
-    out = np.full((N, C, OH, OW), -np.inf, dtype=x.dtype)
-    argmax = np.empty((N, C, OH, OW), dtype=_argmax_dtype(KH, KW))
-    argmax[...] = _first_valid_offset(OH, OW, KH, KW, SH, SW, PH, PW)
+    out, argmax = _max_pool_start((N, C, OH, OW), x.dtype, KH, KW, SH, SW, PH, PW)
     take = np.empty((N, C, OH, OW), dtype=bool)
     delta = np.empty_like(argmax)
     for i in range(KH):
         for j in range(KW):
-            window = padded[:, :, i:i + SH * (OH - 1) + 1:SH, j:j + SW * (OW - 1) + 1:SW]
+            window = _window(padded, i, j, OH, OW, SH, SW)
             np.greater(window, out, out=take)  # strict: the first maximum keeps its place
             np.maximum(out, window, out=out)
             np.subtract(argmax.dtype.type(i * KW + j), argmax, out=delta)
@@ -87,15 +103,12 @@ def max_pool2d_forward_cpu(x, KH, KW, SH, SW, PH, PW):  # noqa: N803
 
 def _max_pool2d_forward_nan_cpu(padded, out_shape, KH, KW, SH, SW, PH, PW):  # noqa: N803
     """NaN-aware max pooling of an already padded array (PyTorch: ``v > best || isnan(v)``)."""
-    OH, OW = out_shape[2], out_shape[3]
-    out = np.full(out_shape, -np.inf, dtype=padded.dtype)
-    argmax = np.empty(out_shape, dtype=_argmax_dtype(KH, KW))
-    argmax[...] = _first_valid_offset(OH, OW, KH, KW, SH, SW, PH, PW)
+    out, argmax = _max_pool_start(out_shape, padded.dtype, KH, KW, SH, SW, PH, PW)
     take = np.empty(out_shape, dtype=bool)
     nan = np.empty(out_shape, dtype=bool)
     for i in range(KH):
         for j in range(KW):
-            window = padded[:, :, i:i + SH * (OH - 1) + 1:SH, j:j + SW * (OW - 1) + 1:SW]
+            window = _window(padded, i, j, out_shape[2], out_shape[3], SH, SW)
             np.greater(window, out, out=take)
             take |= np.isnan(window, out=nan)  # a NaN always takes over
             np.copyto(out, window, where=take)
@@ -105,17 +118,7 @@ def _max_pool2d_forward_nan_cpu(padded, out_shape, KH, KW, SH, SW, PH, PW):  # n
 
 def max_pool2d_backward_cpu(grad, argmax, x_shape, KH, KW, SH, SW, PH, PW):  # noqa: N803
     """Gradient of max pooling on NumPy: each output gradient goes to its argmax pixel."""
-    N, C, H, W = x_shape
-    OH, OW = grad.shape[2], grad.shape[3]
-    padded = np.zeros((N, C, H + 2 * PH, W + 2 * PW), dtype=grad.dtype)
-    for i in range(KH):
-        for j in range(KW):
-            # within one offset every output maps to a distinct pixel, so += is exact
-            padded[:, :, i:i + SH * (OH - 1) + 1:SH, j:j + SW * (OW - 1) + 1:SW] += \
-                keep_where_cpu(argmax == i * KW + j, grad)
-    if PH or PW:
-        return np.ascontiguousarray(padded[:, :, PH:PH + H, PW:PW + W])
-    return padded
+    return _fold_windows(x_shape, grad, KH, KW, SH, SW, PH, PW, lambda i, j: keep_where_cpu(argmax == i * KW + j, grad))
 
 
 def avg_pool2d_forward_cpu(x, KH, KW, SH, SW, PH, PW):  # noqa: N803
@@ -126,23 +129,15 @@ def avg_pool2d_forward_cpu(x, KH, KW, SH, SW, PH, PW):  # noqa: N803
     out = np.zeros((N, C, OH, OW), dtype=x.dtype)
     for i in range(KH):
         for j in range(KW):
-            out += padded[:, :, i:i + SH * (OH - 1) + 1:SH, j:j + SW * (OW - 1) + 1:SW]
+            out += _window(padded, i, j, OH, OW, SH, SW)
     out /= x.dtype.type(KH * KW)
     return out
 
 
 def avg_pool2d_backward_cpu(grad, x_shape, KH, KW, SH, SW, PH, PW):  # noqa: N803
     """Gradient of average pooling on NumPy: ``grad / (KH KW)`` spread over every window."""
-    N, C, H, W = x_shape
-    OH, OW = grad.shape[2], grad.shape[3]
-    padded = np.zeros((N, C, H + 2 * PH, W + 2 * PW), dtype=grad.dtype)
     share = grad / grad.dtype.type(KH * KW)
-    for i in range(KH):
-        for j in range(KW):
-            padded[:, :, i:i + SH * (OH - 1) + 1:SH, j:j + SW * (OW - 1) + 1:SW] += share
-    if PH or PW:
-        return np.ascontiguousarray(padded[:, :, PH:PH + H, PW:PW + W])
-    return padded
+    return _fold_windows(x_shape, grad, KH, KW, SH, SW, PH, PW, lambda i, j: share)
 
 
 # --- GPU (CuPy) --------------------------------------------------------------------------

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from .errors import ResourceLimitError
 
 MIB = 2**20
-#: the most dimensions a tensor in a weight file may have
+#: the most dimensions a tensor in a weight file may have: NumPy's own limit, so a format
+#: check rather than a cap (no array could have more)
 MAX_DIMS = 64
 
 
@@ -33,7 +34,6 @@ class ReadLimits:
         max_pickle_ops: opcodes a pickle may hold (each can create an object).
         max_memo: highest memo index a pickle may use (the unpickler allocates a table that large).
         max_depth: nesting depth of the containers in a checkpoint.
-        max_dims: dimensions of one tensor.
 
     Example:
         >>> from minires.io import ReadLimits, load_state_dict
@@ -45,7 +45,6 @@ class ReadLimits:
     max_pickle_ops: int = 2_000_000
     max_memo: int = 1_000_000
     max_depth: int = 100
-    max_dims: int = MAX_DIMS
 
     def budget(self, path) -> "ByteBudget":
         """A :class:`ByteBudget` of ``max_bytes`` (or the default derived from ``path``'s size)."""

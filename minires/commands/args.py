@@ -41,9 +41,8 @@ def float_in(low, high=math.inf, high_open=True, low_open=False):
         ok = math.isfinite(value) and (value > low if low_open else value >= low) and \
             (value < high if high_open else value <= high)
         if not ok:
-            left = "(" if low_open else "["
-            right = ")" if high_open else "]"
-            raise argparse.ArgumentTypeError(f"expected a number in {left}{low}, {high}{right}, got {text}")
+            interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+            raise argparse.ArgumentTypeError(f"expected a number in {interval}, got {text}")
         return value
     return parse
 

@@ -47,7 +47,7 @@ def _saved_config(weights: str) -> dict:
     return read_config_json(path)
 
 
-def _eval_normalization(args, saved: dict, model_name: str, dataset: str, train):
+def _eval_normalization(args, saved: dict, dataset: str, train):
     """``(mean, std, description)``: --normalize, else config.json's recorded values, else the training split's."""
     import numpy as np  # noqa: PLC0415
 
@@ -112,7 +112,7 @@ def run_eval(args) -> int:
     if len(test) == 0:
         raise CLIError(f"--data {data or '(searched)'}: the test split of {test.name} has no images; nothing to "
                        "evaluate: point --data at a complete dataset")
-    mean, std, how = _eval_normalization(args, saved, model_name, dataset, train)
+    mean, std, how = _eval_normalization(args, saved, dataset, train)
     model = build_model(TrainConfig(model=model_name, shortcut=saved.get("shortcut")), test.num_classes)
     _load_eval_weights(args, model, model_name)
     model.to(device)

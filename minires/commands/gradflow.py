@@ -83,13 +83,9 @@ def build_model(name: str, args, seed: int):
     import minires as mr  # noqa: PLC0415
     from .. import models  # noqa: PLC0415
 
-    kwargs = {"num_classes": args.num_classes}
-    if args.shortcut is not None:
-        kwargs["shortcut"] = args.shortcut
-    if args.shortcut_scale is not None:
-        kwargs["shortcut_scale"] = args.shortcut_scale
+    options = {"shortcut": args.shortcut, "shortcut_scale": args.shortcut_scale}
     mr.manual_seed(seed)
-    model = models.create(name, **kwargs)
+    model = models.create(name, num_classes=args.num_classes, **{k: v for k, v in options.items() if v is not None})
     if args.checkpoint:
         from ..io import load_state_dict  # noqa: PLC0415
         from ..train.weights import load_weights_strict  # noqa: PLC0415
@@ -161,10 +157,9 @@ def _profile_all(args, batches: dict, comm) -> dict:
     rows = {"norms": [], "blocks": [], "summary": [], "jacobian": []}
 
     def collect(job, result):
-        rows["norms"].extend(result["norms"])
-        rows["blocks"].extend(result["blocks"])
+        for table in ("norms", "blocks", "jacobian"):
+            rows[table].extend(result[table])
         rows["summary"].append(result["summary"])
-        rows["jacobian"].extend(result["jacobian"])
         print(result["line"], flush=True)
 
     jobs = [(name, seed) for name in args.model for seed in batches]
@@ -221,7 +216,7 @@ def _write_plots(out: str, rows: dict, args) -> list:
     from ..analysis.report import plot_depth_profile, plot_skip_branch  # noqa: PLC0415
 
     written = []
-    title = f"{_setting(args)}"[:70]
+    title = _setting(args)[:70]
     for fn, fname, extra in ((plot_depth_profile, "gradnorm_depth.png", {"kind": "activation"}),
                              (plot_depth_profile, "gradnorm_params.png", {"kind": "param"}),
                              (plot_skip_branch, "skip_branch.png", {})):
@@ -253,9 +248,9 @@ def _profile_one(name: str, seed: int, batch, args) -> dict:
     conv = profile["conv_ratio"]
     rows = {"norms": [{"model": name, "seed": seed, **row} for row in profile["gradnorms"]],
             "blocks": [{"model": name, "seed": seed, **rec.as_row()} for rec in profile["blocks"]],
-            "summary": {"model": name, "seed": seed, "loss": profile["loss"], "first": conv["first"],
-                        "last": conv["last"], "first_norm": conv["first_norm"], "last_norm": conv["last_norm"],
-                        "ratio": conv["ratio"], "log10_ratio": conv["log10_ratio"], "blocks": len(profile["blocks"]),
+            "summary": {"model": name, "seed": seed, "loss": profile["loss"],
+                        **{k: conv[k] for k in ("first", "last", "first_norm", "last_norm", "ratio", "log10_ratio")},
+                        "blocks": len(profile["blocks"]),
                         "max_identity_error": max(r.identity_error for r in profile["blocks"]),
                         "seconds": time.perf_counter() - start},
             "jacobian": []}

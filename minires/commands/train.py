@@ -97,11 +97,10 @@ def _add_run_flags(p) -> None:
                    help="float32 (default) or float64 (slower; exactness checks)")
 
 
-# flags that do not define the run: `minires train` with only these still runs the demo
-_NOT_SETTINGS = {"func", "command", "resume", "overwrite", "demo", "no_progress", "no_plot", "device", "out",
-                 "distributed", "track_gradients"}
 # parsed arguments that are not TrainConfig fields
 _NOT_CONFIG = {"func", "command", "resume", "overwrite", "demo", "no_progress", "no_plot", "distributed"}
+# flags that do not define the run: `minires train` with only these still runs the demo
+_NOT_SETTINGS = _NOT_CONFIG | {"device", "out", "track_gradients"}
 
 
 def _train_config(args, is_demo: bool, presets: dict):

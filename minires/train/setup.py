@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .config import TrainConfig
+from .errors import TrainingError
 
 
 def build_model(config: TrainConfig, num_classes: int):
@@ -40,8 +41,6 @@ def check_splits(train_set, test_set, data) -> None:
     Raises:
         TrainingError: names ``--data`` and the empty split.
     """
-    from .errors import TrainingError  # noqa: PLC0415
-
     for split, what in ((train_set, "training"), (test_set, "test")):
         if len(split) == 0:
             raise TrainingError(

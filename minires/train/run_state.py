@@ -160,9 +160,9 @@ class RunState:
             with writing(gradients, self.out):
                 write_jsonl(gradients, kept)
 
-    def _append_metrics(self, record: dict) -> None:
-        with writing(self.metrics_path, self.out):
-            append_jsonl(self.metrics_path, record)
+    def _append_record(self, path: str, record: dict) -> None:
+        with writing(path, self.out):
+            append_jsonl(path, record)
 
 
 def package_version() -> str:

@@ -135,8 +135,17 @@ class Trainer(RunState, TrainingStep):
         """Lock and claim the output folder (rank 0 alone); return the checkpoint to resume, or None."""
         self.run_dir = RunDirectory(self.out)
         self.run_dir.lock()
-        try:
-            return self._claim_output(resume, overwrite)
+        try:  # claim the folder (see RunDirectory.claim), then load and check its checkpoint
+            path = self.run_dir.claim(resume, overwrite, self._check_resume_config, self.log)
+            if path is None:
+                return None
+            try:
+                arrays, meta = load_checkpoint(path)
+            except ValueError as exc:
+                raise unreadable_checkpoint(exc) from None
+            self._check_resume_config(meta.get("config", {}), path)
+            check_checkpoint_finite(arrays, path)
+            return arrays, meta
         except BaseException:
             self.close()
             raise
@@ -145,19 +154,6 @@ class Trainer(RunState, TrainingStep):
         """Release the output folder's lock (``fit`` does this when it returns or raises)."""
         if self.run_dir is not None:
             self.run_dir.release()
-
-    def _claim_output(self, resume: bool, overwrite: bool):
-        """Claim the folder (see :meth:`RunDirectory.claim`); return the checkpoint to resume, or None."""
-        path = self.run_dir.claim(resume, overwrite, self._check_resume_config, self.log)
-        if path is None:
-            return None
-        try:
-            arrays, meta = load_checkpoint(path)
-        except ValueError as exc:
-            raise unreadable_checkpoint(exc) from None
-        self._check_resume_config(meta.get("config", {}), path)
-        check_checkpoint_finite(arrays, path)
-        return arrays, meta
 
     def _build(self, checkpoint) -> None:
         cfg = self.config
@@ -312,20 +308,16 @@ class Trainer(RunState, TrainingStep):
                     raise TrainingError(f"{split.name}: labels outside [0, {split.num_classes}) "
                                         f"(min {labels.min()}, max {labels.max()})")
             previous_checks = set_gpu_target_checks(False)
+        graph_step = None
         try:
-            return self._epochs(cfg, on_gpu)
-        finally:
-            if on_gpu:
-                set_gpu_target_checks(previous_checks)
-
-    def _epochs(self, cfg, on_gpu: bool) -> str:
-        graph_step = self._graph_step(on_gpu)
-        try:
+            graph_step = self._graph_step(on_gpu)
             return self._epoch_loop(cfg, on_gpu, graph_step)
         finally:
             if graph_step is not None:
                 self.log(f"CUDA graph: {graph_step.replays} replayed steps, {graph_step.eager_calls} eager steps"
                          + (f"; capture failed: {graph_step.error}" if graph_step.error else ""))
+            if on_gpu:
+                set_gpu_target_checks(previous_checks)
 
     def _epoch_loop(self, cfg, on_gpu: bool, graph_step) -> str:
         while self.epoch < cfg.epochs:
@@ -388,7 +380,7 @@ class Trainer(RunState, TrainingStep):
             "images_per_s": round(self.partial["seen"] / max(train_seconds, 1e-9), 1),
         }
         if self.parallel.is_writer:
-            self._append_metrics(record)
+            self._append_record(self.metrics_path, record)
         self.log(table_row(record))
         self.epoch += 1
         self.step = 0

@@ -250,15 +250,11 @@ class _Watchdog:
                 return connection
             return create
 
-        class HTTPHandler(urllib.request.HTTPHandler):
-            def do_open(self, http_class, req, **kwargs):
-                return super().do_open(watched(http_class), req, **kwargs)
-
-        handlers = [HTTPHandler]
-        if hasattr(urllib.request, "HTTPSHandler"):  # Python built with ssl
-            class HTTPSHandler(urllib.request.HTTPSHandler):
+        def watching(handler_class):
+            class Handler(handler_class):
                 def do_open(self, http_class, req, **kwargs):
                     return super().do_open(watched(http_class), req, **kwargs)
+            return Handler
 
-            handlers.append(HTTPSHandler)
-        return urllib.request.build_opener(*handlers)
+        bases = [urllib.request.HTTPHandler, getattr(urllib.request, "HTTPSHandler", None)]  # (None: no ssl)
+        return urllib.request.build_opener(*(watching(base) for base in bases if base is not None))

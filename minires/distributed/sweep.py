@@ -77,9 +77,9 @@ def balance(costs, size: int) -> list:
 
 
 def _attempt(run, job, size: int):
-    if size == 1:  # one process: the error propagates as it always did
-        return "ok", run(job)
     try:
         return "ok", run(job)
     except Exception as exc:  # noqa: BLE001 - delivered to every rank by run_sweep
+        if size == 1:  # one process: the error propagates as it always did
+            raise
         return "error", exc

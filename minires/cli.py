@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import math
 import os
 import sys
 
@@ -67,8 +68,6 @@ def add_weights_parser(subparsers) -> argparse.ArgumentParser:
 
 def run_weights(args) -> int:
     """Run ``minires weights``."""
-    import math as _math  # noqa: PLC0415
-
     from . import io  # noqa: PLC0415
 
     info = io.inspect_weights(args.file, key=args.key)
@@ -80,7 +79,7 @@ def run_weights(args) -> int:
     print(f"{'name':<{width}}  {'dtype':<9} shape")
     for name, tensor in info.tensors.items():
         print(f"{name:<{width}}  {tensor.dtype:<9} {tuple(tensor.shape)}")
-    values = sum(_math.prod(t.shape) for t in info.tensors.values())
+    values = sum(math.prod(t.shape) for t in info.tensors.values())
     print(f"{len(info.tensors)} tensors, {values:,} values")
     return 0
 
@@ -175,12 +174,8 @@ def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         settings.read_environment()  # a bad MINIRES_* value is refused before anything is written
-    except ValueError as exc:
-        print(f"minires: error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
-    try:
         comm = distributed.init(force="--distributed" in argv)  # first, so a failing rank can end the others
-    except ImportError as exc:
+    except (ValueError, ImportError) as exc:  # a bad MINIRES_* value; mpi4py missing under a launcher
         print(f"minires: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     parser = build_parser()

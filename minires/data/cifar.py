@@ -268,10 +268,8 @@ def _datasets(splits, classes, layout, where):
 
 def _decode_python(raw: dict, layout: CifarLayout, where: str):
     """``(train, test)`` from ``{file name: pickle bytes}`` of the python version."""
-    splits = []
-    for files in (layout.train_files, layout.test_files):
-        splits.append(_concat([_decode_batch(safe_load(raw[n], f"{where}:{n}"), f"{where}:{n}", layout)
-                               for n in files]))
+    splits = [_concat([_decode_batch(safe_load(raw[n], f"{where}:{n}"), f"{where}:{n}", layout) for n in files])
+              for files in (layout.train_files, layout.test_files)]
     meta = layout.meta_file
     meta_obj = safe_load(raw[meta], f"{where}:{meta}") if meta in raw else None
     return _datasets(splits, _meta_classes(meta_obj, layout, f"{where}:{meta}"), layout, where)

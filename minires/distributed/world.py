@@ -18,12 +18,10 @@ MPI_INSTALL_HINT = "install the MPI extra: pip install 'minires[mpi]' (mpi4py an
 
 def _first_int(names) -> int | None:
     for name in names:
-        text = os.environ.get(name, "").strip()
-        if text:
-            try:
-                return int(text)
-            except ValueError:
-                continue
+        try:
+            return int(os.environ.get(name, ""))  # (int() ignores surrounding blanks)
+        except ValueError:  # unset, empty or not a number
+            continue
     return None
 
 

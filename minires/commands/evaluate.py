@@ -53,14 +53,11 @@ def _eval_normalization(args, saved: dict, dataset: str, train):
 
     from ..data import normalization_stats  # noqa: PLC0415
 
-    if args.normalize is not None:
-        mean, std = normalization_stats(args.normalize, dataset, train.images)
-        return mean, std, args.normalize
-    if "normalize_mean" in saved and (args.model is None or args.model == saved.get("model")):
+    if args.normalize is None and "normalize_mean" in saved and args.model in (None, saved.get("model")):
         mean, std = np.asarray(saved["normalize_mean"], np.float32), np.asarray(saved["normalize_std"], np.float32)
         return mean, std, f"{saved.get('normalize', 'train')} (config.json)"
-    mean, std = normalization_stats("train", dataset, train.images)
-    return mean, std, "train"
+    choice = args.normalize or "train"
+    return (*normalization_stats(choice, dataset, train.images), choice)
 
 
 def _load_eval_weights(args, model, model_name: str) -> None:

@@ -159,8 +159,6 @@ def _warn_md5(path, expected):
             f"{path}: md5 {actual} differs from the official {expected}; using it anyway "
             "(re-encoded or repackaged copies of CIFAR differ, e.g. a JPEG re-encoding)",
             ChecksumWarning, stacklevel=3)
-        return False
-    return True
 
 
 # --- sizes -------------------------------------------------------------------------------

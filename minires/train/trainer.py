@@ -44,7 +44,7 @@ import time
 import numpy as np
 from tqdm.auto import tqdm
 
-from .. import backend
+from .. import __version__, backend
 from ..analysis.tracking import GradientTracker, tracked_step
 from ..backend import parse_device
 from ..data import Loader, download_cifar, load_dataset, normalization_stats
@@ -57,7 +57,7 @@ from .evaluate import evaluate_batches, evaluate_model, sum_batches, table_heade
 from .guard import check_checkpoint_finite
 from .plot import plot_curves
 from .run_dir import CHECKPOINT, CONFIG, RunDirectory, RunDirError, unreadable_checkpoint, writing
-from .run_state import RunState, package_version
+from .run_state import RunState
 from .setup import build_model, build_optimizer, check_model_name, check_splits, count_parameters
 from .step import TrainingStep
 
@@ -123,7 +123,7 @@ class Trainer(RunState, TrainingStep):
         if self.parallel.active:
             self.parallel.check_ranks_agree(
                 {k: v for k, v in self.config.to_dict().items() if k not in ("device", "progress", "plot")},
-                package_version())
+                __version__)
         checkpoint = self.parallel.from_writer(lambda: self._take_output(resume, overwrite))
         try:
             self._build(checkpoint)

@@ -31,17 +31,15 @@ def int_at_least(low):
     return parse
 
 
-def float_in(low, high=math.inf, high_open=True, low_open=False):
-    """An argparse type: a finite number in ``[low, high)`` (each end open or closed as asked)."""
+def float_in(low, high=math.inf, low_open=False):
+    """An argparse type: a finite number in ``[low, high)`` (``(low, high)`` with ``low_open``)."""
     def parse(text):
         try:
             value = float(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        ok = math.isfinite(value) and (value > low if low_open else value >= low) and \
-            (value < high if high_open else value <= high)
-        if not ok:
-            interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+        if not (math.isfinite(value) and (value > low if low_open else value >= low) and value < high):
+            interval = f"{'(' if low_open else '['}{low}, {high})"
             raise argparse.ArgumentTypeError(f"expected a number in {interval}, got {text}")
         return value
     return parse

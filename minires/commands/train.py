@@ -14,6 +14,7 @@ import os
 import sys
 import time
 
+from ..backend import default_device
 from .args import (EXIT_INTERRUPTED, EXIT_NONFINITE, NORMALIZE_HELP, CLIError, check_device, device_arg, float_in,
                    int_at_least, normalize_arg)
 
@@ -121,10 +122,7 @@ def _train_config(args, is_demo: bool, presets: dict):
             raise CLIError(f"--resume: {explicit['out']} holds no run to continue (no checkpoint.npz or "
                            "config.json); give the run's settings as flags to start it, or check --out")
     values.update(explicit)
-    if "device" not in values:
-        from ..backend import default_device  # noqa: PLC0415
-
-        values["device"] = default_device()
+    values.setdefault("device", default_device())
     if "out" not in values:
         name = "demo" if is_demo else values["model"]
         values["out"] = os.path.join("runs", f"{name}-{time.strftime('%Y%m%d-%H%M%S')}")

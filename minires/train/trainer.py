@@ -53,7 +53,7 @@ from ..distributed import DataParallel
 from .checkpoint import load_checkpoint
 from .config import RESUME_KEYS, TrainConfig
 from .errors import NonFiniteLossError, TrainingError  # noqa: F401  (NonFiniteLossError: imported from here)
-from .evaluate import evaluate_batches, evaluate_model, sum_batches, table_header, table_row
+from .evaluate import evaluate_batches, sum_batches, table_header, table_row
 from .guard import check_checkpoint_finite
 from .plot import plot_curves
 from .run_dir import CHECKPOINT, CONFIG, RunDirectory, RunDirError, unreadable_checkpoint, writing
@@ -217,13 +217,10 @@ class Trainer(RunState, TrainingStep):
         running statistics, and the per-batch sums are added in batch order, so the
         figures are exactly those of one process.
         """
-        if not self.parallel.active:
-            loss, correct, seen = evaluate_model(self.model, self.test_loader)
-        else:
-            self.parallel.sync_buffers(self.model)
-            steps = self.parallel.sampler.eval_steps(len(self.test_loader))
-            rows = self.parallel.merge_rows(evaluate_batches(self.model, self.test_loader, steps))
-            loss, correct, seen = sum_batches(rows)
+        self.parallel.sync_buffers(self.model)  # (alone: this, merge_rows and eval_steps change nothing)
+        steps = self.parallel.sampler.eval_steps(len(self.test_loader))
+        rows = self.parallel.merge_rows(evaluate_batches(self.model, self.test_loader, steps))
+        loss, correct, seen = sum_batches(rows)
         return loss, correct / max(seen, 1)
 
     def _handle_sigint(self, signum, frame):

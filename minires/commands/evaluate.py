@@ -38,15 +38,6 @@ def add_eval_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-def _saved_config(weights: str) -> dict:
-    path = os.path.join(os.path.dirname(os.path.abspath(weights)), "config.json")
-    if not os.path.isfile(path):
-        return {}
-    from ..train.run_dir import read_config_json  # noqa: PLC0415
-
-    return read_config_json(path)
-
-
 def _eval_normalization(args, saved: dict, dataset: str, train):
     """``(mean, std, description)``: --normalize, else config.json's recorded values, else the training split's."""
     import numpy as np  # noqa: PLC0415
@@ -92,11 +83,12 @@ def run_eval(args) -> int:
     from ..backend import parse_device  # noqa: PLC0415
     from ..data import Loader, load_dataset  # noqa: PLC0415
     from ..train import TrainConfig, evaluate_model  # noqa: PLC0415
+    from ..train.run_dir import read_folder_config  # noqa: PLC0415
     from ..train.setup import build_model  # noqa: PLC0415
 
     if not os.path.isfile(args.weights):
         raise CLIError(f"--weights {args.weights}: no such file")
-    saved = _saved_config(args.weights)
+    saved = read_folder_config(os.path.dirname(os.path.abspath(args.weights)))  # the run's, beside the weights
     model_name = args.model or saved.get("model")
     if model_name is None:
         raise CLIError("--model is required (no config.json beside the weights to take it from)")

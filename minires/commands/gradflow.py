@@ -216,10 +216,9 @@ def _write_plots(out: str, rows: dict, args) -> list:
 
     written = []
     title = _setting(args)[:70]
-    for fn, fname, extra in ((plot_depth_profile, "gradnorm_depth.png", {"kind": "activation"}),
-                             (plot_depth_profile, "gradnorm_params.png", {"kind": "param"}),
-                             (plot_skip_branch, "skip_branch.png", {})):
-        src = rows["blocks"] if fn is plot_skip_branch else rows["norms"]
+    for fn, src, fname, extra in ((plot_depth_profile, rows["norms"], "gradnorm_depth.png", {"kind": "activation"}),
+                                  (plot_depth_profile, rows["norms"], "gradnorm_params.png", {"kind": "param"}),
+                                  (plot_skip_branch, rows["blocks"], "skip_branch.png", {})):
         if fn(src, os.path.join(out, fname), title=title, **extra):
             written.append(fname)
     return written

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from .checkpoint import atomic_write
 from .jsonl import read_jsonl
-from .run_dir import read_config_json
+from .run_dir import read_folder_config
 
 MATPLOTLIB_HINT = "pip install 'minires[plot]' (or pip install matplotlib)"
 
@@ -54,8 +54,7 @@ def load_run(folder: str, label: str | None = None) -> RunRecords:
     """
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"{folder}: no such run folder (give the --out folder of `minires train`)")
-    config_path = os.path.join(folder, "config.json")
-    config = read_config_json(config_path) if os.path.isfile(config_path) else {}
+    config = read_folder_config(folder)
     run = RunRecords(label or os.path.basename(os.path.normpath(os.path.abspath(folder))),
                      read_jsonl(os.path.join(folder, "metrics.jsonl")),
                      read_jsonl(os.path.join(folder, "gradients.jsonl")), config)

@@ -279,3 +279,9 @@ def read_config_json(path) -> dict:
     if not isinstance(values, dict):
         raise RunDirError(f"{path} holds a JSON {type(values).__name__}, expected an object of settings")
     return values
+
+
+def read_folder_config(folder) -> dict:
+    """The ``config.json`` in ``folder``, or ``{}`` when there is none (see :func:`read_config_json`)."""
+    path = os.path.join(folder, CONFIG)
+    return read_config_json(path) if os.path.isfile(path) else {}

@@ -272,7 +272,7 @@ class Trainer(RunState, TrainingStep):
                 lambda: history[-1] if history and history[-1].get("epoch") == self.epoch else None)
             if last is not None:
                 result.update({k: last[k] for k in ("test_acc", "test_loss", "train_acc", "train_loss")})
-            else:  # the last epoch's record was lost (see _truncate_metrics): measure the final weights again
+            else:  # the last epoch's record was lost (see _truncate_logs): measure the final weights again
                 result["test_loss"], result["test_acc"] = self.evaluate()
         if self.config.plot and writer:
             path = os.path.join(self.out, "curves.png")

@@ -319,10 +319,9 @@ class Trainer(RunState, TrainingStep):
     def _epoch_loop(self, cfg, on_gpu: bool, graph_step) -> str:
         while self.epoch < cfg.epochs:
             epoch_start = time.time() - self.partial["seconds"]
-            bar = tqdm(total=self.steps_per_epoch, initial=self.step, desc=f"epoch {self.epoch + 1}/{cfg.epochs}",
-                       disable=not cfg.progress or not self.parallel.is_writer, leave=False, dynamic_ncols=True)
             timer_start, timer_images, stop = time.time(), 0, False
-            with bar:
+            with tqdm(total=self.steps_per_epoch, initial=self.step, desc=f"epoch {self.epoch + 1}/{cfg.epochs}",
+                      disable=not cfg.progress or not self.parallel.is_writer, leave=False, dynamic_ncols=True) as bar:
                 for step, x, y in self.train_loader.epoch(self.epoch, self.step):
                     n = self.train_loader.global_batch(step)
                     if graph_step is not None and not tracked_step(self.tracker, self.global_step).active:

@@ -32,13 +32,8 @@ def model_entries(state: dict, own_keys) -> dict:
     own = set(own_keys)
     if own & set(state):
         return dict(state)
-    best, best_overlap = dict(state), 0
-    for prefix in WEIGHT_PREFIXES:
-        stripped = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-        overlap = len(own & set(stripped))
-        if overlap > best_overlap:
-            best, best_overlap = stripped, overlap
-    return best
+    unwrapped = [{k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)} for prefix in WEIGHT_PREFIXES]
+    return max([dict(state)] + unwrapped, key=lambda entries: len(own & set(entries)))  # (ties: the first)
 
 
 def first_mismatch(own: dict, state: dict) -> str | None:

@@ -17,6 +17,7 @@ The trainer's own ``curves.png`` is the learning-curve figure of its single run.
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 from dataclasses import dataclass, field
@@ -124,11 +125,6 @@ def _save(plt, fig, path: str) -> str:
     return path
 
 
-def _colors(plt, n: int) -> list:
-    cycle = plt.rcParams["axes.prop_cycle"].by_key().get("color", ["C0"])
-    return [cycle[i % len(cycle)] for i in range(n)]
-
-
 def _value(x) -> float:
     return float("nan") if x is None else float(x)
 
@@ -139,7 +135,7 @@ def plot_learning_curves(runs: list, path: str) -> str:
     runs = [r for r in runs if r.metrics]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained")
     ends = {0: [], 1: []}
-    for run, color in zip(runs, _colors(plt, len(runs))):
+    for run, color in zip(runs, itertools.cycle(plt.rcParams["axes.prop_cycle"].by_key().get("color", ["C0"]))):
         epochs = [r["epoch"] for r in run.metrics]
         for i, key, scale in ((0, "loss", 1), (1, "acc", 100)):
             axes[i].plot(epochs, [scale * r[f"train_{key}"] for r in run.metrics], "--", color=color, lw=1.2)

@@ -103,7 +103,8 @@ def run_gradflow(args) -> int:
     """Run ``minires gradflow`` with parsed ``args``; returns the exit status."""
     from ..analysis.report import ensure_dir  # noqa: PLC0415
 
-    if (error := _argument_error(args)) is not None:
+    error = _argument_error(args)
+    if error is not None:
         return _fail(error)
     try:
         batches = {seed: load_batch(args.data, args.batch_size, seed, args.num_classes)

@@ -43,7 +43,7 @@ class TrainingStep:
             on_gpu = self.device != "cpu"
             loss_sum, correct, stop = self.parallel.reduce_step(loss_sum, correct if on_gpu else int(correct),
                                                                 self._stop_requested)
-            if self.parallel.active and not on_gpu:  # the global mean loss: every rank decides alike
+            if not on_gpu:  # the global mean loss: every rank decides alike (GPU: see _flush_device_metrics)
                 self._check_loss_finite(loss_sum / batch)
             if tracked.active:  # before the update: the step's (summed) gradients and weights
                 mean_loss = float(loss_sum) / batch if self.parallel.active else float(loss.item())
@@ -68,8 +68,6 @@ class TrainingStep:
             loss_sum = loss.data.astype(np.float64) * len(y)
         else:
             loss_sum = float(loss.item()) * len(y)
-            if not self.parallel.active:
-                self._check_loss_finite(loss_sum / len(y))
         self.optimizer.zero_grad()
         weight = self.parallel.loss_weight(len(y), batch)  # this rank's share of the global mean loss
         xp = get_array_module(logits.data)

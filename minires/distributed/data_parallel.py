@@ -26,6 +26,7 @@ import numpy as np
 from ..backend import get_array_module
 from .communicator import Communicator, LocalCommunicator
 from .sampler import DistributedSampler
+from .sweep import attempt
 
 
 def _groups(tensors):
@@ -149,12 +150,11 @@ def code_fingerprint() -> str:
     digest = hashlib.sha256()
     for folder, dirs, files in os.walk(root):
         dirs[:] = sorted(d for d in dirs if d != "__pycache__")
-        for name in sorted(files):
-            if name.endswith(".py"):
-                path = os.path.join(folder, name)
-                digest.update(os.path.relpath(path, root).encode())
-                with open(path, "rb") as f:
-                    digest.update(f.read())
+        for name in sorted(n for n in files if n.endswith(".py")):
+            path = os.path.join(folder, name)
+            digest.update(os.path.relpath(path, root).encode())
+            with open(path, "rb") as f:
+                digest.update(f.read())
     return digest.hexdigest()[:16]
 
 
@@ -287,14 +287,8 @@ class DataParallel:
         """``fn()`` run on rank 0 only, its result (or exception) delivered to every rank."""
         if not self.active:
             return fn()
-        outcome = None
-        if self.is_writer:
-            try:
-                outcome = ("ok", fn())
-            except Exception as exc:  # noqa: BLE001 - re-raised on every rank below
-                outcome = ("error", exc)
-        outcome = self.comm.bcast_object(outcome)
-        if outcome[0] == "error":
+        outcome = self.comm.bcast_object(attempt(fn) if self.is_writer else None)
+        if outcome[0] == "error":  # re-raised on every rank
             exc = outcome[1]
             exc.collective = True
             raise exc

@@ -15,10 +15,8 @@ def build_model(config: TrainConfig, num_classes: int):
     from .. import models  # noqa: PLC0415
 
     check_model_name(config.model)
-    kwargs = {"num_classes": num_classes}
-    if config.shortcut is not None:
-        kwargs["shortcut"] = config.shortcut
-    return models.create(config.model, **kwargs)
+    shortcut = {} if config.shortcut is None else {"shortcut": config.shortcut}
+    return models.create(config.model, num_classes=num_classes, **shortcut)
 
 
 def check_model_name(name: str) -> None:

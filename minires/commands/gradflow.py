@@ -240,9 +240,7 @@ def _profile_one(name: str, seed: int, batch, args) -> dict:
         model = build_model(name, args, seed)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise _RunFailed(f"{name}: {exc}") from None
-    x, y = batch
-    if args.device != "cpu":
-        x, y = to_device(x, args.device), to_device(y, args.device)
+    x, y = (to_device(a, args.device) for a in batch)  # (already there on the CPU: the same arrays)
     profile = gradient_profile(model, Tensor(x), Tensor(y))
     conv = profile["conv_ratio"]
     rows = {"norms": [{"model": name, "seed": seed, **row} for row in profile["gradnorms"]],

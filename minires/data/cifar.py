@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..io.errors import short_repr
-from .cifar_archive import CorruptArchiveError, read_members
+from .cifar_archive import read_members
 from .safe_pickle import safe_load
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")

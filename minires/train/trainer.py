@@ -47,8 +47,7 @@ from tqdm.auto import tqdm
 from .. import __version__, backend
 from ..analysis.tracking import GradientTracker, tracked_step
 from ..backend import parse_device
-from ..data import Loader, download_cifar, load_dataset, normalization_stats
-from ..data.sources import DataNotFoundError
+from ..data import DataNotFoundError, Loader, download_cifar, load_dataset, normalization_stats
 from ..distributed import DataParallel
 from .checkpoint import load_checkpoint
 from .config import RESUME_KEYS, TrainConfig

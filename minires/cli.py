@@ -26,6 +26,7 @@ import os
 import sys
 
 from . import config as settings
+from . import distributed  # (imports no MPI by itself)
 from .commands import train as train_command
 from .commands.evaluate import add_eval_parser
 from .commands.gradflow import add_gradflow_parser
@@ -169,8 +170,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     """Console entry point: parse ``argv`` and run the subcommand; return the exit status."""
-    from . import distributed  # noqa: PLC0415  (imports no MPI by itself)
-
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         settings.read_environment()  # a bad MINIRES_* value is refused before anything is written
@@ -198,8 +197,6 @@ def _run_command(args) -> tuple[int, bool]:
     values all ranks share); an exception counts as this rank's alone unless it is
     marked ``collective``.
     """
-    from . import distributed  # noqa: PLC0415
-
     try:
         return int(args.func(args) or 0), True
     except KeyboardInterrupt:
@@ -247,11 +244,10 @@ def _describe_os_error(exc: OSError) -> str:
 
 def _is_user_error(exc: Exception) -> bool:
     from .data import DownloadError, UnsafePickleError  # noqa: PLC0415
-    from .distributed import ConfigurationMismatch  # noqa: PLC0415
     from .train import TrainingError  # noqa: PLC0415
 
     return isinstance(exc, (CLIError, ValueError, FileNotFoundError, PermissionError, IsADirectoryError,
-                            TrainingError, DownloadError, UnsafePickleError, ConfigurationMismatch))
+                            TrainingError, DownloadError, UnsafePickleError, distributed.ConfigurationMismatch))
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ import time
 
 import numpy as np
 
+from .. import distributed
 from ..analysis.inputs import load_batch
 
 DEFAULT_MODELS = ["plain20", "resnet20"]
@@ -71,9 +72,7 @@ def add_gradflow_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def _fail(message: str) -> int:
-    from ..distributed import get_rank  # noqa: PLC0415
-
-    if get_rank() == 0:  # (every rank fails alike: they check the same arguments)
+    if distributed.get_rank() == 0:  # (every rank fails alike: they check the same arguments)
         print(f"minires gradflow: error: {message}", file=sys.stderr)
     return 2
 
@@ -114,8 +113,6 @@ def run_gradflow(args) -> int:
     if args.jacobian_iters < 0 or args.jacobian_batch < 2:
         return _fail(f"--jacobian-iters must be >= 0 and --jacobian-batch >= 2, got {args.jacobian_iters} and "
                      f"{args.jacobian_batch}")
-    from .. import distributed  # noqa: PLC0415
-
     comm = distributed.init()
     out = ensure_dir(args.out) if comm.is_writer else None
     try:
@@ -152,8 +149,6 @@ def _argument_error(args) -> str | None:
 
 def _profile_all(args, batches: dict, comm) -> dict:
     """Every (model, seed) run, spread over the ranks: the rows of each table (complete on rank 0)."""
-    from .. import distributed  # noqa: PLC0415
-
     rows = {"norms": [], "blocks": [], "summary": [], "jacobian": []}
 
     def collect(job, result):

@@ -14,6 +14,7 @@ import os
 import sys
 import time
 
+from .. import distributed
 from ..backend import default_device
 from .args import (EXIT_INTERRUPTED, EXIT_NONFINITE, NORMALIZE_HELP, CLIError, check_device, device_arg, float_in,
                    int_at_least, normalize_arg)
@@ -133,7 +134,6 @@ def _train_config(args, is_demo: bool, presets: dict):
 
 def run_train(args, demo: dict, defaults: dict) -> int:
     """Run ``minires train``: the ``demo`` settings when no setting is given, else ``defaults`` and the flags."""
-    from .. import distributed  # noqa: PLC0415
     from ..train import NonFiniteLossError, Trainer  # noqa: PLC0415
 
     is_demo = args.demo or (not args.resume and not set(vars(args)) - _NOT_SETTINGS)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import math
 
+from ..backend import CUPY_INSTALL_HINT, cuda_available, parse_device
+
 EXIT_ERROR = 2
 EXIT_NONFINITE = 3
 EXIT_INTERRUPTED = 130
@@ -54,8 +56,6 @@ def normalize_arg(text):
 
 def device_arg(text):
     """An argparse type: ``cpu``, ``cuda`` or ``cuda:N``."""
-    from ..backend import parse_device  # noqa: PLC0415
-
     return _parsed(parse_device, text)
 
 
@@ -69,9 +69,5 @@ def _parsed(parse, text):
 
 def check_device(device: str) -> None:
     """Raise :class:`CLIError` naming ``--device`` unless CuPy and a GPU are there for a ``cuda`` device."""
-    from ..backend import cuda_available  # noqa: PLC0415
-
     if device != "cpu" and not cuda_available():
-        from ..backend import CUPY_INSTALL_HINT  # noqa: PLC0415
-
         raise CLIError(f"--device {device}: CuPy or a GPU is not available; {CUPY_INSTALL_HINT}")

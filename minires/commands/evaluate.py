@@ -8,6 +8,9 @@ import argparse
 import os
 import time
 
+import numpy as np
+
+from ..backend import parse_device
 from .args import NORMALIZE_HELP, CLIError, check_device, device_arg, int_at_least, normalize_arg
 
 
@@ -40,8 +43,6 @@ def add_eval_parser(subparsers) -> argparse.ArgumentParser:
 
 def _eval_normalization(args, saved: dict, dataset: str, train):
     """``(mean, std, description)``: --normalize, else config.json's recorded values, else the training split's."""
-    import numpy as np  # noqa: PLC0415
-
     from ..data import normalization_stats  # noqa: PLC0415
 
     if args.normalize is None and "normalize_mean" in saved and args.model in (None, saved.get("model")):
@@ -80,7 +81,6 @@ def _load_eval_weights(args, model, model_name: str) -> None:
 
 def run_eval(args) -> int:
     """Run ``minires eval``."""
-    from ..backend import parse_device  # noqa: PLC0415
     from ..data import Loader, load_dataset  # noqa: PLC0415
     from ..train import TrainConfig, evaluate_model  # noqa: PLC0415
     from ..train.run_dir import read_folder_config  # noqa: PLC0415

@@ -22,6 +22,8 @@ import math
 import os
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from .checkpoint import atomic_write
 from .jsonl import read_jsonl
 from .run_dir import read_folder_config
@@ -206,8 +208,6 @@ def _edges(steps: list) -> list:
 
 def plot_ratio_heatmaps(runs: list, path: str) -> str:
     """One heatmap per run: block (first at the top) by step, colour ``log10`` ratio, shared scale."""
-    import numpy as np  # noqa: PLC0415
-
     plt = pyplot()
     runs = [r for r in runs if r.gradients and r.gradients[0]["blocks"]]
     if not runs:

@@ -14,6 +14,7 @@ import math
 import numpy as np
 
 from .. import config as settings
+from .. import functional as F
 from ..analysis.tracking import tracked_step
 from ..autograd import Tensor
 from ..backend import get_array_module
@@ -59,8 +60,6 @@ class TrainingStep:
 
         The backward pass carries this rank's share of the global mean loss (``part / batch``).
         """
-        from .. import functional as F  # noqa: PLC0415
-
         logits = self.model(Tensor(x))
         loss = F.cross_entropy(logits, Tensor(y), label_smoothing=self.config.label_smoothing)
         if self.device != "cpu":
@@ -161,8 +160,6 @@ class TrainingStep:
 
     def _step_arrays(self, x, y):
         """Forward, loss, backward and update on device arrays; returns device scalars (loss, hits)."""
-        from .. import functional as F  # noqa: PLC0415
-
         logits = self.model(Tensor(x))
         loss = F.cross_entropy(logits, Tensor(y), label_smoothing=self.config.label_smoothing)
         self.optimizer.zero_grad()

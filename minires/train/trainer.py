@@ -49,6 +49,7 @@ from ..analysis.tracking import GradientTracker, tracked_step
 from ..backend import parse_device
 from ..data import DataNotFoundError, Loader, download_cifar, load_dataset, normalization_stats
 from ..distributed import DataParallel
+from ..ops.loss import set_gpu_target_checks
 from .checkpoint import load_checkpoint
 from .config import RESUME_KEYS, TrainConfig
 from .errors import NonFiniteLossError, TrainingError  # noqa: F401  (NonFiniteLossError: imported from here)
@@ -296,8 +297,6 @@ class Trainer(RunState, TrainingStep):
         on_gpu = self.device != "cpu"
         if on_gpu:
             # labels checked once here, so cross_entropy need not read a range flag back every step
-            from ..ops.loss import set_gpu_target_checks  # noqa: PLC0415
-
             for split in (self.train_set, self.test_set):
                 labels = np.asarray(split.labels)
                 if labels.size and (labels.min() < 0 or labels.max() >= split.num_classes):

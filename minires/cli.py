@@ -4,8 +4,8 @@ Each subcommand is one ``add_<name>_parser(subparsers)`` function that builds it
 subparser and sets ``func`` to the function that runs it; :data:`COMMANDS` lists them
 in the order ``minires --help`` shows them. Adding a subcommand is adding one such
 function and one entry in :data:`COMMANDS`; a subcommand too large for this front lives
-in its own module (``train`` and ``eval`` in :mod:`minires.commands`, ``gradflow`` in
-:mod:`minires.commands.gradflow`) and its function here delegates to it.
+in its own module of :mod:`minires.commands` (``train``, ``eval``, ``gradflow``), whose
+``add_<name>_parser`` :data:`COMMANDS` names.
 
 Errors a user can cause (unknown model, missing data, bad values, a checkpoint that does
 not match) print one clear ``minires: error: ...`` line and exit non-zero, without a
@@ -21,12 +21,15 @@ from __future__ import annotations
 
 import argparse
 import errno
+import math
 import os
 import sys
 
 from . import config as settings
-from .commands import evaluate as eval_command
+from . import distributed  # (imports no MPI by itself)
 from .commands import train as train_command
+from .commands.evaluate import add_eval_parser
+from .commands.gradflow import add_gradflow_parser
 # (EXIT_NONFINITE and FULL_RECIPE: imported from here as before the move into minires.commands)
 from .commands.args import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_NONFINITE, CLIError  # noqa: F401
 from .commands.train import FULL_RECIPE  # noqa: F401
@@ -40,7 +43,7 @@ DEFAULTS = {"model": "resnet20", "epochs": 164, "batch_size": 128, "lr": 0.1, "m
             "weight_decay": 1e-4, "schedule": "paper"}
 
 
-# --- train and eval (minires.commands) ------------------------------------------------
+# --- train (minires.commands.train) ----------------------------------------------------
 
 def add_train_parser(subparsers) -> argparse.ArgumentParser:
     """``minires train``: train a model (no arguments: the :data:`DEMO`; unset flags: :data:`DEFAULTS`).
@@ -48,11 +51,6 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
     The flags, the settings' assembly and the run live in :mod:`minires.commands.train`.
     """
     return train_command.add_train_parser(subparsers, DEMO, DEFAULTS)
-
-
-def add_eval_parser(subparsers) -> argparse.ArgumentParser:
-    """``minires eval``: accuracy of saved weights on a test split (:mod:`minires.commands.evaluate`)."""
-    return eval_command.add_eval_parser(subparsers)
 
 
 # --- weights --------------------------------------------------------------------------
@@ -71,8 +69,6 @@ def add_weights_parser(subparsers) -> argparse.ArgumentParser:
 
 def run_weights(args) -> int:
     """Run ``minires weights``."""
-    import math as _math  # noqa: PLC0415
-
     from . import io  # noqa: PLC0415
 
     info = io.inspect_weights(args.file, key=args.key)
@@ -84,7 +80,7 @@ def run_weights(args) -> int:
     print(f"{'name':<{width}}  {'dtype':<9} shape")
     for name, tensor in info.tensors.items():
         print(f"{name:<{width}}  {tensor.dtype:<9} {tuple(tensor.shape)}")
-    values = sum(_math.prod(t.shape) for t in info.tensors.values())
+    values = sum(math.prod(t.shape) for t in info.tensors.values())
     print(f"{len(info.tensors)} tensors, {values:,} values")
     return 0
 
@@ -154,16 +150,6 @@ def run_plot(args) -> int:
 
 # --- entry point ----------------------------------------------------------------------
 
-def add_gradflow_parser(subparsers) -> argparse.ArgumentParser:
-    """``minires gradflow``: gradient norms through depth, the per-block skip/branch split, plots.
-
-    The options and the run live in :mod:`minires.commands.gradflow` (which sets ``func``).
-    """
-    from .commands.gradflow import add_gradflow_parser as add  # noqa: PLC0415
-
-    return add(subparsers)
-
-
 COMMANDS = [add_train_parser, add_eval_parser, add_models_parser, add_weights_parser, add_gradflow_parser,
             add_plot_parser]
 
@@ -184,17 +170,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     """Console entry point: parse ``argv`` and run the subcommand; return the exit status."""
-    from . import distributed  # noqa: PLC0415  (imports no MPI by itself)
-
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         settings.read_environment()  # a bad MINIRES_* value is refused before anything is written
-    except ValueError as exc:
-        print(f"minires: error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
-    try:
         comm = distributed.init(force="--distributed" in argv)  # first, so a failing rank can end the others
-    except ImportError as exc:
+    except (ValueError, ImportError) as exc:  # a bad MINIRES_* value; mpi4py missing under a launcher
         print(f"minires: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     parser = build_parser()
@@ -217,8 +197,6 @@ def _run_command(args) -> tuple[int, bool]:
     values all ranks share); an exception counts as this rank's alone unless it is
     marked ``collective``.
     """
-    from . import distributed  # noqa: PLC0415
-
     try:
         return int(args.func(args) or 0), True
     except KeyboardInterrupt:
@@ -227,27 +205,25 @@ def _run_command(args) -> tuple[int, bool]:
     except Exception as exc:  # user-facing errors: one line, no traceback
         collective = getattr(exc, "collective", False)
         comm = distributed.get_communicator()
-        rank = comm.rank
-        where = f" (rank {rank} of {comm.size})" if comm.size > 1 and not collective else ""
+        speaks = comm.rank == 0 or not collective  # an error every rank raises alike is printed once
         if settings.get("debug"):
             if comm.size == 1:
                 raise
-            if rank == 0 or not collective:
+            if speaks:
                 import traceback  # noqa: PLC0415
 
                 traceback.print_exc()
+        where = f" (rank {comm.rank} of {comm.size})" if comm.size > 1 and not collective else ""
         if isinstance(exc, OSError) and exc.errno in _USER_ERRNOS:
-            if rank == 0 or not collective:
-                print(f"minires: error{where}: {_describe_os_error(exc)}", file=sys.stderr)
-            return EXIT_ERROR, collective
-        if not _is_user_error(exc):
-            if rank == 0 or not collective:
-                print(f"minires: internal error{where}: {type(exc).__name__}: {exc} (set MINIRES_DEBUG=1 for the "
-                      "traceback)", file=sys.stderr)
-            return 1, collective
-        if rank == 0 or not collective:
-            print(f"minires: error{where}: {exc}", file=sys.stderr)
-        return EXIT_ERROR, collective
+            status, message = EXIT_ERROR, f"minires: error{where}: {_describe_os_error(exc)}"
+        elif _is_user_error(exc):
+            status, message = EXIT_ERROR, f"minires: error{where}: {exc}"
+        else:
+            status, message = 1, (f"minires: internal error{where}: {type(exc).__name__}: {exc} (set MINIRES_DEBUG=1 "
+                                  "for the traceback)")
+        if speaks:
+            print(message, file=sys.stderr)
+        return status, collective
 
 
 # OSErrors a user causes (and can fix): full disk, permissions, a file where a folder belongs, ...
@@ -268,11 +244,10 @@ def _describe_os_error(exc: OSError) -> str:
 
 def _is_user_error(exc: Exception) -> bool:
     from .data import DownloadError, UnsafePickleError  # noqa: PLC0415
-    from .distributed import ConfigurationMismatch  # noqa: PLC0415
     from .train import TrainingError  # noqa: PLC0415
 
     return isinstance(exc, (CLIError, ValueError, FileNotFoundError, PermissionError, IsADirectoryError,
-                            TrainingError, DownloadError, UnsafePickleError, ConfigurationMismatch))
+                            TrainingError, DownloadError, UnsafePickleError, distributed.ConfigurationMismatch))
 
 
 if __name__ == "__main__":

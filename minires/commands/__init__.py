@@ -1,4 +1,4 @@
-"""The subcommands of ``minires`` that outgrew :mod:`minires.cli`: ``train`` and ``eval``.
+"""The subcommands of ``minires`` that outgrew :mod:`minires.cli`: ``train``, ``eval`` and ``gradflow``.
 
 :mod:`minires.cli` is the front (the parser, :data:`~minires.cli.COMMANDS`, the error
 handling); each module here holds one subcommand's flags, the assembly of its settings

@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import math
 
+from ..backend import CUPY_INSTALL_HINT, cuda_available, parse_device
+
 EXIT_ERROR = 2
 EXIT_NONFINITE = 3
 EXIT_INTERRUPTED = 130
@@ -31,19 +33,16 @@ def int_at_least(low):
     return parse
 
 
-def float_in(low, high=math.inf, high_open=True, low_open=False):
-    """An argparse type: a finite number in ``[low, high)`` (each end open or closed as asked)."""
+def float_in(low, high=math.inf, low_open=False):
+    """An argparse type: a finite number in ``[low, high)`` (``(low, high)`` with ``low_open``)."""
     def parse(text):
         try:
             value = float(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        ok = math.isfinite(value) and (value > low if low_open else value >= low) and \
-            (value < high if high_open else value <= high)
-        if not ok:
-            left = "(" if low_open else "["
-            right = ")" if high_open else "]"
-            raise argparse.ArgumentTypeError(f"expected a number in {left}{low}, {high}{right}, got {text}")
+        if not (math.isfinite(value) and (value > low if low_open else value >= low) and value < high):
+            interval = f"{'(' if low_open else '['}{low}, {high})"
+            raise argparse.ArgumentTypeError(f"expected a number in {interval}, got {text}")
         return value
     return parse
 
@@ -57,8 +56,6 @@ def normalize_arg(text):
 
 def device_arg(text):
     """An argparse type: ``cpu``, ``cuda`` or ``cuda:N``."""
-    from ..backend import parse_device  # noqa: PLC0415
-
     return _parsed(parse_device, text)
 
 
@@ -72,9 +69,5 @@ def _parsed(parse, text):
 
 def check_device(device: str) -> None:
     """Raise :class:`CLIError` naming ``--device`` unless CuPy and a GPU are there for a ``cuda`` device."""
-    from ..backend import cuda_available  # noqa: PLC0415
-
     if device != "cpu" and not cuda_available():
-        from ..backend import CUPY_INSTALL_HINT  # noqa: PLC0415
-
         raise CLIError(f"--device {device}: CuPy or a GPU is not available; {CUPY_INSTALL_HINT}")

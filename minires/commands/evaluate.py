@@ -8,6 +8,9 @@ import argparse
 import os
 import time
 
+import numpy as np
+
+from ..backend import parse_device
 from .args import NORMALIZE_HELP, CLIError, check_device, device_arg, int_at_least, normalize_arg
 
 
@@ -38,29 +41,15 @@ def add_eval_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-def _saved_config(weights: str) -> dict:
-    path = os.path.join(os.path.dirname(os.path.abspath(weights)), "config.json")
-    if not os.path.isfile(path):
-        return {}
-    from ..train.run_dir import read_config_json  # noqa: PLC0415
-
-    return read_config_json(path)
-
-
-def _eval_normalization(args, saved: dict, model_name: str, dataset: str, train):
+def _eval_normalization(args, saved: dict, dataset: str, train):
     """``(mean, std, description)``: --normalize, else config.json's recorded values, else the training split's."""
-    import numpy as np  # noqa: PLC0415
-
     from ..data import normalization_stats  # noqa: PLC0415
 
-    if args.normalize is not None:
-        mean, std = normalization_stats(args.normalize, dataset, train.images)
-        return mean, std, args.normalize
-    if "normalize_mean" in saved and (args.model is None or args.model == saved.get("model")):
+    if args.normalize is None and "normalize_mean" in saved and args.model in (None, saved.get("model")):
         mean, std = np.asarray(saved["normalize_mean"], np.float32), np.asarray(saved["normalize_std"], np.float32)
         return mean, std, f"{saved.get('normalize', 'train')} (config.json)"
-    mean, std = normalization_stats("train", dataset, train.images)
-    return mean, std, "train"
+    choice = args.normalize or "train"
+    return (*normalization_stats(choice, dataset, train.images), choice)
 
 
 def _load_eval_weights(args, model, model_name: str) -> None:
@@ -92,14 +81,14 @@ def _load_eval_weights(args, model, model_name: str) -> None:
 
 def run_eval(args) -> int:
     """Run ``minires eval``."""
-    from ..backend import parse_device  # noqa: PLC0415
     from ..data import Loader, load_dataset  # noqa: PLC0415
     from ..train import TrainConfig, evaluate_model  # noqa: PLC0415
+    from ..train.run_dir import read_folder_config  # noqa: PLC0415
     from ..train.setup import build_model  # noqa: PLC0415
 
     if not os.path.isfile(args.weights):
         raise CLIError(f"--weights {args.weights}: no such file")
-    saved = _saved_config(args.weights)
+    saved = read_folder_config(os.path.dirname(os.path.abspath(args.weights)))  # the run's, beside the weights
     model_name = args.model or saved.get("model")
     if model_name is None:
         raise CLIError("--model is required (no config.json beside the weights to take it from)")
@@ -112,7 +101,7 @@ def run_eval(args) -> int:
     if len(test) == 0:
         raise CLIError(f"--data {data or '(searched)'}: the test split of {test.name} has no images; nothing to "
                        "evaluate: point --data at a complete dataset")
-    mean, std, how = _eval_normalization(args, saved, model_name, dataset, train)
+    mean, std, how = _eval_normalization(args, saved, dataset, train)
     model = build_model(TrainConfig(model=model_name, shortcut=saved.get("shortcut")), test.num_classes)
     _load_eval_weights(args, model, model_name)
     model.to(device)

@@ -31,6 +31,7 @@ import time
 
 import numpy as np
 
+from .. import distributed
 from ..analysis.inputs import load_batch
 
 DEFAULT_MODELS = ["plain20", "resnet20"]
@@ -71,9 +72,7 @@ def add_gradflow_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def _fail(message: str) -> int:
-    from ..distributed import get_rank  # noqa: PLC0415
-
-    if get_rank() == 0:  # (every rank fails alike: they check the same arguments)
+    if distributed.get_rank() == 0:  # (every rank fails alike: they check the same arguments)
         print(f"minires gradflow: error: {message}", file=sys.stderr)
     return 2
 
@@ -83,13 +82,9 @@ def build_model(name: str, args, seed: int):
     import minires as mr  # noqa: PLC0415
     from .. import models  # noqa: PLC0415
 
-    kwargs = {"num_classes": args.num_classes}
-    if args.shortcut is not None:
-        kwargs["shortcut"] = args.shortcut
-    if args.shortcut_scale is not None:
-        kwargs["shortcut_scale"] = args.shortcut_scale
+    options = {"shortcut": args.shortcut, "shortcut_scale": args.shortcut_scale}
     mr.manual_seed(seed)
-    model = models.create(name, **kwargs)
+    model = models.create(name, num_classes=args.num_classes, **{k: v for k, v in options.items() if v is not None})
     if args.checkpoint:
         from ..io import load_state_dict  # noqa: PLC0415
         from ..train.weights import load_weights_strict  # noqa: PLC0415
@@ -118,8 +113,6 @@ def run_gradflow(args) -> int:
     if args.jacobian_iters < 0 or args.jacobian_batch < 2:
         return _fail(f"--jacobian-iters must be >= 0 and --jacobian-batch >= 2, got {args.jacobian_iters} and "
                      f"{args.jacobian_batch}")
-    from .. import distributed  # noqa: PLC0415
-
     comm = distributed.init()
     out = ensure_dir(args.out) if comm.is_writer else None
     try:
@@ -156,15 +149,12 @@ def _argument_error(args) -> str | None:
 
 def _profile_all(args, batches: dict, comm) -> dict:
     """Every (model, seed) run, spread over the ranks: the rows of each table (complete on rank 0)."""
-    from .. import distributed  # noqa: PLC0415
-
     rows = {"norms": [], "blocks": [], "summary": [], "jacobian": []}
 
     def collect(job, result):
-        rows["norms"].extend(result["norms"])
-        rows["blocks"].extend(result["blocks"])
+        for table in ("norms", "blocks", "jacobian"):
+            rows[table].extend(result[table])
         rows["summary"].append(result["summary"])
-        rows["jacobian"].extend(result["jacobian"])
         print(result["line"], flush=True)
 
     jobs = [(name, seed) for name in args.model for seed in batches]
@@ -221,11 +211,10 @@ def _write_plots(out: str, rows: dict, args) -> list:
     from ..analysis.report import plot_depth_profile, plot_skip_branch  # noqa: PLC0415
 
     written = []
-    title = f"{_setting(args)}"[:70]
-    for fn, fname, extra in ((plot_depth_profile, "gradnorm_depth.png", {"kind": "activation"}),
-                             (plot_depth_profile, "gradnorm_params.png", {"kind": "param"}),
-                             (plot_skip_branch, "skip_branch.png", {})):
-        src = rows["blocks"] if fn is plot_skip_branch else rows["norms"]
+    title = _setting(args)[:70]
+    for fn, src, fname, extra in ((plot_depth_profile, rows["norms"], "gradnorm_depth.png", {"kind": "activation"}),
+                                  (plot_depth_profile, rows["norms"], "gradnorm_params.png", {"kind": "param"}),
+                                  (plot_skip_branch, rows["blocks"], "skip_branch.png", {})):
         if fn(src, os.path.join(out, fname), title=title, **extra):
             written.append(fname)
     return written
@@ -246,16 +235,14 @@ def _profile_one(name: str, seed: int, batch, args) -> dict:
         model = build_model(name, args, seed)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise _RunFailed(f"{name}: {exc}") from None
-    x, y = batch
-    if args.device != "cpu":
-        x, y = to_device(x, args.device), to_device(y, args.device)
+    x, y = (to_device(a, args.device) for a in batch)  # (already there on the CPU: the same arrays)
     profile = gradient_profile(model, Tensor(x), Tensor(y))
     conv = profile["conv_ratio"]
     rows = {"norms": [{"model": name, "seed": seed, **row} for row in profile["gradnorms"]],
             "blocks": [{"model": name, "seed": seed, **rec.as_row()} for rec in profile["blocks"]],
-            "summary": {"model": name, "seed": seed, "loss": profile["loss"], "first": conv["first"],
-                        "last": conv["last"], "first_norm": conv["first_norm"], "last_norm": conv["last_norm"],
-                        "ratio": conv["ratio"], "log10_ratio": conv["log10_ratio"], "blocks": len(profile["blocks"]),
+            "summary": {"model": name, "seed": seed, "loss": profile["loss"],
+                        **{k: conv[k] for k in ("first", "last", "first_norm", "last_norm", "ratio", "log10_ratio")},
+                        "blocks": len(profile["blocks"]),
                         "max_identity_error": max(r.identity_error for r in profile["blocks"]),
                         "seconds": time.perf_counter() - start},
             "jacobian": []}

@@ -14,6 +14,8 @@ import os
 import sys
 import time
 
+from .. import distributed
+from ..backend import default_device
 from .args import (EXIT_INTERRUPTED, EXIT_NONFINITE, NORMALIZE_HELP, CLIError, check_device, device_arg, float_in,
                    int_at_least, normalize_arg)
 
@@ -97,11 +99,10 @@ def _add_run_flags(p) -> None:
                    help="float32 (default) or float64 (slower; exactness checks)")
 
 
-# flags that do not define the run: `minires train` with only these still runs the demo
-_NOT_SETTINGS = {"func", "command", "resume", "overwrite", "demo", "no_progress", "no_plot", "device", "out",
-                 "distributed", "track_gradients"}
 # parsed arguments that are not TrainConfig fields
 _NOT_CONFIG = {"func", "command", "resume", "overwrite", "demo", "no_progress", "no_plot", "distributed"}
+# flags that do not define the run: `minires train` with only these still runs the demo
+_NOT_SETTINGS = _NOT_CONFIG | {"device", "out", "track_gradients"}
 
 
 def _train_config(args, is_demo: bool, presets: dict):
@@ -122,10 +123,7 @@ def _train_config(args, is_demo: bool, presets: dict):
             raise CLIError(f"--resume: {explicit['out']} holds no run to continue (no checkpoint.npz or "
                            "config.json); give the run's settings as flags to start it, or check --out")
     values.update(explicit)
-    if "device" not in values:
-        from ..backend import default_device  # noqa: PLC0415
-
-        values["device"] = default_device()
+    values.setdefault("device", default_device())
     if "out" not in values:
         name = "demo" if is_demo else values["model"]
         values["out"] = os.path.join("runs", f"{name}-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -136,7 +134,6 @@ def _train_config(args, is_demo: bool, presets: dict):
 
 def run_train(args, demo: dict, defaults: dict) -> int:
     """Run ``minires train``: the ``demo`` settings when no setting is given, else ``defaults`` and the flags."""
-    from .. import distributed  # noqa: PLC0415
     from ..train import NonFiniteLossError, Trainer  # noqa: PLC0415
 
     is_demo = args.demo or (not args.resume and not set(vars(args)) - _NOT_SETTINGS)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..io.errors import short_repr
-from .cifar_archive import CorruptArchiveError, read_members
+from .cifar_archive import read_members
 from .safe_pickle import safe_load
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -159,8 +159,6 @@ def _warn_md5(path, expected):
             f"{path}: md5 {actual} differs from the official {expected}; using it anyway "
             "(re-encoded or repackaged copies of CIFAR differ, e.g. a JPEG re-encoding)",
             ChecksumWarning, stacklevel=3)
-        return False
-    return True
 
 
 # --- sizes -------------------------------------------------------------------------------
@@ -268,10 +266,8 @@ def _datasets(splits, classes, layout, where):
 
 def _decode_python(raw: dict, layout: CifarLayout, where: str):
     """``(train, test)`` from ``{file name: pickle bytes}`` of the python version."""
-    splits = []
-    for files in (layout.train_files, layout.test_files):
-        splits.append(_concat([_decode_batch(safe_load(raw[n], f"{where}:{n}"), f"{where}:{n}", layout)
-                               for n in files]))
+    splits = [_concat([_decode_batch(safe_load(raw[n], f"{where}:{n}"), f"{where}:{n}", layout) for n in files])
+              for files in (layout.train_files, layout.test_files)]
     meta = layout.meta_file
     meta_obj = safe_load(raw[meta], f"{where}:{meta}") if meta in raw else None
     return _datasets(splits, _meta_classes(meta_obj, layout, f"{where}:{meta}"), layout, where)

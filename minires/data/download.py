@@ -118,12 +118,10 @@ def _transfer(url, dest, out, tmp, watchdog, timeout, chunk, progress) -> str:
     """Copy the response body into ``out``; return its md5 (hex)."""
     digest, received = hashlib.md5(), 0
     try:
-        response = _open(url, dest, timeout, watchdog)
-        with response:
+        with _open(url, dest, timeout, watchdog) as response:
             total = _content_length(response, url)
-            bar = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=os.path.basename(dest),
-                       disable=not progress, leave=False)
-            with bar:
+            with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=os.path.basename(dest),
+                      disable=not progress, leave=False) as bar:
                 read = getattr(response, "read1", response.read)  # read1: what has arrived, without waiting for more
                 while block := read(chunk):
                     watchdog.check(url, received, total)
@@ -250,15 +248,11 @@ class _Watchdog:
                 return connection
             return create
 
-        class HTTPHandler(urllib.request.HTTPHandler):
-            def do_open(self, http_class, req, **kwargs):
-                return super().do_open(watched(http_class), req, **kwargs)
-
-        handlers = [HTTPHandler]
-        if hasattr(urllib.request, "HTTPSHandler"):  # Python built with ssl
-            class HTTPSHandler(urllib.request.HTTPSHandler):
+        def watching(handler_class):
+            class Handler(handler_class):
                 def do_open(self, http_class, req, **kwargs):
                     return super().do_open(watched(http_class), req, **kwargs)
+            return Handler
 
-            handlers.append(HTTPSHandler)
-        return urllib.request.build_opener(*handlers)
+        bases = [urllib.request.HTTPHandler, getattr(urllib.request, "HTTPSHandler", None)]  # (None: no ssl)
+        return urllib.request.build_opener(*(watching(base) for base in bases if base is not None))

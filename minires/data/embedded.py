@@ -60,7 +60,6 @@ def decode_images(residuals: np.ndarray) -> np.ndarray:
     e = residuals.astype(np.int16)
     n, _, height, width = e.shape
     planes = np.zeros((n, 3, height, width), np.int16)  # true G, R-G, B-G values
-    green = np.zeros((n, height, width), np.int16)
     for i in range(height):
         for j in range(width):
             if i == 0 and j == 0:
@@ -73,14 +72,12 @@ def decode_images(residuals: np.ndarray) -> np.ndarray:
                 pred = _med(planes[:, :, i, j - 1], planes[:, :, i - 1, j], planes[:, :, i - 1, j - 1])
             value = (e[:, :, i, j] + pred) % 256  # G exactly; R-G and B-G modulo 256
             g = value[:, 0]
-            green[:, i, j] = g
             planes[:, 0, i, j] = g
             # recover the signed differences through the colour values they encode
             planes[:, 1, i, j] = (value[:, 1] + g) % 256 - g
             planes[:, 2, i, j] = (value[:, 2] + g) % 256 - g
-    red = planes[:, 1] + green
-    blue = planes[:, 2] + green
-    return np.stack([red, green, blue], axis=1).astype(np.uint8)
+    green = planes[:, 0]
+    return np.stack([planes[:, 1] + green, green, planes[:, 2] + green], axis=1).astype(np.uint8)
 
 
 _CACHE: dict = {}
@@ -115,7 +112,7 @@ def _decode_file(path: str):
         for split in ("train", "test"):
             images = decode_images(f[f"{split}_residuals"])
             labels = f[f"{split}_labels"].astype(np.int64)
-            images.flags.writeable = False
-            labels.flags.writeable = False
+            for array in (images, labels):
+                array.flags.writeable = False
             out.append((images, labels))
     return out

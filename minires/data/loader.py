@@ -108,11 +108,10 @@ class Loader:
         idx = order[step * self.batch_size:(step + 1) * self.batch_size]
         if self.sampler is not None:
             idx = self.sampler.split(idx)
-        params = {}
-        if self.train:
-            h, w = self.dataset.images.shape[2:]
-            params = sample_params_for(self.seed, epoch, idx, h, w, self.padding, self.flip, self.cutout)
-        return idx, params
+        if not self.train:
+            return idx, {}
+        h, w = self.dataset.images.shape[2:]
+        return idx, sample_params_for(self.seed, epoch, idx, h, w, self.padding, self.flip, self.cutout)
 
     def _device_part(self, host):
         idx, params = host

@@ -47,14 +47,9 @@ def _latin1_encode(text, encoding="latin1"):
     return codecs.encode(text, "latin1")
 
 
-class _NDArrayClass:
+def _ndarray(*args, **kwargs):
     """Stand-in for ``numpy.ndarray``: a marker for ``_reconstruct``, never a constructor."""
-
-    def __call__(self, *args, **kwargs):
-        _refuse("numpy.ndarray(...), which would create an array of uninitialised memory")
-
-
-_NDARRAY = _NDArrayClass()
+    _refuse("numpy.ndarray(...), which would create an array of uninitialised memory")
 
 
 class _DType:
@@ -107,7 +102,7 @@ class _PendingArray:
 
 
 def _reconstruct(cls, shape, typecode):
-    if cls is not _NDARRAY or shape != (0,) or typecode not in (b"b", "b"):
+    if cls is not _ndarray or shape != (0,) or typecode not in (b"b", "b"):
         _refuse(f"numpy _reconstruct({short_repr(cls)}, {short_repr(shape)}, {short_repr(typecode)})")
     return _PendingArray()
 
@@ -126,7 +121,7 @@ _GLOBALS = {
     **{(m, "_reconstruct"): _reconstruct for m in ("numpy.core.multiarray", "numpy._core.multiarray")},
     **{(m, "scalar"): _scalar for m in ("numpy.core.multiarray", "numpy._core.multiarray")},
     **{(m, "_frombuffer"): _frombuffer for m in ("numpy.core.numeric", "numpy._core.numeric")},
-    ("numpy", "ndarray"): _NDARRAY,
+    ("numpy", "ndarray"): _ndarray,
     ("numpy", "dtype"): _DType,
     ("_codecs", "encode"): _latin1_encode,
 }

@@ -103,8 +103,7 @@ def download_cifar(name: str = "cifar10", root=None, progress: bool = True) -> s
         The archive path.
     """
     layout = get_layout(name)
-    root = os.path.expanduser(os.fspath(root)) if root is not None else \
-        os.path.join(os.path.expanduser("~"), ".cache", "minires")
+    root = os.path.expanduser(os.fspath(root) if root is not None else os.path.join("~", ".cache", "minires"))
     dest = os.path.join(root, layout.archive)
     if os.path.isfile(dest):
         return dest

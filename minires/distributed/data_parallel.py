@@ -20,21 +20,29 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections import OrderedDict
 
 import numpy as np
 
 from ..backend import get_array_module
 from .communicator import Communicator, LocalCommunicator
 from .sampler import DistributedSampler
+from .sweep import attempt
 
 
 def _groups(tensors):
     """``dtype name -> [tensors]`` in first-seen order."""
-    groups = OrderedDict()
+    groups = {}
     for t in tensors:
         groups.setdefault(t.data.dtype.name, []).append(t)
     return groups
+
+
+def _slices(tensors):
+    """Each tensor with the slice its elements take in a flat buffer of all of them, in order."""
+    offset = 0
+    for t in tensors:
+        yield t, slice(offset, offset + t.data.size)
+        offset += t.data.size
 
 
 def broadcast_tensors(tensors, comm: Communicator, root: int = 0) -> None:
@@ -45,10 +53,8 @@ def broadcast_tensors(tensors, comm: Communicator, root: int = 0) -> None:
         xp = get_array_module(group[0].data)
         flat = xp.concatenate([t.data.ravel() for t in group])
         comm.broadcast(flat, root)
-        offset = 0
-        for t in group:
-            t.data[...] = flat[offset:offset + t.data.size].reshape(t.data.shape)
-            offset += t.data.size
+        for t, part in _slices(group):
+            t.data[...] = flat[part].reshape(t.data.shape)
 
 
 def broadcast_state(model, comm: Communicator, root: int = 0) -> None:
@@ -96,25 +102,16 @@ class GradientAllreduce:
             self._allocate()
         tail = None
         for i, (group, flat) in enumerate(self._buffers):
-            offset = 0
-            for p in group:
-                n = p.data.size
-                if p.grad is None:
-                    flat[offset:offset + n] = 0
-                else:
-                    flat[offset:offset + n] = p.grad.reshape(-1)
-                offset += n
+            for p, part in _slices(group):
+                flat[part] = 0 if p.grad is None else p.grad.reshape(-1)
             if i == 0 and self.num_extras:
+                tail = flat[flat.size - self.num_extras:]
                 for j, value in enumerate(extras):
-                    flat[offset + j] = value
-                tail = flat[offset:]
+                    tail[j] = value
             self.comm.allreduce(flat)
-            offset = 0
-            for p in group:
-                n = p.data.size
+            for p, part in _slices(group):
                 if p.grad is not None:
-                    p.grad = flat[offset:offset + n].reshape(p.data.shape)
-                offset += n
+                    p.grad = flat[part].reshape(p.data.shape)
         if tail is None:
             xp = np if not self._buffers else get_array_module(self._buffers[0][1])
             tail = xp.asarray(list(extras), np.float64)  # no parameters: sum the extras alone
@@ -153,12 +150,11 @@ def code_fingerprint() -> str:
     digest = hashlib.sha256()
     for folder, dirs, files in os.walk(root):
         dirs[:] = sorted(d for d in dirs if d != "__pycache__")
-        for name in sorted(files):
-            if name.endswith(".py"):
-                path = os.path.join(folder, name)
-                digest.update(os.path.relpath(path, root).encode())
-                with open(path, "rb") as f:
-                    digest.update(f.read())
+        for name in sorted(n for n in files if n.endswith(".py")):
+            path = os.path.join(folder, name)
+            digest.update(os.path.relpath(path, root).encode())
+            with open(path, "rb") as f:
+                digest.update(f.read())
     return digest.hexdigest()[:16]
 
 
@@ -200,11 +196,6 @@ class DataParallel:
     def size(self) -> int:
         """The number of ranks."""
         return self.comm.size
-
-    @property
-    def rank(self) -> int:
-        """This process's rank."""
-        return self.comm.rank
 
     @property
     def is_writer(self) -> bool:
@@ -296,14 +287,8 @@ class DataParallel:
         """``fn()`` run on rank 0 only, its result (or exception) delivered to every rank."""
         if not self.active:
             return fn()
-        outcome = None
-        if self.is_writer:
-            try:
-                outcome = ("ok", fn())
-            except Exception as exc:  # noqa: BLE001 - re-raised on every rank below
-                outcome = ("error", exc)
-        outcome = self.comm.bcast_object(outcome)
-        if outcome[0] == "error":
+        outcome = self.comm.bcast_object(attempt(fn) if self.is_writer else None)
+        if outcome[0] == "error":  # re-raised on every rank
             exc = outcome[1]
             exc.collective = True
             raise exc

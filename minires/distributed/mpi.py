@@ -6,6 +6,7 @@ Importing this module does not import ``mpi4py`` (which initialises MPI); constr
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import threading
@@ -123,11 +124,9 @@ def watch_launcher(rank: int, size: int) -> threading.Thread:
         while True:
             time.sleep(WATCH_INTERVAL_S)
             if os.getppid() != parent:
-                try:
+                with contextlib.suppress(OSError, ValueError):  # stderr was a pipe to the launcher, gone with it
                     print(f"minires: rank {rank} of {size}: the MPI launcher (pid {parent}) is gone; exiting",
                           file=sys.stderr, flush=True)
-                except (OSError, ValueError):  # stderr was a pipe to the launcher, gone with it
-                    pass
                 os._exit(1)
 
     thread = threading.Thread(target=watch, name="minires-launcher-watch", daemon=True)

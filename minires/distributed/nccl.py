@@ -13,6 +13,8 @@ Not verified on a GPU in the session that wrote it (no GPU was available there):
 
 from __future__ import annotations
 
+import contextlib
+
 from .communicator import Communicator, _check_root
 from .mpi import MPICommunicator
 
@@ -105,8 +107,6 @@ class NCCLCommunicator(Communicator):
         self.mpi.barrier()
 
     def abort(self, code: int = 1) -> None:
-        try:
+        with contextlib.suppress(Exception):  # (aborting anyway)
             self.comm.abort()  # ncclCommAbort: kernels waiting for a dead peer return
-        except Exception:  # noqa: BLE001 - aborting anyway
-            pass
         self.mpi.abort(code)

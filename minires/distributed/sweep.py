@@ -38,7 +38,8 @@ def run_sweep(jobs, run, comm: Communicator | None = None, on_result=None, shoul
         if comm.bcast_object(stop) if comm.size > 1 else stop:
             break
         index = start + comm.rank
-        outcome = _attempt(run, jobs[index], comm.size) if index < len(jobs) else None
+        # (one process: a job's error propagates at once, as it always did)
+        outcome = attempt(lambda: run(jobs[index]), reraise=comm.size == 1) if index < len(jobs) else None
         round_outcomes = comm.gather_object(outcome) if comm.size > 1 else [outcome]
         error = None
         if comm.is_writer:
@@ -76,10 +77,11 @@ def balance(costs, size: int) -> list:
     return owners
 
 
-def _attempt(run, job, size: int):
-    if size == 1:  # one process: the error propagates as it always did
-        return "ok", run(job)
+def attempt(fn, reraise: bool = False):
+    """``('ok', fn())``, or ``('error', the exception)`` for the caller to deliver to every rank."""
     try:
-        return "ok", run(job)
-    except Exception as exc:  # noqa: BLE001 - delivered to every rank by run_sweep
+        return "ok", fn()
+    except Exception as exc:  # noqa: BLE001 - delivered to every rank by the caller
+        if reraise:
+            raise
         return "error", exc

@@ -18,12 +18,10 @@ MPI_INSTALL_HINT = "install the MPI extra: pip install 'minires[mpi]' (mpi4py an
 
 def _first_int(names) -> int | None:
     for name in names:
-        text = os.environ.get(name, "").strip()
-        if text:
-            try:
-                return int(text)
-            except ValueError:
-                continue
+        try:
+            return int(os.environ.get(name, ""))  # (int() ignores surrounding blanks)
+        except ValueError:  # unset, empty or not a number
+            continue
     return None
 
 
@@ -34,14 +32,12 @@ def launcher_world_size() -> int:
     ``MV2_COMM_WORLD_SIZE`` (MVAPICH2). Launchers that export none of them (``srun``
     without an MPI plugin, for instance) need ``--distributed``.
     """
-    size = _first_int(SIZE_VARIABLES)
-    return size if size is not None and size > 0 else 1
+    return max(_first_int(SIZE_VARIABLES) or 1, 1)  # (unset, 0 or negative: 1)
 
 
 def launcher_rank() -> int:
     """This process's rank as announced by the launcher (0 when not launched by one)."""
-    rank = _first_int(RANK_VARIABLES)
-    return rank if rank is not None and rank >= 0 else 0
+    return max(_first_int(RANK_VARIABLES) or 0, 0)  # (unset or negative: 0)
 
 
 def wants_distributed(force: bool = False) -> bool:

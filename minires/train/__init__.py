@@ -11,9 +11,10 @@ from .config import SCHEDULES, TrainConfig
 from .plot import RunRecords, load_run, plot_curves, plot_runs
 from .setup import build_model, build_optimizer, build_schedule, count_parameters
 from .errors import NonFiniteLossError, TrainingError
+from .evaluate import evaluate_model
 from .jsonl import JsonlError, append_jsonl, read_jsonl, write_jsonl
 from .run_dir import RunDirectory, RunDirError, RunDirLockedError
-from .trainer import Trainer, evaluate_model
+from .trainer import Trainer
 from .weights import WeightsMismatchError, load_weights_strict
 
 __all__ = [

@@ -10,7 +10,9 @@ keep their type, so ``{0: ...}`` comes back with an int key).
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import os
 import tempfile
 import zipfile
@@ -47,11 +49,9 @@ def flatten_state(obj, arrays: dict, prefix: str):
         return {"__tuple__": [flatten_state(v, arrays, prefix) for v in obj]}
     if isinstance(obj, list):
         return [flatten_state(v, arrays, prefix) for v in obj]
-    if obj is None or isinstance(obj, (bool, int, str)):
-        return obj
-    if isinstance(obj, float):
-        if obj != obj or obj in (float("inf"), float("-inf")):
-            return {"__float__": repr(obj)}
+    if isinstance(obj, float) and not math.isfinite(obj):  # JSON has no NaN or infinity
+        return {"__float__": repr(obj)}
+    if obj is None or isinstance(obj, (bool, int, float, str)):
         return obj
     raise TypeError(f"cannot store a {type(obj).__name__} in a checkpoint (expected arrays, numbers, strings, "
                     "dicts, lists, tuples)")
@@ -81,16 +81,12 @@ def _hashable(key):
 
 
 def _fsync_dir(folder: str) -> None:
-    try:
+    with contextlib.suppress(OSError):  # (not every file system can sync a folder)
         fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def atomic_write(path, write) -> None:

@@ -88,41 +88,25 @@ class TrainConfig:
 
     def validate(self) -> "TrainConfig":
         """Check every value; raise ``ValueError`` naming the bad one, expected vs given."""
-        def positive_int(name, allow_zero=False):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < (0 if allow_zero else 1):
-                raise ValueError(f"{name.replace('_', '-')} must be an integer >= {0 if allow_zero else 1}, "
-                                 f"got {value!r}")
-
-        def finite_nonneg(name):
+        for low, names in ((1, ("epochs", "batch_size", "checkpoint_every", "eval_batch_size")),
+                           (0, ("cutout", "train_subset", "test_subset", "track_gradients", "seed"))):
+            for name, value in ((name, getattr(self, name)) for name in names):
+                if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                    raise ValueError(f"{name.replace('_', '-')} must be an integer >= {low}, got {value!r}")
+        for name in ("lr", "momentum", "weight_decay", "warmup_frac", "label_smoothing"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
                 raise ValueError(f"{name.replace('_', '-')} must be a finite number >= 0, got {value!r}")
-
-        for name in ("epochs", "batch_size", "checkpoint_every", "eval_batch_size"):
-            positive_int(name)
-        for name in ("cutout", "train_subset", "test_subset", "track_gradients"):
-            positive_int(name, allow_zero=True)
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
-        for name in ("lr", "momentum", "weight_decay", "warmup_frac", "label_smoothing"):
-            finite_nonneg(name)
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr!r}")
-        if self.momentum >= 1:
-            raise ValueError(f"momentum must be in [0, 1), got {self.momentum!r}")
         if self.nesterov and self.momentum == 0:
             raise ValueError("--nesterov needs a momentum > 0")
-        if self.warmup_frac >= 1:
-            raise ValueError(f"warmup-frac must be in [0, 1), got {self.warmup_frac!r}")
-        if self.label_smoothing >= 1:
-            raise ValueError(f"label-smoothing must be in [0, 1), got {self.label_smoothing!r}")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
-        if self.dataset not in DATASETS:
-            raise ValueError(f"dataset must be one of {', '.join(DATASETS)}, got {self.dataset!r}")
-        if self.dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        for name in ("momentum", "warmup_frac", "label_smoothing"):
+            if getattr(self, name) >= 1:
+                raise ValueError(f"{name.replace('_', '-')} must be in [0, 1), got {getattr(self, name)!r}")
+        for name, choices in (("schedule", SCHEDULES), ("dataset", DATASETS), ("dtype", DTYPES)):
+            if getattr(self, name) not in choices:
+                raise ValueError(f"{name} must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
         if self.shortcut is not None and self.shortcut not in ("A", "B"):
             raise ValueError(f"shortcut must be 'A' or 'B', got {self.shortcut!r}")
         self.normalize = parse_normalize(self.normalize)

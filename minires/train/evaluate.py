@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .. import functional as F
 from ..autograd import Tensor, no_grad
 from ..backend import get_array_module
 
@@ -19,8 +20,6 @@ def evaluate_batches(model, loader, steps=None) -> list[tuple[int, float, int, i
     Returns:
         One ``(batch index, summed cross-entropy, number correct, examples)`` per batch.
     """
-    from .. import functional as F  # noqa: PLC0415
-
     was_training = getattr(model, "training", True)
     model.eval()
     rows = []

@@ -14,10 +14,6 @@ from ..backend import get_array_module
 from .errors import NonFiniteLossError
 
 
-def _array(value):
-    return value.data if isinstance(value, Tensor) else value
-
-
 def state_tensors(model, optimizer=None):
     """Yield ``(kind, name, array)`` for the model's parameters and buffers and the optimizer's state.
 
@@ -27,10 +23,8 @@ def state_tensors(model, optimizer=None):
     param_names = {id(p): name for name, p in model.named_parameters()}
     for name, value in model.state_dict(keep_vars=True).items():
         kind = "parameter" if id(value) in param_names else "buffer"
-        yield kind, name, _array(value)
-    if optimizer is None:
-        return
-    for param, entries in getattr(optimizer, "state", {}).items():
+        yield kind, name, value.data if isinstance(value, Tensor) else value
+    for param, entries in getattr(optimizer, "state", {}).items():  # (no optimizer: None has no state)
         for key, value in entries.items():
             if value is not None and hasattr(value, "dtype"):
                 yield "optimizer state", f"{param_names.get(id(param), '?')}.{key}", value

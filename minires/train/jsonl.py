@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import warnings
@@ -50,10 +51,8 @@ def append_jsonl(path, record: dict) -> None:
                 written += os.write(fd, line[written:])
             os.fsync(fd)
         except BaseException:
-            try:
+            with contextlib.suppress(OSError):
                 os.ftruncate(fd, size)  # cutting the file back frees space, so this works on a full disk
-            except OSError:
-                pass
             raise
     finally:
         os.close(fd)

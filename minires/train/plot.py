@@ -17,13 +17,16 @@ The trainer's own ``curves.png`` is the learning-curve figure of its single run.
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from .checkpoint import atomic_write
 from .jsonl import read_jsonl
-from .run_dir import read_config_json
+from .run_dir import read_folder_config
 
 MATPLOTLIB_HINT = "pip install 'minires[plot]' (or pip install matplotlib)"
 
@@ -54,8 +57,7 @@ def load_run(folder: str, label: str | None = None) -> RunRecords:
     """
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"{folder}: no such run folder (give the --out folder of `minires train`)")
-    config_path = os.path.join(folder, "config.json")
-    config = read_config_json(config_path) if os.path.isfile(config_path) else {}
+    config = read_folder_config(folder)
     run = RunRecords(label or os.path.basename(os.path.normpath(os.path.abspath(folder))),
                      read_jsonl(os.path.join(folder, "metrics.jsonl")),
                      read_jsonl(os.path.join(folder, "gradients.jsonl")), config)
@@ -125,11 +127,6 @@ def _save(plt, fig, path: str) -> str:
     return path
 
 
-def _colors(plt, n: int) -> list:
-    cycle = plt.rcParams["axes.prop_cycle"].by_key().get("color", ["C0"])
-    return [cycle[i % len(cycle)] for i in range(n)]
-
-
 def _value(x) -> float:
     return float("nan") if x is None else float(x)
 
@@ -140,7 +137,7 @@ def plot_learning_curves(runs: list, path: str) -> str:
     runs = [r for r in runs if r.metrics]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained")
     ends = {0: [], 1: []}
-    for run, color in zip(runs, _colors(plt, len(runs))):
+    for run, color in zip(runs, itertools.cycle(plt.rcParams["axes.prop_cycle"].by_key().get("color", ["C0"]))):
         epochs = [r["epoch"] for r in run.metrics]
         for i, key, scale in ((0, "loss", 1), (1, "acc", 100)):
             axes[i].plot(epochs, [scale * r[f"train_{key}"] for r in run.metrics], "--", color=color, lw=1.2)
@@ -211,8 +208,6 @@ def _edges(steps: list) -> list:
 
 def plot_ratio_heatmaps(runs: list, path: str) -> str:
     """One heatmap per run: block (first at the top) by step, colour ``log10`` ratio, shared scale."""
-    import numpy as np  # noqa: PLC0415
-
     plt = pyplot()
     runs = [r for r in runs if r.gradients and r.gradients[0]["blocks"]]
     if not runs:

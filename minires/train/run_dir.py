@@ -217,10 +217,8 @@ def _try_flock(fd: int) -> bool:
         return True
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
     except OSError as exc:
-        if exc.errno in (errno.EAGAIN, errno.EACCES):
+        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
             return False
         raise
     return True
@@ -281,3 +279,9 @@ def read_config_json(path) -> dict:
     if not isinstance(values, dict):
         raise RunDirError(f"{path} holds a JSON {type(values).__name__}, expected an object of settings")
     return values
+
+
+def read_folder_config(folder) -> dict:
+    """The ``config.json`` in ``folder``, or ``{}`` when there is none (see :func:`read_config_json`)."""
+    path = os.path.join(folder, CONFIG)
+    return read_config_json(path) if os.path.isfile(path) else {}

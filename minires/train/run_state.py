@@ -14,7 +14,7 @@ import os
 
 import numpy as np
 
-from .. import backend
+from .. import __version__, backend
 from ..backend import as_numpy
 from .checkpoint import atomic_write, flatten_state, save_checkpoint, unflatten_state
 from .errors import NonFiniteLossError, TrainingError
@@ -32,8 +32,8 @@ class RunState:
     # --- config.json -----------------------------------------------------------------
 
     def _write_config(self, train_set, test_set) -> None:
-        info = dict(self.config.to_dict())
-        info.update({
+        info = {
+            **self.config.to_dict(),
             "num_parameters": count_parameters(self.model),
             "num_classes": train_set.num_classes,
             "train_examples": len(train_set),
@@ -42,9 +42,9 @@ class RunState:
             "total_steps": self.total_steps,
             "normalize_mean": [float(v) for v in self.mean],
             "normalize_std": [float(v) for v in self.std],
-            "minires_version": package_version(),
+            "minires_version": __version__,  # (every rank must run the same)
             "world_size": self.parallel.size,
-        })
+        }
         text = json.dumps(info, indent=2).encode()
         path = os.path.join(self.out, CONFIG)
         with writing(path, self.out):
@@ -160,13 +160,6 @@ class RunState:
             with writing(gradients, self.out):
                 write_jsonl(gradients, kept)
 
-    def _append_metrics(self, record: dict) -> None:
-        with writing(self.metrics_path, self.out):
-            append_jsonl(self.metrics_path, record)
-
-
-def package_version() -> str:
-    """The installed minires version (recorded in config.json; every rank must run the same)."""
-    from .. import __version__  # noqa: PLC0415
-
-    return __version__
+    def _append_record(self, path: str, record: dict) -> None:
+        with writing(path, self.out):
+            append_jsonl(path, record)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .config import TrainConfig
+from .errors import TrainingError
 
 
 def build_model(config: TrainConfig, num_classes: int):
@@ -14,10 +15,8 @@ def build_model(config: TrainConfig, num_classes: int):
     from .. import models  # noqa: PLC0415
 
     check_model_name(config.model)
-    kwargs = {"num_classes": num_classes}
-    if config.shortcut is not None:
-        kwargs["shortcut"] = config.shortcut
-    return models.create(config.model, **kwargs)
+    shortcut = {} if config.shortcut is None else {"shortcut": config.shortcut}
+    return models.create(config.model, num_classes=num_classes, **shortcut)
 
 
 def check_model_name(name: str) -> None:
@@ -40,8 +39,6 @@ def check_splits(train_set, test_set, data) -> None:
     Raises:
         TrainingError: names ``--data`` and the empty split.
     """
-    from .errors import TrainingError  # noqa: PLC0415
-
     for split, what in ((train_set, "training"), (test_set, "test")):
         if len(split) == 0:
             raise TrainingError(

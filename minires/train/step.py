@@ -14,12 +14,12 @@ import math
 import numpy as np
 
 from .. import config as settings
+from .. import functional as F
 from ..analysis.tracking import tracked_step
 from ..autograd import Tensor
 from ..backend import get_array_module
 from .evaluate import count_hits
-from .jsonl import append_jsonl
-from .run_dir import GRADIENTS, writing
+from .run_dir import GRADIENTS
 
 
 class TrainingStep:
@@ -44,41 +44,29 @@ class TrainingStep:
             on_gpu = self.device != "cpu"
             loss_sum, correct, stop = self.parallel.reduce_step(loss_sum, correct if on_gpu else int(correct),
                                                                 self._stop_requested)
-            if self.parallel.active and not on_gpu:  # the global mean loss: every rank decides alike
+            if not on_gpu:  # the global mean loss: every rank decides alike (GPU: see _flush_device_metrics)
                 self._check_loss_finite(loss_sum / batch)
             if tracked.active:  # before the update: the step's (summed) gradients and weights
                 mean_loss = float(loss_sum) / batch if self.parallel.active else float(loss.item())
                 tracked.measure(epoch=self.epoch + 1, loss=mean_loss, lr=self.lr)
             self.optimizer.step()
-        self._write_gradient_record(tracked.record)
+        if tracked.record is not None and self.parallel.is_writer:
+            self._append_record(self.run_dir.file(GRADIENTS), tracked.record)
         self.scheduler.step()
         return loss_sum, correct, stop
-
-    def _write_gradient_record(self, record) -> None:
-        """Append a tracked step's record to ``OUT/gradients.jsonl`` (rank 0; nothing when not tracked)."""
-        if record is not None and self.parallel.is_writer:
-            gradients = self.run_dir.file(GRADIENTS)
-            with writing(gradients, self.out):
-                append_jsonl(gradients, record)
 
     def _forward_backward(self, x, y, batch: int):
         """Forward, loss and backward of this rank's part of a batch: ``(logits, loss, summed loss)``.
 
         The backward pass carries this rank's share of the global mean loss (``part / batch``).
         """
-        from .. import functional as F  # noqa: PLC0415
-
         logits = self.model(Tensor(x))
         loss = F.cross_entropy(logits, Tensor(y), label_smoothing=self.config.label_smoothing)
-        on_gpu = self.device != "cpu"
-        alone = not self.parallel.active
-        if on_gpu:
+        if self.device != "cpu":
             # no host read inside a GPU step: the loss stays on the device (see _accumulate_device)
             loss_sum = loss.data.astype(np.float64) * len(y)
         else:
             loss_sum = float(loss.item()) * len(y)
-            if alone:
-                self._check_loss_finite(loss_sum / len(y))
         self.optimizer.zero_grad()
         weight = self.parallel.loss_weight(len(y), batch)  # this rank's share of the global mean loss
         xp = get_array_module(logits.data)
@@ -172,8 +160,6 @@ class TrainingStep:
 
     def _step_arrays(self, x, y):
         """Forward, loss, backward and update on device arrays; returns device scalars (loss, hits)."""
-        from .. import functional as F  # noqa: PLC0415
-
         logits = self.model(Tensor(x))
         loss = F.cross_entropy(logits, Tensor(y), label_smoothing=self.config.label_smoothing)
         self.optimizer.zero_grad()

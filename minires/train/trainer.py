@@ -44,20 +44,20 @@ import time
 import numpy as np
 from tqdm.auto import tqdm
 
-from .. import backend
+from .. import __version__, backend
 from ..analysis.tracking import GradientTracker, tracked_step
 from ..backend import parse_device
-from ..data import Loader, download_cifar, load_dataset, normalization_stats
-from ..data.sources import DataNotFoundError
+from ..data import DataNotFoundError, Loader, download_cifar, load_dataset, normalization_stats
 from ..distributed import DataParallel
+from ..ops.loss import set_gpu_target_checks
 from .checkpoint import load_checkpoint
 from .config import RESUME_KEYS, TrainConfig
 from .errors import NonFiniteLossError, TrainingError  # noqa: F401  (NonFiniteLossError: imported from here)
-from .evaluate import evaluate_batches, evaluate_model, sum_batches, table_header, table_row
+from .evaluate import evaluate_batches, sum_batches, table_header, table_row
 from .guard import check_checkpoint_finite
 from .plot import plot_curves
 from .run_dir import CHECKPOINT, CONFIG, RunDirectory, RunDirError, unreadable_checkpoint, writing
-from .run_state import RunState, package_version
+from .run_state import RunState
 from .setup import build_model, build_optimizer, check_model_name, check_splits, count_parameters
 from .step import TrainingStep
 
@@ -123,7 +123,7 @@ class Trainer(RunState, TrainingStep):
         if self.parallel.active:
             self.parallel.check_ranks_agree(
                 {k: v for k, v in self.config.to_dict().items() if k not in ("device", "progress", "plot")},
-                package_version())
+                __version__)
         checkpoint = self.parallel.from_writer(lambda: self._take_output(resume, overwrite))
         try:
             self._build(checkpoint)
@@ -135,8 +135,17 @@ class Trainer(RunState, TrainingStep):
         """Lock and claim the output folder (rank 0 alone); return the checkpoint to resume, or None."""
         self.run_dir = RunDirectory(self.out)
         self.run_dir.lock()
-        try:
-            return self._claim_output(resume, overwrite)
+        try:  # claim the folder (see RunDirectory.claim), then load and check its checkpoint
+            path = self.run_dir.claim(resume, overwrite, self._check_resume_config, self.log)
+            if path is None:
+                return None
+            try:
+                arrays, meta = load_checkpoint(path)
+            except ValueError as exc:
+                raise unreadable_checkpoint(exc) from None
+            self._check_resume_config(meta.get("config", {}), path)
+            check_checkpoint_finite(arrays, path)
+            return arrays, meta
         except BaseException:
             self.close()
             raise
@@ -145,19 +154,6 @@ class Trainer(RunState, TrainingStep):
         """Release the output folder's lock (``fit`` does this when it returns or raises)."""
         if self.run_dir is not None:
             self.run_dir.release()
-
-    def _claim_output(self, resume: bool, overwrite: bool):
-        """Claim the folder (see :meth:`RunDirectory.claim`); return the checkpoint to resume, or None."""
-        path = self.run_dir.claim(resume, overwrite, self._check_resume_config, self.log)
-        if path is None:
-            return None
-        try:
-            arrays, meta = load_checkpoint(path)
-        except ValueError as exc:
-            raise unreadable_checkpoint(exc) from None
-        self._check_resume_config(meta.get("config", {}), path)
-        check_checkpoint_finite(arrays, path)
-        return arrays, meta
 
     def _build(self, checkpoint) -> None:
         cfg = self.config
@@ -221,13 +217,10 @@ class Trainer(RunState, TrainingStep):
         running statistics, and the per-batch sums are added in batch order, so the
         figures are exactly those of one process.
         """
-        if not self.parallel.active:
-            loss, correct, seen = evaluate_model(self.model, self.test_loader)
-        else:
-            self.parallel.sync_buffers(self.model)
-            steps = self.parallel.sampler.eval_steps(len(self.test_loader))
-            rows = self.parallel.merge_rows(evaluate_batches(self.model, self.test_loader, steps))
-            loss, correct, seen = sum_batches(rows)
+        self.parallel.sync_buffers(self.model)  # (alone: this, merge_rows and eval_steps change nothing)
+        steps = self.parallel.sampler.eval_steps(len(self.test_loader))
+        rows = self.parallel.merge_rows(evaluate_batches(self.model, self.test_loader, steps))
+        loss, correct, seen = sum_batches(rows)
         return loss, correct / max(seen, 1)
 
     def _handle_sigint(self, signum, frame):
@@ -279,7 +272,7 @@ class Trainer(RunState, TrainingStep):
                 lambda: history[-1] if history and history[-1].get("epoch") == self.epoch else None)
             if last is not None:
                 result.update({k: last[k] for k in ("test_acc", "test_loss", "train_acc", "train_loss")})
-            else:  # the last epoch's record was lost (see _truncate_metrics): measure the final weights again
+            else:  # the last epoch's record was lost (see _truncate_logs): measure the final weights again
                 result["test_loss"], result["test_acc"] = self.evaluate()
         if self.config.plot and writer:
             path = os.path.join(self.out, "curves.png")
@@ -304,36 +297,29 @@ class Trainer(RunState, TrainingStep):
         on_gpu = self.device != "cpu"
         if on_gpu:
             # labels checked once here, so cross_entropy need not read a range flag back every step
-            from ..ops.loss import set_gpu_target_checks  # noqa: PLC0415
-
             for split in (self.train_set, self.test_set):
                 labels = np.asarray(split.labels)
                 if labels.size and (labels.min() < 0 or labels.max() >= split.num_classes):
                     raise TrainingError(f"{split.name}: labels outside [0, {split.num_classes}) "
                                         f"(min {labels.min()}, max {labels.max()})")
             previous_checks = set_gpu_target_checks(False)
+        graph_step = None
         try:
-            return self._epochs(cfg, on_gpu)
-        finally:
-            if on_gpu:
-                set_gpu_target_checks(previous_checks)
-
-    def _epochs(self, cfg, on_gpu: bool) -> str:
-        graph_step = self._graph_step(on_gpu)
-        try:
+            graph_step = self._graph_step(on_gpu)
             return self._epoch_loop(cfg, on_gpu, graph_step)
         finally:
             if graph_step is not None:
                 self.log(f"CUDA graph: {graph_step.replays} replayed steps, {graph_step.eager_calls} eager steps"
                          + (f"; capture failed: {graph_step.error}" if graph_step.error else ""))
+            if on_gpu:
+                set_gpu_target_checks(previous_checks)
 
     def _epoch_loop(self, cfg, on_gpu: bool, graph_step) -> str:
         while self.epoch < cfg.epochs:
             epoch_start = time.time() - self.partial["seconds"]
-            bar = tqdm(total=self.steps_per_epoch, initial=self.step, desc=f"epoch {self.epoch + 1}/{cfg.epochs}",
-                       disable=not cfg.progress or not self.parallel.is_writer, leave=False, dynamic_ncols=True)
             timer_start, timer_images, stop = time.time(), 0, False
-            with bar:
+            with tqdm(total=self.steps_per_epoch, initial=self.step, desc=f"epoch {self.epoch + 1}/{cfg.epochs}",
+                      disable=not cfg.progress or not self.parallel.is_writer, leave=False, dynamic_ncols=True) as bar:
                 for step, x, y in self.train_loader.epoch(self.epoch, self.step):
                     n = self.train_loader.global_batch(step)
                     if graph_step is not None and not tracked_step(self.tracker, self.global_step).active:
@@ -388,7 +374,7 @@ class Trainer(RunState, TrainingStep):
             "images_per_s": round(self.partial["seen"] / max(train_seconds, 1e-9), 1),
         }
         if self.parallel.is_writer:
-            self._append_metrics(record)
+            self._append_record(self.metrics_path, record)
         self.log(table_row(record))
         self.epoch += 1
         self.step = 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 
 from .errors import TrainingError
+from .run_dir import read_config_json
 
 #: prefixes under which checkpoints nest the model's weights (minires checkpoint.npz uses "model/")
 WEIGHT_PREFIXES = ("model/", "model.", "state_dict.", "weights.")
@@ -31,13 +32,8 @@ def model_entries(state: dict, own_keys) -> dict:
     own = set(own_keys)
     if own & set(state):
         return dict(state)
-    best, best_overlap = dict(state), 0
-    for prefix in WEIGHT_PREFIXES:
-        stripped = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-        overlap = len(own & set(stripped))
-        if overlap > best_overlap:
-            best, best_overlap = stripped, overlap
-    return best
+    unwrapped = [{k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)} for prefix in WEIGHT_PREFIXES]
+    return max([dict(state)] + unwrapped, key=lambda entries: len(own & set(entries)))  # (ties: the first)
 
 
 def first_mismatch(own: dict, state: dict) -> str | None:
@@ -89,11 +85,9 @@ def load_weights_strict(model, state: dict, source, model_name: str) -> None:
 def _hint(source, model_name: str) -> str:
     config = os.path.join(os.path.dirname(os.path.abspath(os.fspath(source))), "config.json")
     try:
-        from .run_dir import read_config_json  # noqa: PLC0415
-
         trained = read_config_json(config).get("model")
     except TrainingError:
-        return " Pass the --model the weights were trained with."
+        trained = None
     if isinstance(trained, str) and trained != model_name:
         return f" {config} says they are {trained} weights: pass --model {trained}."
     return " Pass the --model the weights were trained with."

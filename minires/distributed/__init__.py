@@ -99,9 +99,7 @@ def share_cpus(local_size: int) -> int:
         parallel.set_num_threads(threads_per_rank(local_size))
     threads = parallel.get_num_threads()
     if threads == 1 and local_size > 1:
-        limit_blas = getattr(parallel, "_blas_set", None)  # (no public setter in kernels/parallel yet)
-        if limit_blas is not None:
-            limit_blas(1)
+        parallel.set_blas_threads(1)
     return threads
 
 

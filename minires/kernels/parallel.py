@@ -125,6 +125,13 @@ _blas_set, _blas_get = _openblas.set_num_threads, _openblas.get_num_threads
 _blas_lock = threading.Lock()
 
 
+def set_blas_threads(count: int) -> None:
+    """Set OpenBLAS's own thread count (for the matrix products); a no-op without OpenBLAS."""
+    if _blas_set is not None:
+        with _blas_lock:
+            _blas_set(int(count))
+
+
 class _SingleThreadedBlas:
     """Context: OpenBLAS uses one thread inside (restored afterwards); a no-op without OpenBLAS."""
 

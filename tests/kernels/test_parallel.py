@@ -109,6 +109,22 @@ def test_blas_thread_count_is_restored(two_threads):
     assert parallel._blas_get() == before
 
 
+def test_set_blas_threads_sets_openblas_and_is_a_no_op_without_it(monkeypatch):
+    if parallel._blas_get is None:
+        pytest.skip("OpenBLAS thread control not found")
+    before = parallel._blas_get()
+    try:
+        parallel.set_blas_threads(1)
+        assert parallel.openblas_info()["threads"] == 1
+        parallel.set_blas_threads(2)
+        assert parallel.openblas_info()["threads"] == min(2, os.cpu_count())
+    finally:
+        parallel.set_blas_threads(before)
+    monkeypatch.setattr(parallel, "_blas_set", None)
+    parallel.set_blas_threads(1)  # no OpenBLAS: nothing to set, no error
+    assert parallel._blas_get() == before
+
+
 @pytest.mark.parametrize("bad", [0, -1, 1.5, True, "2"])
 def test_set_num_threads_refuses_bad_values(bad):
     with pytest.raises(ValueError, match="positive int"):

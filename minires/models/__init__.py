@@ -25,7 +25,7 @@ from .blocks import (BLOCKS, BasicBlock, Bottleneck, PlainBasicBlock, PlainBottl
                      PreActBottleneck, ResidualBlock)
 from .densenet import DenseBlock, DenseLayer, DenseNet, Transition, densenet121, densenet_bc_100_12
 from .layers import SEModule, ShortcutA, conv1x1, conv3x3, make_shortcut
-from .registry import IMAGENET_MODELS, MODELS, available, create, input_size
+from .registry import IMAGENET_MODELS, MODELS, available, check_name, create, input_size
 from .resnet import (ResNet, cifar_resnet, init_weights, plain20, plain32, plain44, plain56, plain110,
                      preact_resnet20, preact_resnet56, preact_resnet110, preact_resnet164, preact_resnet1001,
                      resnet18, resnet20, resnet32, resnet34, resnet44, resnet50, resnet56, resnet101, resnet110,
@@ -37,6 +37,6 @@ __all__ = [
     "ResidualBlock", "BasicBlock", "Bottleneck", "PreActBasicBlock", "PreActBottleneck", "PlainBasicBlock",
     "PlainBottleneck", "BLOCKS", "SEModule", "ShortcutA", "conv1x1", "conv3x3", "make_shortcut", "ResNet",
     "DenseNet", "DenseBlock", "DenseLayer", "Transition", "cifar_resnet", "init_weights", "create",
-    "available", "input_size", "MODELS", "IMAGENET_MODELS", "count_parameters", "count_macs", "model_depth",
+    "available", "check_name", "input_size", "MODELS", "IMAGENET_MODELS", "count_parameters", "count_macs", "model_depth",
     "summary", "summary_table", *MODELS,
 ]

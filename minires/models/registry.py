@@ -43,15 +43,18 @@ def available(dataset: str | None = None) -> list[str]:
 
 def input_size(name: str) -> tuple[int, int, int]:
     """The ``(C, H, W)`` image size a model is designed for: ``(3, 224, 224)`` or ``(3, 32, 32)``."""
-    _check_name(name)
+    check_name(name)
     return (3, 224, 224) if name in IMAGENET_MODELS else (3, 32, 32)
 
 
-def _check_name(name) -> None:
+def check_name(name) -> None:
+    """Raise ``ValueError`` unless ``name`` is in :func:`available`: the message suggests
+    close names and lists every one."""
     if name not in MODELS:
         close = difflib.get_close_matches(str(name), MODELS, n=3)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise ValueError(f"unknown model {name!r}{hint} (available: {', '.join(MODELS)})")
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise ValueError(f"unknown model {name!r}{hint}; `minires models` lists the {len(MODELS)} available: "
+                         f"{', '.join(MODELS)}")
 
 
 def create(name: str, **kwargs) -> nn.Module:
@@ -69,7 +72,7 @@ def create(name: str, **kwargs) -> nn.Module:
         ValueError: unknown ``name`` (the message suggests close names).
         TypeError: an argument the builder does not take.
     """
-    _check_name(name)
+    check_name(name)
     try:
         return MODELS[name](**kwargs)
     except TypeError as exc:

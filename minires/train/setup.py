@@ -14,23 +14,8 @@ def build_model(config: TrainConfig, num_classes: int):
     """
     from .. import models  # noqa: PLC0415
 
-    check_model_name(config.model)
     shortcut = {} if config.shortcut is None else {"shortcut": config.shortcut}
     return models.create(config.model, num_classes=num_classes, **shortcut)
-
-
-def check_model_name(name: str) -> None:
-    """Raise ``ValueError`` (listing the choices) unless ``name`` is in ``minires.models.available()``."""
-    from .. import models  # noqa: PLC0415
-
-    names = list(models.available())
-    if name not in names:
-        import difflib  # noqa: PLC0415
-
-        close = difflib.get_close_matches(str(name), names, n=3)
-        hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        raise ValueError(f"unknown model {name!r}{hint}; `minires models` lists the {len(names)} available: "
-                         f"{', '.join(names)}")
 
 
 def check_splits(train_set, test_set, data) -> None:

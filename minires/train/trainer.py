@@ -44,7 +44,7 @@ import time
 import numpy as np
 from tqdm.auto import tqdm
 
-from .. import __version__, backend
+from .. import __version__, backend, models
 from ..analysis.tracking import GradientTracker, tracked_step
 from ..backend import parse_device
 from ..data import DataNotFoundError, Loader, download_cifar, load_dataset, normalization_stats
@@ -58,7 +58,7 @@ from .guard import check_checkpoint_finite
 from .plot import plot_curves
 from .run_dir import CHECKPOINT, CONFIG, RunDirectory, RunDirError, unreadable_checkpoint, writing
 from .run_state import RunState
-from .setup import build_model, build_optimizer, check_model_name, check_splits, count_parameters
+from .setup import build_model, build_optimizer, check_splits, count_parameters
 from .step import TrainingStep
 
 
@@ -119,7 +119,7 @@ class Trainer(RunState, TrainingStep):
         """
         if resume and overwrite:
             raise ValueError("--resume and --overwrite exclude each other: continue the run or start it again")
-        check_model_name(self.config.model)
+        models.check_name(self.config.model)
         if self.parallel.active:
             self.parallel.check_ranks_agree(
                 {k: v for k, v in self.config.to_dict().items() if k not in ("device", "progress", "plot")},

@@ -212,6 +212,9 @@ def test_registry_is_explicit_and_reports_bad_names_and_arguments():
     assert len(models.available()) == 30
     with pytest.raises(ValueError, match="unknown model 'resnet21'.*did you mean.*resnet20"):
         models.create("resnet21")
+    models.check_name("resnet20")  # the one name check the trainer and the CLI use too
+    with pytest.raises(ValueError, match="lists the 30 available: resnet18, resnet34"):
+        models.check_name("plain57")
     with pytest.raises(TypeError, match=r"create\('resnet20', \.\.\.\)"):
         models.create("resnet20", bogus=1)
     with pytest.raises(ValueError, match="num_classes"):

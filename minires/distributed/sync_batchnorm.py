@@ -203,11 +203,7 @@ class SyncBatchNorm(_BatchNorm):
         self._check_input(x)
         if not self.training:
             return self._normalize(x)
-        momentum = 0.0 if self.momentum is None else self.momentum
-        if self.track_running_stats:
-            self.num_batches_tracked.data += 1
-            if self.momentum is None:  # cumulative moving average
-                momentum = 1.0 / float(self.num_batches_tracked.item())
+        momentum = self._running_update_factor()
         from . import get_communicator  # noqa: PLC0415
 
         comm = self.comm if self.comm is not None else get_communicator()

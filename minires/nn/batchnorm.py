@@ -68,12 +68,17 @@ class _BatchNorm(Module):
             raise ValueError(f"{type(self).__name__}: expected {self.num_features} channels in axis 1, "
                              f"got input of shape {x.shape}")
 
-    def _normalize(self, x: Tensor, relu: bool = False, addend: Tensor | None = None) -> Tensor:
+    def _running_update_factor(self) -> float:
+        """This batch's weight in the running statistics; counts the batch when training tracks them."""
         factor = 0.0 if self.momentum is None else self.momentum
         if self.training and self.track_running_stats:
             self.num_batches_tracked.data += 1
             if self.momentum is None:  # cumulative moving average
                 factor = 1.0 / float(self.num_batches_tracked.item())
+        return factor
+
+    def _normalize(self, x: Tensor, relu: bool = False, addend: Tensor | None = None) -> Tensor:
+        factor = self._running_update_factor()
         use_batch_stats = self.training or (self.running_mean is None and self.running_var is None)
         keep_stats = not self.training or self.track_running_stats
         stats = (self.running_mean if keep_stats else None, self.running_var if keep_stats else None)

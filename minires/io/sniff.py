@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import os
 import struct
-import zipfile
 
 from .errors import CheckpointError
+from .zip_records import open_zip
 
 #: format id -> description, for messages and ``minires weights``
 FORMATS = {
@@ -25,13 +25,15 @@ EXTENSION_HINTS = {".npz": "npz", ".safetensors": "safetensors", ".pth": "torch-
 _LEGACY_MAGIC = (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
 
 
+def is_torch_pickle_record(name: str) -> bool:
+    """Whether a zip record is the pickle of a ``torch.save`` checkpoint (``<name>/data.pkl``)."""
+    return name.endswith("/data.pkl") and name.count("/") == 1
+
+
 def _zip_kind(path) -> str:
-    try:
-        with zipfile.ZipFile(path) as archive:
-            names = archive.namelist()
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
-        raise CheckpointError(f"{os.fspath(path)!r}: corrupt zip archive ({exc})") from None
-    if any(n.endswith("/data.pkl") and n.count("/") == 1 for n in names):
+    with open_zip(path, os.fspath(path)) as archive:
+        names = archive.namelist()
+    if any(is_torch_pickle_record(n) for n in names):
         return "torch-zip"
     if names and all(n.endswith(".npy") for n in names):
         return "npz"

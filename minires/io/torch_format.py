@@ -27,7 +27,7 @@ import numpy as np
 from .errors import CheckpointError, UnsafeCheckpointError, short_repr
 from .limits import DEFAULT_LIMITS, ReadLimits, over_limit
 from .safetensors import bfloat16_bits_to_float32
-from .sniff import require_format
+from .sniff import is_torch_pickle_record, require_format
 from .torch_pickle import BF16, LazyTensor, Storage, StorageType, dtype_name, itemsize, safe_unpickle
 from .zip_records import open_zip, read_record
 
@@ -198,7 +198,7 @@ def _open_zip_checkpoint(path, source, limits, budget):
     archive = open_zip(path, source)
     try:
         names = {info.filename: info for info in archive.infolist()}
-        pickles = [n for n in names if n.endswith("/data.pkl") and n.count("/") == 1]
+        pickles = [n for n in names if is_torch_pickle_record(n)]
         if len(pickles) != 1:
             raise CheckpointError(f"{source!r} is a zip archive but not a torch.save checkpoint "
                                   f"(expected one '<name>/data.pkl', found {len(pickles)})")

@@ -112,10 +112,11 @@ class GradientAllreduce:
             for p, part in _slices(group):
                 if p.grad is not None:
                     p.grad = flat[part].reshape(p.data.shape)
-        if tail is None:
+        if tail is None:  # no parameters (sum the extras alone) or no extras (nothing more to sum)
             xp = np if not self._buffers else get_array_module(self._buffers[0][1])
-            tail = xp.asarray(list(extras), np.float64)  # no parameters: sum the extras alone
-            self.comm.allreduce(tail)
+            tail = xp.asarray(list(extras), np.float64)
+            if self.num_extras:
+                self.comm.allreduce(tail)
         return tail
 
 
@@ -200,7 +201,7 @@ class DataParallel:
     @property
     def is_writer(self) -> bool:
         """Whether this rank prints and writes files (rank 0)."""
-        return self.comm.rank == 0
+        return self.comm.is_writer
 
     def describe(self, batch: int) -> str:
         """``'; 2 ranks (mpi), 64 images each per step, batch norm per rank'`` (``''`` alone)."""

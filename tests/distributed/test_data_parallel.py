@@ -78,6 +78,23 @@ def test_gradient_allreduce_sums_gradients_and_extras():
         np.testing.assert_array_equal(extras, [4.5, 3.0])
 
 
+def test_gradient_allreduce_is_one_collective_per_dtype():
+    calls = []
+
+    def work(comm):
+        a = nn.Parameter(mr.tensor(np.zeros(3, np.float32)).data)
+        a.grad = np.ones(3, np.float32)
+        allreduce = comm.allreduce
+        comm.allreduce = lambda array: (calls.append(array.size), allreduce(array))[1]
+        assert GradientAllreduce([a], comm)().size == 0  # no extras: nothing else to sum
+        assert list(GradientAllreduce([], comm, num_extras=1)((2.0,))) == [4.0]  # no parameters
+        return a.grad.copy()
+
+    for grad in run_ranks(2, work):
+        np.testing.assert_array_equal(grad, [2, 2, 2])
+    assert sorted(calls) == [1, 1, 3, 3]
+
+
 def test_data_parallel_reduce_step_and_merge_rows():
     models = [_model(seed=rank) for rank in range(2)]
 

@@ -31,11 +31,8 @@ import numpy as np
 from ..autograd import Function, Tensor
 from ..autograd.function import sum_tangents
 from ..backend import get_array_module
+from ..kernels.norm import channel_axes, channel_shape, grad_scale
 from ..nn.batchnorm import _BatchNorm
-
-
-def _channel_axes(ndim: int) -> tuple:
-    return (0,) + tuple(range(2, ndim))
 
 
 def _local_moments(x, axes, xp):
@@ -46,7 +43,7 @@ def _local_moments(x, axes, xp):
         zeros = xp.zeros(channels, np.float64)
         return 0, zeros, zeros, None
     centre = x.mean(axis=axes, dtype=np.float64).astype(x.dtype)
-    shape = (1, channels) + (1,) * (x.ndim - 2)
+    shape = channel_shape(x.shape)
     centred = x - centre.reshape(shape)
     sum1 = centred.sum(axis=axes, dtype=np.float64)
     sum2 = xp.square(centred).sum(axis=axes, dtype=np.float64)
@@ -72,7 +69,7 @@ def combine_moments(stats):
 def _global_moments(x, comm):
     """``(count M, mean, biased var, centred)`` over every rank's ``x`` (one allgather); see :func:`_local_moments`."""
     xp = get_array_module(x)
-    count, mean_r, sum_sq_r, centred = _local_moments(x, _channel_axes(x.ndim), xp)
+    count, mean_r, sum_sq_r, centred = _local_moments(x, channel_axes(x.ndim), xp)
     total, mean, var = combine_moments(comm.allgather(xp.concatenate([xp.full(1, float(count)), mean_r, sum_sq_r])))
     if total <= 1:
         raise ValueError(f"SyncBatchNorm: expected more than 1 value per channel over all ranks when training, "
@@ -88,7 +85,7 @@ def _inv_std(var, eps: float, dtype):
 class SyncBatchNormFunction(Function):
     def forward(self, x, weight, bias, *, comm, running_mean, running_var, momentum, eps):
         xp = get_array_module(x)
-        shape = (1, x.shape[1]) + (1,) * (x.ndim - 2)
+        shape = channel_shape(x.shape)
         total, mean, var, centred = _global_moments(x, comm)
         if running_mean is not None:
             running_mean[...] = momentum * mean.astype(running_mean.dtype) + (1 - momentum) * running_mean
@@ -113,8 +110,8 @@ class SyncBatchNormFunction(Function):
         # ranks); d/dx = weight inv_std (g - G / M - x_hat GX / M) with G, GX those sums over all ranks
         xp = get_array_module(grad)
         needs = self.needs_input_grad
-        axes = _channel_axes(grad.ndim)
-        shape = (1, grad.shape[1]) + (1,) * (grad.ndim - 2)
+        axes = channel_axes(grad.ndim)
+        shape = channel_shape(grad.shape)
         x_hat = self.x_hat
         sum_g = grad.sum(axis=axes, dtype=np.float64)
         sum_gx = (grad * x_hat).sum(axis=axes, dtype=np.float64)
@@ -124,7 +121,7 @@ class SyncBatchNormFunction(Function):
             channels = grad.shape[1]
             mean_g = (sums[:channels] / self.total).astype(grad.dtype).reshape(shape)
             mean_gx = (sums[channels:] / self.total).astype(grad.dtype).reshape(shape)
-            scale = self.inv_std if self.weight is None else self.inv_std * self.weight
+            scale = grad_scale(self.inv_std, self.weight)
             grad_x = x_hat * -mean_gx
             grad_x += grad
             grad_x -= mean_g
@@ -138,7 +135,7 @@ class SyncBatchNormFunction(Function):
         # d x_hat = inv_std (dx - G(dx) - x_hat G(x_hat dx)), G the mean over all ranks (one allreduce)
         (tx, tw, tb), (x, w, _) = tangents, inputs
         xp = get_array_module(x)
-        axes, shape = _channel_axes(x.ndim), (1, x.shape[1]) + (1,) * (x.ndim - 2)
+        axes, shape = channel_axes(x.ndim), channel_shape(x.shape)
         total, mean, var, _ = _global_moments(x, comm)
         inv_std = _inv_std(var, eps, x.dtype).reshape(shape)
         x_hat = (x - mean.astype(x.dtype).reshape(shape)) * inv_std

@@ -14,15 +14,23 @@ def load_batch(data: str, batch_size: int, seed: int, num_classes: int = 10):
         seed: picks the images (and draws the Gaussian ones).
         num_classes: label range of the Gaussian batch.
     """
-    rng = np.random.default_rng(seed)
+    return load_batches(data, batch_size, [seed], num_classes)[seed]
+
+
+def load_batches(data: str, batch_size: int, seeds, num_classes: int = 10) -> dict:
+    """``{seed: load_batch(data, batch_size, seed, num_classes)}``, reading ``data`` once."""
+    rngs = {seed: np.random.default_rng(seed) for seed in seeds}
     if data == "gaussian":
-        x = rng.standard_normal((batch_size, 3, 32, 32)).astype(np.float32)
-        return x, rng.integers(0, num_classes, batch_size).astype(np.int64)
+        return {seed: (rng.standard_normal((batch_size, 3, 32, 32)).astype(np.float32),
+                       rng.integers(0, num_classes, batch_size).astype(np.int64)) for seed, rng in rngs.items()}
     from ..data import channel_stats, load_dataset, normalize  # noqa: PLC0415
 
     train, _ = load_dataset(data)
     if batch_size > len(train):
         raise ValueError(f"--batch-size {batch_size} exceeds the {len(train)} training images of {train.name}")
-    index = np.sort(rng.choice(len(train), batch_size, replace=False))
     mean, std = channel_stats(train.images)
-    return normalize(train.images[index], mean, std), train.labels[index].astype(np.int64)
+    batches = {}
+    for seed, rng in rngs.items():
+        index = np.sort(rng.choice(len(train), batch_size, replace=False))
+        batches[seed] = normalize(train.images[index], mean, std), train.labels[index].astype(np.int64)
+    return batches

@@ -32,7 +32,6 @@ import time
 import numpy as np
 
 from .. import distributed
-from ..analysis.inputs import load_batch
 
 DEFAULT_MODELS = ["plain20", "resnet20"]
 
@@ -100,19 +99,17 @@ def build_model(name: str, args, seed: int):
 
 def run_gradflow(args) -> int:
     """Run ``minires gradflow`` with parsed ``args``; returns the exit status."""
+    from ..analysis.inputs import load_batches  # noqa: PLC0415
     from ..analysis.report import ensure_dir  # noqa: PLC0415
 
     error = _argument_error(args)
     if error is not None:
         return _fail(error)
     try:
-        batches = {seed: load_batch(args.data, args.batch_size, seed, args.num_classes)
-                   for seed in range(args.seed, args.seed + args.seeds)}
+        batches = load_batches(args.data, args.batch_size, range(args.seed, args.seed + args.seeds),
+                               args.num_classes)
     except (OSError, ValueError) as exc:
         return _fail(f"--data {args.data}: {exc}")
-    if args.jacobian_iters < 0 or args.jacobian_batch < 2:
-        return _fail(f"--jacobian-iters must be >= 0 and --jacobian-batch >= 2, got {args.jacobian_iters} and "
-                     f"{args.jacobian_batch}")
     comm = distributed.init()
     out = ensure_dir(args.out) if comm.is_writer else None
     try:
@@ -134,6 +131,9 @@ def _argument_error(args) -> str | None:
         return f"--batch-size must be >= 2 (BN in train mode needs a batch), got {args.batch_size}"
     if args.seeds < 1:
         return f"--seeds must be >= 1, got {args.seeds}"
+    if args.jacobian_iters < 0 or args.jacobian_batch < 2:
+        return (f"--jacobian-iters must be >= 0 and --jacobian-batch >= 2, got {args.jacobian_iters} and "
+                f"{args.jacobian_batch}")
     if args.checkpoint and len(args.model) != 1:
         return f"--checkpoint needs exactly one --model, got {len(args.model)}: {' '.join(args.model)}"
     if args.checkpoint and not os.path.exists(args.checkpoint):

@@ -35,12 +35,12 @@ def run_sweep(jobs, run, comm: Communicator | None = None, on_result=None, shoul
     results = []
     for start in range(0, len(jobs), comm.size):
         stop = should_stop() if (comm.is_writer and should_stop is not None) else False
-        if comm.bcast_object(stop) if comm.size > 1 else stop:
+        if comm.bcast_object(stop):
             break
         index = start + comm.rank
         # (one process: a job's error propagates at once, as it always did)
         outcome = attempt(lambda: run(jobs[index]), reraise=comm.size == 1) if index < len(jobs) else None
-        round_outcomes = comm.gather_object(outcome) if comm.size > 1 else [outcome]
+        round_outcomes = comm.gather_object(outcome)
         error = None
         if comm.is_writer:
             for offset, (kind, value) in enumerate(o for o in round_outcomes if o is not None):
@@ -50,8 +50,7 @@ def run_sweep(jobs, run, comm: Communicator | None = None, on_result=None, shoul
                 results.append(value)
                 if on_result is not None:
                     on_result(jobs[start + offset], value)
-        if comm.size > 1:
-            error = comm.bcast_object(error)
+        error = comm.bcast_object(error)
         if error is not None:
             error.collective = True
             raise error

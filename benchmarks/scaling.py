@@ -48,22 +48,14 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 sys.path.insert(0, HERE)
 
+from speed import _batch, _machine, _median_time, minires_model_and_sgd, torch_cifar_resnet  # noqa: E402
+
 CONFIGS = [("minires", 1, 2), ("minires", 2, 1), ("torch", 1, 2)]  # (framework, ranks, threads per rank)
 BANDWIDTHS_GBIT = (10, 25, 100)
 NODES = (1, 2, 4, 8, 16, 32, 64)
-IMAGENET_MODELS = {"resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "wide_resnet50_2",
-                   "resnext50_32x4d", "se_resnet50", "densenet121"}
 
 
 # --- workers (run in their own processes) ---------------------------------------------------
-
-def _cifar_batch(batch: int, size: int = 32, seed: int = 0):
-    import numpy as np  # noqa: PLC0415
-
-    rng = np.random.default_rng(seed)
-    return (rng.standard_normal((batch, 3, size, size), dtype=np.float32),
-            rng.integers(0, 10, size=batch).astype(np.int64))
-
 
 def worker_minires_throughput(args) -> dict | None:
     """Training steps of ``args.model`` on this rank's part of a resident global batch."""
@@ -71,15 +63,15 @@ def worker_minires_throughput(args) -> dict | None:
 
     import minires as mr  # noqa: PLC0415
     import minires.functional as F  # noqa: PLC0415
-    from minires import distributed, models, optim  # noqa: PLC0415
+    from minires import distributed  # noqa: PLC0415
 
     comm = distributed.init()
     parallel = distributed.DataParallel(comm)
-    images, labels = _cifar_batch(args.batch_size)
+    images, labels = _batch(args.batch_size)
     x, y = mr.Tensor(parallel.sampler.split(images)), mr.Tensor(parallel.sampler.split(labels))
     mr.manual_seed(0)
-    model = parallel.prepare(models.create(args.model))
-    opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+    model, opt = minires_model_and_sgd(args.model)
+    model = parallel.prepare(model)
     weight = parallel.loss_weight(len(y.data), args.batch_size)
     reduce_times = []
 
@@ -114,10 +106,8 @@ def worker_torch_throughput(args) -> dict:
     """The same steps in PyTorch (``torch.set_num_threads(args.threads)``)."""
     import torch  # noqa: PLC0415
 
-    from speed import torch_cifar_resnet  # noqa: PLC0415
-
     torch.set_num_threads(args.threads)
-    images, labels = _cifar_batch(args.batch_size)
+    images, labels = _batch(args.batch_size)
     x, y = torch.from_numpy(images), torch.from_numpy(labels)
     torch.manual_seed(0)
     model = torch_cifar_resnet(args.model).train()
@@ -128,14 +118,7 @@ def worker_torch_throughput(args) -> dict:
         torch.nn.functional.cross_entropy(model(x), y).backward()
         opt.step()
 
-    for _ in range(args.warmup):
-        step()
-    times = []
-    for _ in range(args.steps):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    step_s = statistics.median(times)
+    step_s = _median_time(step, args.steps, args.warmup)[0]
     return {"step_s": step_s, "images_per_s": args.batch_size / step_s}
 
 
@@ -186,9 +169,9 @@ def worker_step(args) -> dict:
 
     results = {}
     for name in args.allreduce_models:
-        imagenet = name in IMAGENET_MODELS
+        imagenet = name in models.IMAGENET_MODELS
         batch, size = (args.imagenet_batch, args.imagenet_size) if imagenet else (args.batch_size, 32)
-        images, labels = _cifar_batch(batch, size)
+        images, labels = _batch(batch, size=size)
         mr.manual_seed(0)
         model = models.create(name, num_classes=10)
         opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
@@ -375,7 +358,6 @@ def main(argv=None):
         args.allreduce_models, args.model_steps, args.imagenet_batch, args.imagenet_size = \
             ["resnet20", "resnet50"], 1, 2, 32
     command = "python benchmarks/scaling.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    from speed import _machine  # noqa: PLC0415
 
     record = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": _machine(), "command": command.strip(),
               "args": vars(args)}

@@ -114,10 +114,10 @@ def _median_time(fn, steps: int, warmup: int) -> tuple[float, list]:
     return statistics.median(times), times
 
 
-def _batch(batch_size: int, seed: int = 0):
+def _batch(batch_size: int, seed: int = 0, size: int = 32):
     import numpy as np  # noqa: PLC0415
     rng = np.random.default_rng(seed)
-    images = rng.standard_normal((batch_size, 3, 32, 32), dtype=np.float32)
+    images = rng.standard_normal((batch_size, 3, size, size), dtype=np.float32)
     labels = rng.integers(0, 10, size=batch_size).astype(np.int64)
     return images, labels
 

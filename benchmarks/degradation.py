@@ -52,7 +52,7 @@ from minires.backend import as_numpy, synchronize  # noqa: E402
 from minires.data import Loader, channel_stats, load_dataset  # noqa: E402
 from minires.optim import SGD  # noqa: E402
 from minires.train.jsonl import append_jsonl  # noqa: E402
-from minires.train.plot import load_run, plot_layer_series, plot_ratio_heatmaps  # noqa: E402
+from minires.train.plot import load_run, plot_runs  # noqa: E402
 
 FIELDS = ["model", "epoch", "step", "images", "lr", "train_loss", "train_err", "test_loss", "test_err", "seconds"]
 
@@ -213,12 +213,7 @@ def plot_gradient_flow(models, args):
                 continue
     if not runs or pyplot() is None:
         return []
-    stem = os.path.join(args.out, args.tag)
-    paths = [plot_layer_series(runs, "grad_norm", f"{stem}_grad_norms.png"),
-             plot_layer_series(runs, "update_ratio", f"{stem}_update_ratios.png")]
-    if any(r.gradients[0]["blocks"] for r in runs):
-        paths.insert(0, plot_ratio_heatmaps(runs, f"{stem}_branch_skip_ratio.png"))
-    return paths
+    return plot_runs(runs, args.out, prefix=f"{args.tag}_")  # (these folders hold no metrics.jsonl)
 
 
 def read_csv(path):

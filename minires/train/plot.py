@@ -83,22 +83,24 @@ def pyplot():
     return plt
 
 
-def plot_runs(runs: list, out: str) -> list:
+def plot_runs(runs: list, out: str, prefix: str = "") -> list:
     """Write every figure the runs have data for into ``out``; returns the paths written.
 
     Args:
         runs: :class:`RunRecords` (from :func:`load_run`), drawn in this order.
         out: the folder for the PNG files (created if needed).
+        prefix: put before each file name (``learning_curves.png``, ``branch_skip_ratio.png``,
+            ``grad_norms.png``, ``update_ratios.png``).
     """
     os.makedirs(out, exist_ok=True)
     written = []
     if any(r.metrics for r in runs):
-        written.append(plot_learning_curves(runs, os.path.join(out, "learning_curves.png")))
+        written.append(plot_learning_curves(runs, os.path.join(out, f"{prefix}learning_curves.png")))
     if any(r.gradients and r.gradients[0]["blocks"] for r in runs):
-        written.append(plot_ratio_heatmaps(runs, os.path.join(out, "branch_skip_ratio.png")))
+        written.append(plot_ratio_heatmaps(runs, os.path.join(out, f"{prefix}branch_skip_ratio.png")))
     if any(r.gradients for r in runs):
-        written.append(plot_layer_series(runs, "grad_norm", os.path.join(out, "grad_norms.png")))
-        written.append(plot_layer_series(runs, "update_ratio", os.path.join(out, "update_ratios.png")))
+        written.append(plot_layer_series(runs, "grad_norm", os.path.join(out, f"{prefix}grad_norms.png")))
+        written.append(plot_layer_series(runs, "update_ratio", os.path.join(out, f"{prefix}update_ratios.png")))
     return written
 
 

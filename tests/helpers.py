@@ -27,3 +27,12 @@ def graph_ops(out) -> Counter:
         counts[type(fn).__name__] += 1
         stack.extend(p._ctx for p in getattr(fn, "parents", ()) if p is not None)
     return counts
+
+
+#: the fields of a metrics record that are timings (they differ between equal runs)
+TIMING_FIELDS = ("seconds", "train_seconds", "images_per_s")
+
+
+def without_timings(records) -> list:
+    """``records`` (metrics dicts) without their :data:`TIMING_FIELDS`, for comparing two runs."""
+    return [{k: v for k, v in r.items() if k not in TIMING_FIELDS} for r in records]

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from minires.io import load_state_dict
+from tests.helpers import without_timings
 
 from . import mpirun
 
@@ -23,7 +24,6 @@ TRAIN = ["train", "--data", "embedded", "--train-subset", "96", "--test-subset",
          "0.2", "--momentum", "0.9", "--nesterov", "--weight-decay", "5e-4", "--cutout", "8", "--seed", "4",
          "--no-progress", "--no-plot"]
 FLOAT64_SYNC = TRAIN + ["--dtype", "float64", "--sync-bn", "--checkpoint-every", "1"]
-TIMES = ("seconds", "train_seconds", "images_per_s")
 
 
 def _train(ranks, args, out, timeout=300, **env):
@@ -43,7 +43,7 @@ def _assert_close(a, b, rtol=1e-10):
 
 def _metrics(out):
     with open(os.path.join(out, "metrics.jsonl")) as f:
-        return [{k: v for k, v in json.loads(line).items() if k not in TIMES} for line in f]
+        return without_timings(json.loads(line) for line in f)
 
 
 @pytest.fixture(scope="module")

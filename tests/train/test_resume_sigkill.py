@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from minires.io import load_state_dict
+from tests.helpers import without_timings
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ARGS = ["train", "--model", "resnet20", "--data", "embedded", "--train-subset", "96", "--test-subset", "48",
@@ -33,8 +34,7 @@ def _cli(out, *extra, model="tiny"):
 
 def _metrics(out):
     with open(os.path.join(out, "metrics.jsonl")) as f:
-        skip = ("seconds", "train_seconds", "images_per_s")
-        return [{k: v for k, v in json.loads(line).items() if k not in skip} for line in f]
+        return without_timings(json.loads(line) for line in f)
 
 
 def _reference_and_killed_run(tmp_path, max_kills, *extra, model="tiny"):

@@ -15,6 +15,7 @@ import pytest
 
 from minires.io import load_state_dict
 from minires.train import load_checkpoint, read_jsonl
+from tests.helpers import without_timings
 
 from .tmpfs import HERE, cli, cli_env, run_scenario, wait_for, wait_for_checkpoint_of_step
 
@@ -27,10 +28,6 @@ ARGS = ["train", "--data", "embedded", "--train-subset", "64", "--test-subset", 
 def _start(args, out, **env):
     return subprocess.Popen([sys.executable, os.path.join(HERE, "driver.py"), *args, "--out", str(out)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=cli_env(**env))
-
-
-def _without_times(records):
-    return [{k: v for k, v in r.items() if k not in ("seconds", "train_seconds", "images_per_s")} for r in records]
 
 
 def _assert_same_weights(a, b):
@@ -128,8 +125,8 @@ def test_disk_full_stops_cleanly_and_resume_completes_the_run(tmp_path, referenc
     assert "the disk is full" in output and "--resume" in output and "internal error" not in output
     _assert_readable_run(tmp_path / "full")
     assert report["resume_code"] == 0, report["resume_output"]
-    assert _without_times(_assert_readable_run(tmp_path / "resumed")) == \
-        _without_times(read_jsonl(reference / "metrics.jsonl"))
+    assert without_timings(_assert_readable_run(tmp_path / "resumed")) == \
+        without_timings(read_jsonl(reference / "metrics.jsonl"))
     _assert_same_weights(reference / "model.npz", tmp_path / "resumed" / "model.npz")
 
 

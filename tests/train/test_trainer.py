@@ -10,6 +10,7 @@ import pytest
 from minires.io import load_state_dict
 from minires.optim import create_schedule
 from minires.train import NonFiniteLossError, TrainConfig, Trainer, TrainingError, load_checkpoint
+from tests.helpers import without_timings
 
 from .tiny import use_tiny_model
 
@@ -29,10 +30,6 @@ def _config(out, **kw):
 
 def _quiet(*args):
     pass
-
-
-def _strip_times(records):
-    return [{k: v for k, v in r.items() if k not in ("seconds", "train_seconds", "images_per_s")} for r in records]
 
 
 def test_run_writes_all_outputs(tmp_path):
@@ -118,7 +115,7 @@ def test_ctrl_c_then_resume_is_exact(tmp_path, stop_at):
     b = load_state_dict(tmp_path / "run" / "model.npz")
     for k in a:
         assert a[k].tobytes() == b[k].tobytes(), k
-    assert _strip_times(reference.read_metrics()) == _strip_times(resumed.read_metrics())
+    assert without_timings(reference.read_metrics()) == without_timings(resumed.read_metrics())
 
 
 def _poison_after_step(trainer, bad_step: int, poison) -> None:

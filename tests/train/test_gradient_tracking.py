@@ -9,7 +9,9 @@ from minires.io import load_state_dict
 from minires.train import TrainConfig, Trainer
 from minires.train.jsonl import read_jsonl
 
-from .test_trainer import _config, _interrupt_after, _quiet, _strip_times
+from tests.helpers import without_timings
+
+from .test_trainer import _config, _interrupt_after, _quiet
 from .tiny import tiny_residual_model
 
 
@@ -43,7 +45,7 @@ def test_records_every_n_steps_without_changing_training(tmp_path):
     b = load_state_dict(tmp_path / "on" / "model.npz")
     for key in a:
         assert a[key].tobytes() == b[key].tobytes(), key
-    assert _strip_times(plain.read_metrics()) == _strip_times(tracked.read_metrics())
+    assert without_timings(plain.read_metrics()) == without_timings(tracked.read_metrics())
 
 
 def test_first_record_is_the_trace_of_the_first_batch(tmp_path):

@@ -15,8 +15,9 @@ import pytest
 from minires.io import load_state_dict
 from minires.train import NonFiniteLossError, RunDirError, TrainingError, Trainer, load_checkpoint, save_checkpoint
 
-from .test_trainer import (_config, _interrupt_after, _poison_after_step, _poison_weights_after_step, _quiet,
-                           _strip_times)
+from tests.helpers import without_timings
+
+from .test_trainer import _config, _interrupt_after, _poison_after_step, _poison_weights_after_step, _quiet
 from .tiny import use_tiny_model
 
 
@@ -56,7 +57,7 @@ def test_resume_without_checkpoint_reruns_the_same_run(tmp_path):
     again = Trainer(_config(tmp_path), log=lines.append)
     assert again.fit(resume=True)["status"] == "done"
     assert any("no checkpoint.npz" in line and "settings of its config.json" in line for line in lines)
-    assert _strip_times(again.read_metrics()) == _strip_times(first.read_metrics())
+    assert without_timings(again.read_metrics()) == without_timings(first.read_metrics())
     for key, value in load_state_dict(tmp_path / "model.npz").items():
         assert value.tobytes() == weights[key].tobytes(), key
     (previous,) = [n for n in os.listdir(tmp_path) if n.startswith("previous-")]
@@ -98,7 +99,7 @@ def test_torn_metrics_line_is_dropped_on_resume_with_a_warning(tmp_path):
     assert resumed.fit(resume=True)["status"] == "done"
     warnings = [line for line in lines if line.startswith("warning:")]
     assert len(warnings) == 1 and str(tmp_path / "run" / "metrics.jsonl") in warnings[0]
-    assert _strip_times(resumed.read_metrics()) == _strip_times(reference.read_metrics())
+    assert without_timings(resumed.read_metrics()) == without_timings(reference.read_metrics())
 
 
 def _running_var(trainer):

@@ -6,6 +6,9 @@ the disk) at a known moment, with the output folder locked and the earlier steps
 
 ``MINIRES_TEST_MODEL=residual`` picks the tiny ResNet (two blocks), otherwise the
 block-free tiny model.
+
+``MINIRES_TEST_STEP_SLEEP=SECONDS`` sleeps before every training step, so that a test can
+kill a run in its middle however fast the machine (or however slow the test process) is.
 """
 
 import os
@@ -35,6 +38,18 @@ def _hold_before_step(step: int, path: str) -> None:
     trainer.Trainer._train_step = train_step
 
 
+def _sleep_before_steps(pause: float) -> None:
+    original = trainer.Trainer._train_step
+
+    def train_step(self, *args):
+        time.sleep(pause)
+        return original(self, *args)
+
+    trainer.Trainer._train_step = train_step
+
+
+if os.environ.get("MINIRES_TEST_STEP_SLEEP"):
+    _sleep_before_steps(float(os.environ["MINIRES_TEST_STEP_SLEEP"]))
 if os.environ.get("MINIRES_TEST_HOLD"):
     hold_step, hold_path = os.environ["MINIRES_TEST_HOLD"].split(":", 1)
     _hold_before_step(int(hold_step), hold_path)

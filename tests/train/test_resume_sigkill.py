@@ -27,7 +27,8 @@ ARGS = ["train", "--model", "resnet20", "--data", "embedded", "--train-subset", 
 
 def _cli(out, *extra, model="tiny"):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([HERE, os.environ.get("PYTHONPATH", "")]),
-               OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1", MINIRES_TEST_MODEL=model)
+               OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1", MINIRES_TEST_MODEL=model,
+               MINIRES_TEST_STEP_SLEEP="0.03")  # the 12 steps after the first checkpoint outlast the kill delay
     return subprocess.Popen([sys.executable, os.path.join(HERE, "driver.py"), *ARGS, "--out", str(out), *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
 
